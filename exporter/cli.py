@@ -1,0 +1,240 @@
+"""Command line: serve, check, catalog, validate. Prometheus-style flags."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .catalog import CATALOG, CatalogPath, Role, paths_for
+from .config import ConfigError, load_config
+from .logs import setup_logging
+from .plan import build_plan
+from .scrape import Outcome
+
+DEFAULT_CONFIG = "illiad.yml"
+DEFAULT_LISTEN = ":9968"
+VANTAGES = [r.value for r in Role]
+
+
+def _add_common(parser: argparse.ArgumentParser, *, vantage: bool) -> None:
+    parser.add_argument(
+        "--config.file", dest="config_file", default=os.environ.get("ILLIAD_EXPORTER_CONFIG", DEFAULT_CONFIG),
+        help=f"YAML config (default: $ILLIAD_EXPORTER_CONFIG or {DEFAULT_CONFIG})",
+    )
+    if vantage:
+        parser.add_argument(
+            "--vantage", choices=VANTAGES, default=os.environ.get("ILLIAD_EXPORTER_VANTAGE"),
+            help="the role of the host this runs on (default: $ILLIAD_EXPORTER_VANTAGE)",
+        )
+    parser.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
+    parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="illiad-exporter",
+        description="Prometheus exporter for the network paths an ILLiad installation depends on.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve /metrics and /probe (the default)")
+    _add_common(serve, vantage=True)
+    serve.add_argument("--web.listen-address", dest="listen_address", default=DEFAULT_LISTEN,
+                       help=f"address to listen on (default: {DEFAULT_LISTEN})")
+
+    check = commands.add_parser("check", help="probe once, print a table, exit 1 when an expectation is not met")
+    _add_common(check, vantage=True)
+    check.add_argument("--output", choices=["table", "json"], default="table")
+    check.add_argument("--site", action="append", help="only this site (repeatable)")
+
+    catalog = commands.add_parser("catalog", help="print the built-in ILLiad path catalog")
+    catalog.add_argument("--vantage", choices=VANTAGES, help="only the paths that start at this role")
+    catalog.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+
+    validate = commands.add_parser("validate", help="check a config file; exit 0 when valid, 1 when not")
+    _add_common(validate, vantage=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version"):
+        args_list.insert(0, "serve")
+    args = build_parser().parse_args(args_list)
+    if args.command == "catalog":
+        return cmd_catalog(args)
+    setup_logging(args.log_level, args.log_format)
+    if args.command == "validate":
+        return cmd_validate(args)
+    if not args.vantage:
+        print("error: --vantage is required (or set ILLIAD_EXPORTER_VANTAGE)", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        return cmd_check(args)
+    return cmd_serve(args)
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import parse_listen_address, serve
+    from .state import ExporterState
+
+    try:
+        parse_listen_address(args.listen_address)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        state = ExporterState(args.config_file, Role(args.vantage))
+        try:
+            state.load()
+        except ConfigError as error:
+            print(f"invalid config, not starting:\n{error}", file=sys.stderr)
+            return 1
+        await serve(state, args.listen_address)
+        return 0
+
+    try:
+        return _run(run())
+    except KeyboardInterrupt:  # Ctrl-C where the loop has no signal handlers (Windows)
+        return 0
+    except OSError as exc:
+        print(f"error: cannot listen on {args.listen_address}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+def _run(coro: object) -> int:
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    return uvloop.run(coro)  # type: ignore[no-any-return]
+
+
+# -- validate ----------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config_file)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        print(f"{len(error.issues)} error(s) in {args.config_file}", file=sys.stderr)
+        return 1
+    counts = {role.value: len(build_plan(config, role)) for role in Role}
+    per_role = ", ".join(f"{role} {n}" for role, n in counts.items())
+    print(f"{args.config_file}: valid; {len(config.sites)} site(s); probes per vantage: {per_role}")
+    return 0
+
+
+# -- check -------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config_file)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    plan = build_plan(config, Role(args.vantage))
+    targets = [t for t in plan.targets if not args.site or t.site in args.site]
+    budget = max((t.timeout for t in targets), default=1.0) + 1.0
+
+    async def run() -> list[Outcome]:
+        from .scrape import run_all
+
+        return await run_all(targets, budget=budget, limiter=asyncio.Semaphore(config.exporter.max_concurrency))
+
+    outcomes = _run(run())  # type: ignore[arg-type]
+    skipped = [s for s in plan.skipped if not args.site or s.site in args.site]
+    all_met = all(o.result.observed is o.target.expect for o in outcomes)  # type: ignore[union-attr]
+    if args.output == "json":
+        print(json.dumps({"vantage": args.vantage, "ok": all_met, "results": [_outcome_json(o) for o in outcomes],
+                          "skipped": [vars_of(s) for s in skipped]}, indent=2))
+    else:
+        print(check_table(outcomes, skipped))  # type: ignore[arg-type]
+        verdict = "all expectations met" if all_met else "SOME EXPECTATIONS NOT MET"
+        print(f"\n{len(outcomes)} probe(s) from {args.vantage}: {verdict}")  # type: ignore[arg-type]
+    return 0 if all_met else 1
+
+
+def vars_of(obj: object) -> dict[str, object]:
+    return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]
+
+
+def _outcome_json(o: Outcome) -> dict[str, object]:
+    t, r = o.target, o.result
+    return {
+        "site": t.site, "path": t.path, "host": t.host, "port": r.port or t.port, "prober": t.prober,
+        "expect": t.expect.value, "observed": r.observed.value, "met": r.observed is t.expect, "up": r.up,
+        "reason": r.reason.value if r.reason else None, "detail": r.detail,
+        "latency_seconds": r.connect_latency, "duration_seconds": r.duration, "phases": r.phases,
+        "tls": None if r.tls is None else {"version": r.tls.version, "cert_not_after": r.tls.cert_not_after,
+                                           "verified": r.tls.verified},
+        "info": {f.name: dict(f.labels) for f in r.infos},
+    }
+
+
+def check_table(outcomes: Sequence[Outcome], skipped: Sequence[object] = ()) -> str:
+    header = ("SITE", "PATH", "TARGET", "EXPECTED", "OBSERVED", "LATENCY", "REASON", "")
+    rows = [header]
+    for o in outcomes:
+        t, r = o.target, o.result
+        latency = f"{r.connect_latency * 1000:.1f} ms" if r.connect_latency is not None else "-"
+        met = "ok" if r.observed is t.expect else "FAIL"
+        observed = r.observed.value if r.up or r.observed.value == "closed" else "open (check failed)"
+        reason = "" if r.up else f"{r.reason}" + (f": {r.detail}" if r.detail else "")
+        rows.append((t.site, t.path, f"{t.host}:{r.port or t.port}", t.expect.value, observed, latency, reason[:80], met))
+    for s in skipped:
+        rows.append((s.site, s.path, "-", "-", "skipped", "-", s.why, ""))  # type: ignore[attr-defined]
+    return _table(rows)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+# -- catalog -----------------------------------------------------------------------------
+
+
+def _catalog_rows(paths: Sequence[CatalogPath]) -> list[dict[str, str]]:
+    rows = []
+    for p in paths:
+        routes = "; ".join(f"{src.value} -> {', '.join(str(t) for t in ts)}" for src, ts in p.routes.items())
+        rows.append({
+            "id": p.id, "title": p.title, "routes": routes, "ports": ", ".join(str(x) for x in p.ports),
+            "prober": p.prober, "need": "required" if p.required else "optional", "expect": p.expect.value,
+            "default": "on" if p.enabled_by_default else "off", "notes": p.notes,
+        })
+    return rows
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    paths = paths_for(Role(args.vantage)) if args.vantage else CATALOG
+    rows = _catalog_rows(paths)
+    if args.format == "json":
+        print(json.dumps([{**row, "ports": [int(x) for x in row["ports"].split(", ")]} for row in rows], indent=2))
+    elif args.format == "markdown":
+        keys = list(rows[0])
+        print("| " + " | ".join(keys) + " |")
+        print("|" + " --- |" * len(keys))
+        for row in rows:
+            print("| " + " | ".join(row[k].replace("|", "\\|") for k in keys) + " |")
+    else:
+        keys = ["id", "routes", "ports", "prober", "need", "expect", "default"]
+        print(_table([[k.upper() for k in keys]] + [[row[k] for k in keys] for row in rows]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The plan: the concrete probes one vantage makes, built once per config load."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .catalog import Role
+from .config import Config, Site
+from .probers import ProbeTarget
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """An enabled path this vantage cannot probe, and why (shown by check, not a metric)."""
+
+    site: str
+    path: str
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    vantage: Role
+    by_site: Mapping[str, tuple[ProbeTarget, ...]]
+    skipped: tuple[Skipped, ...] = ()
+    required: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (site, path)
+
+    @property
+    def targets(self) -> tuple[ProbeTarget, ...]:
+        return tuple(t for targets in self.by_site.values() for t in targets)
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self.by_site.values())
+
+
+def site_targets(config: Config, site: Site, vantage: Role) -> tuple[list[ProbeTarget], list[Skipped], set[str]]:
+    targets: list[ProbeTarget] = []
+    skipped: list[Skipped] = []
+    required: set[str] = set()
+    d = config.defaults
+    for path in site.paths:
+        if not path.enabled or vantage not in path.routes:
+            continue
+        hosts = path.routes[vantage]
+        for source, target in path.unresolved:
+            if source is vantage:
+                skipped.append(Skipped(site.name, path.id, f"no host for {target} in this site's hosts"))
+        if path.required:
+            required.add(path.id)
+        for host in hosts:
+            for port in path.ports:
+                targets.append(
+                    ProbeTarget(
+                        site=site.name,
+                        path=path.id,
+                        vantage=vantage.value,
+                        host=host,
+                        port=port,
+                        prober=path.prober,
+                        expect=path.expect,
+                        timeout=path.timeout,
+                        options=path.options,
+                        ip_protocol=d.ip_protocol,
+                        ip_fallback=d.ip_fallback,
+                        source_address=str(d.source_address) if d.source_address else None,
+                        static_addresses=tuple(str(a) for a in d.hosts.get(host, ())),
+                        system_resolver=d.system_resolver,
+                    )
+                )
+    return targets, skipped, required
+
+
+def build_plan(config: Config, vantage: Role) -> Plan:
+    by_site: dict[str, tuple[ProbeTarget, ...]] = {}
+    skipped: list[Skipped] = []
+    required: set[tuple[str, str]] = set()
+    for site in config.sites:
+        targets, site_skipped, site_required = site_targets(config, site, vantage)
+        by_site[site.name] = tuple(targets)
+        skipped += site_skipped
+        required |= {(site.name, p) for p in site_required}
+    return Plan(vantage, MappingProxyType(by_site), tuple(skipped), frozenset(required))

@@ -1,0 +1,24 @@
+"""The prober table: the config word -> the prober. A new protocol is one module and one line."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from . import connect_only, http, tcp, tls
+from .base import Prober, ProbeFailure, ProberOptions, ProbeResult, ProbeTarget, Reason
+
+PROBERS: Mapping[str, Prober] = MappingProxyType(
+    {
+        prober.name: prober
+        for prober in (
+            tcp.PROBER,
+            tls.PROBER,
+            http.PROBER,
+            connect_only.ODYSSEY,
+            connect_only.ISO_ILL,
+        )
+    }
+)
+
+__all__ = ["PROBERS", "Prober", "ProbeFailure", "ProberOptions", "ProbeResult", "ProbeTarget", "Reason"]

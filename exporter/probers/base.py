@@ -1,0 +1,153 @@
+"""The contract every prober keeps.
+
+A prober is ``async def probe(target: ProbeTarget, result: ProbeResult) -> bool``. It
+records what it measured into ``result`` (phases, TLS facts, info facts) and returns whether
+the path works. To fail with a reason it raises :class:`ProbeFailure`; the runner turns a
+timeout into reason ``timeout`` and keeps whatever the prober had recorded by then. A
+prober never knows about metric names or HTTP serving.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ..catalog import Expect
+
+
+class Reason(str, enum.Enum):
+    """Why a probe failed: one word an operator can act on."""
+
+    DNS = "dns"  # the name did not resolve
+    REFUSED = "refused"  # TCP RST: nothing listens, or a firewall rejects
+    TIMEOUT = "timeout"  # no answer in time: a firewall drops, or the service hangs
+    UNREACHABLE = "unreachable"  # no route to the network or host
+    NETWORK = "network"  # any other socket error (reset mid-exchange, ...)
+    TLS = "tls"  # handshake or certificate verification failed
+    PROTOCOL = "protocol"  # something answered, but not the expected service
+    HTTP_STATUS = "http_status"  # HTTP answered with an unexpected status
+    BROWSER = "browser"  # SQL Server Browser gave no port for the named instance
+    AUTH = "auth"  # a configured bind/login was refused
+    ERROR = "error"  # a bug in the exporter; logged with its traceback
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ALL_REASONS: tuple[str, ...] = tuple(r.value for r in Reason)
+
+
+class ProbeFailure(Exception):
+    """Raised by a prober to end the probe with a reason and a one-line detail."""
+
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+        self.reason = reason
+        self.detail = detail
+
+
+class ProberOptions(BaseModel):
+    """Base of every prober's options; a path's extra config keys are validated against it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    """One concrete probe: a path of a site, from this vantage, to one host and port."""
+
+    site: str
+    path: str
+    vantage: str
+    host: str
+    port: int
+    prober: str
+    expect: Expect
+    timeout: float
+    options: ProberOptions
+    ip_protocol: str = "ip4"  # preferred family: ip4 or ip6
+    ip_fallback: bool = True  # try the other family when the preferred has no address
+    source_address: str | None = None
+    # addresses the config pins for this host (its hosts: table); skips name resolution
+    static_addresses: tuple[str, ...] = ()
+    system_resolver: bool = True  # False: a host missing from the hosts table fails as dns
+
+    @property
+    def labels(self) -> tuple[str, str, str, str, str, str]:
+        """Label values in the order of ``PATH_LABELS`` (metrics module)."""
+        return (self.site, self.vantage, self.path, self.host, str(self.port), self.expect.value)
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        return (self.site, self.path, self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFacts:
+    version: str  # "TLSv1.3"
+    cert_not_after: float  # earliest expiry in the presented chain, unix seconds
+    verified: bool
+    subject: str = ""
+    issuer: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InfoFact:
+    """A ``illiad_<name>_info`` gauge (value 1) with these extra labels, e.g. a server's version."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...]
+
+
+@dataclass(slots=True)
+class ProbeResult:
+    up: bool = False
+    reason: Reason | None = None
+    detail: str = ""
+    # resolve, connect, tls, handshake: seconds
+    phases: dict[str, float] = field(default_factory=dict)
+    address: str | None = None  # the address actually connected to
+    port: int | None = None  # the port actually probed (may differ: SQL Browser)
+    tls: TlsFacts | None = None
+    infos: list[InfoFact] = field(default_factory=list)
+    duration: float = 0.0
+
+    PHASES: ClassVar[tuple[str, ...]] = ("resolve", "connect", "tls", "handshake")
+
+    @property
+    def connect_latency(self) -> float | None:
+        """TCP connect time; None when no connection was made."""
+        return self.phases.get("connect") if self.address is not None else None
+
+    @property
+    def observed(self) -> Expect:
+        """Whether the path was seen open. A listener that answered is open even when its
+        protocol check failed: for a must-be-closed path that is what matters."""
+        if self.up or self.address is not None:
+            return Expect.OPEN
+        return Expect.CLOSED
+
+    def add_info(self, name: str, **labels: str) -> None:
+        self.infos.append(InfoFact(name, tuple(sorted(labels.items()))))
+
+    def fail(self, reason: Reason, detail: str = "") -> None:
+        self.up = False
+        self.reason = reason
+        self.detail = detail
+
+
+ProbeFunc = Callable[[ProbeTarget, ProbeResult], Awaitable[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class Prober:
+    """A table entry: the config word, the function, and the schema of its options."""
+
+    name: str
+    probe: ProbeFunc
+    options: type[ProberOptions] = ProberOptions
+    description: str = ""

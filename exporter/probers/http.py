@@ -1,0 +1,139 @@
+"""HTTP(S): one request over the prober's own connection, the status checked.
+
+HTTP/1.1 framing is h11's (a sans-IO parser): the prober owns the socket, so the connect
+and TLS phases are timed like every other probe and the body read stays bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import h11
+from pydantic import Field, model_validator
+
+from .. import __version__
+from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
+from .net import Connection, connect
+from .tlsinfo import TlsOptions, client_context
+
+MAX_BODY_BYTES = 256 * 1024
+USER_AGENT = f"illiad-port-exporter/{__version__}"
+
+
+class HttpOptions(TlsOptions):
+    scheme: Literal["http", "https"] | None = None  # default: https on 443, else http
+    path: str = "/"
+    method: Literal["GET", "HEAD"] = "GET"
+    valid_status: list[int] = Field(default_factory=list)  # empty: any 2xx or 3xx
+    host_header: str | None = None
+
+    @model_validator(mode="after")
+    def _path_is_absolute(self) -> HttpOptions:
+        if not self.path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {self.path!r}")
+        return self
+
+    def scheme_for(self, port: int) -> str:
+        return self.scheme or ("https" if port in (443, 8443) else "http")
+
+    def status_ok(self, status: int) -> bool:
+        return status in self.valid_status if self.valid_status else 200 <= status < 400
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def open_http(target: ProbeTarget, result: ProbeResult, options: TlsOptions, *, https: bool) -> Connection:
+    """Connect, and negotiate TLS when ``https``."""
+    connection = await connect(target, result)
+    if https:
+        try:
+            await connection.start_tls(client_context(options), options.server_name or target.host, result)
+        except BaseException:
+            await connection.close()
+            raise
+    return connection
+
+
+async def request(
+    connection: Connection,
+    result: ProbeResult,
+    *,
+    host: str,
+    path: str,
+    method: str = "GET",
+    max_body: int = MAX_BODY_BYTES,
+) -> HttpResponse:
+    """Send one request and read the response (body cut at ``max_body``); adds the time to
+    phase ``handshake``."""
+    started = time.perf_counter()
+    client = h11.Connection(h11.CLIENT)
+    wire = client.send(
+        h11.Request(
+            method=method,
+            target=path,
+            headers=[("Host", host), ("User-Agent", USER_AGENT), ("Accept", "*/*"), ("Connection", "close")],
+        )
+    ) + (client.send(h11.EndOfMessage()) or b"")
+    await connection.send(wire)
+    status = 0
+    headers: dict[str, str] = {}
+    body = bytearray()
+    while True:
+        try:
+            event = client.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise ProbeFailure(Reason.PROTOCOL, f"not an HTTP answer: {exc}") from None
+        if event is h11.NEED_DATA:
+            data = await connection.read_some()
+            if not data and status == 0:
+                raise ProbeFailure(Reason.PROTOCOL, "connection closed before an HTTP answer")
+            client.receive_data(data)
+            continue
+        if isinstance(event, h11.Response):
+            status = event.status_code
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+            if method == "HEAD":
+                break
+        elif isinstance(event, h11.Data):
+            body += event.data[: max_body - len(body)]
+            if len(body) >= max_body:
+                break
+        elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+            break
+    result.phases["handshake"] = result.phases.get("handshake", 0.0) + time.perf_counter() - started
+    return HttpResponse(status, headers, bytes(body))
+
+
+def host_header(target: ProbeTarget, options: HttpOptions, https: bool) -> str:
+    if options.host_header:
+        return options.host_header
+    default_port = 443 if https else 80
+    host = options.server_name or target.host
+    host = f"[{host}]" if ":" in host else host
+    return host if target.port == default_port else f"{host}:{target.port}"
+
+
+async def probe_http(target: ProbeTarget, result: ProbeResult) -> bool:
+    options = target.options
+    assert isinstance(options, HttpOptions)
+    https = options.scheme_for(target.port) == "https"
+    connection = await open_http(target, result, options, https=https)
+    try:
+        response = await request(
+            connection, result, host=host_header(target, options, https), path=options.path, method=options.method
+        )
+    finally:
+        await connection.close()
+    if not options.status_ok(response.status):
+        raise ProbeFailure(Reason.HTTP_STATUS, f"{options.method} {options.path} answered {response.status}")
+    return True
+
+
+PROBER = Prober("http", probe_http, HttpOptions, "HTTP or HTTPS request with an expected status")

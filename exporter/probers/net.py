@@ -1,0 +1,195 @@
+"""Shared network steps of every prober: timed resolution, connect, TLS, bounded reads.
+
+Failures become :class:`ProbeFailure` with a reason an operator can act on. Every read is
+bounded in bytes; the time bound is the runner's deadline around the whole probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+from .base import ProbeFailure, ProbeResult, ProbeTarget, Reason
+from .tlsinfo import tls_facts
+
+# Bytes any single protocol answer may take before it is called garbage.
+DEFAULT_READ_LIMIT = 64 * 1024
+
+_UNREACHABLE_ERRNOS = {
+    errno.ENETUNREACH,
+    errno.EHOSTUNREACH,
+    getattr(errno, "EHOSTDOWN", -1),
+    getattr(errno, "ENETDOWN", -1),
+    getattr(errno, "WSAENETUNREACH", -1),
+    getattr(errno, "WSAEHOSTUNREACH", -1),
+}
+_REFUSED_ERRNOS = {errno.ECONNREFUSED, getattr(errno, "WSAECONNREFUSED", -1)}
+_TIMEOUT_ERRNOS = {errno.ETIMEDOUT, getattr(errno, "WSAETIMEDOUT", -1)}
+
+
+def classify_os_error(exc: OSError) -> Reason:
+    if isinstance(exc, socket.gaierror):
+        return Reason.DNS
+    if isinstance(exc, ConnectionRefusedError) or exc.errno in _REFUSED_ERRNOS:
+        return Reason.REFUSED
+    if exc.errno in _UNREACHABLE_ERRNOS:
+        return Reason.UNREACHABLE
+    if isinstance(exc, TimeoutError) or exc.errno in _TIMEOUT_ERRNOS:
+        return Reason.TIMEOUT
+    return Reason.NETWORK
+
+
+def _family_order(target: ProbeTarget) -> list[int]:
+    preferred, other = (
+        (socket.AF_INET, socket.AF_INET6) if target.ip_protocol == "ip4" else (socket.AF_INET6, socket.AF_INET)
+    )
+    return [preferred, other] if target.ip_fallback else [preferred]
+
+
+async def resolve(target: ProbeTarget, result: ProbeResult) -> list[str]:
+    """Addresses for the target, preferred family first; timed as phase ``resolve``."""
+    families = _family_order(target)
+    try:
+        literal = ipaddress.ip_address(target.host.strip("[]"))
+    except ValueError:
+        literal = None
+    if literal is not None or target.static_addresses:
+        found = [(_family(a), a) for a in ([str(literal)] if literal is not None else target.static_addresses)]
+        result.phases["resolve"] = 0.0
+    elif not target.system_resolver:
+        raise ProbeFailure(Reason.DNS, f"{target.host} is not in the config's hosts table")
+    else:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            infos = await loop.getaddrinfo(
+                target.host, target.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            )
+        except socket.gaierror as exc:
+            result.phases["resolve"] = time.perf_counter() - started
+            raise ProbeFailure(Reason.DNS, f"cannot resolve {target.host}: {exc.strerror}") from None
+        result.phases["resolve"] = time.perf_counter() - started
+        found = [(info[0], str(info[4][0])) for info in infos]
+    addresses: list[str] = []
+    for family in families:
+        for found_family, address in found:
+            if found_family == family and address not in addresses:
+                addresses.append(address)
+    if not addresses:
+        raise ProbeFailure(Reason.DNS, f"{target.host} has no {target.ip_protocol} address")
+    return addresses
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+@dataclass(slots=True)
+class Connection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    address: str
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        try:
+            await self.writer.drain()
+        except OSError as exc:
+            raise ProbeFailure(classify_os_error(exc), f"send failed: {exc}") from None
+
+    async def read_exactly(self, count: int, *, what: str = "answer") -> bytes:
+        if count > DEFAULT_READ_LIMIT:
+            raise ProbeFailure(Reason.PROTOCOL, f"{what} claims {count} bytes, more than {DEFAULT_READ_LIMIT}")
+        try:
+            return await self.reader.readexactly(count)
+        except asyncio.IncompleteReadError as exc:
+            raise ProbeFailure(
+                Reason.PROTOCOL, f"{what} truncated: {len(exc.partial)} of {count} bytes before close"
+            ) from None
+        except ssl.SSLError as exc:
+            raise ProbeFailure(Reason.TLS, f"TLS error while reading {what}: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise ProbeFailure(classify_os_error(exc), f"reading {what}: {exc}") from None
+
+    async def read_some(self, limit: int = DEFAULT_READ_LIMIT) -> bytes:
+        """Whatever the peer sends next (at most ``limit`` bytes); b'' on close."""
+        try:
+            return await self.reader.read(limit)
+        except ssl.SSLError as exc:
+            raise ProbeFailure(Reason.TLS, f"TLS error while reading: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise ProbeFailure(classify_os_error(exc), f"reading: {exc}") from None
+
+    async def start_tls(
+        self, context: ssl.SSLContext, server_hostname: str | None, result: ProbeResult
+    ) -> None:
+        """Upgrade this connection to TLS (StartTLS, TDS strict), timed as phase ``tls``."""
+        started = time.perf_counter()
+        try:
+            await self.writer.start_tls(context, server_hostname=server_hostname)
+        except ssl.SSLCertVerificationError as exc:
+            result.phases["tls"] = time.perf_counter() - started
+            raise ProbeFailure(Reason.TLS, f"certificate not trusted: {exc.verify_message}") from None
+        except (ssl.SSLError, ConnectionResetError) as exc:
+            result.phases["tls"] = time.perf_counter() - started
+            raise ProbeFailure(Reason.TLS, f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}") from None
+        result.phases["tls"] = time.perf_counter() - started
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            result.tls = tls_facts(ssl_object, verified=context.verify_mode != ssl.CERT_NONE)
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            pass  # the probe's verdict is made; a messy close changes nothing
+
+
+async def connect(target: ProbeTarget, result: ProbeResult, *, port: int | None = None) -> Connection:
+    """Resolve and open a TCP connection, trying each address in order (preferred family
+    first). Records phases ``resolve`` and ``connect``, and the address connected to."""
+    port = port if port is not None else target.port
+    addresses = await resolve(target, result)
+    local_addr = (target.source_address, 0) if target.source_address else None
+    last: ProbeFailure | None = None
+    for address in addresses:
+        started = time.perf_counter()
+        try:
+            reader, writer = await asyncio.open_connection(
+                address, port, local_addr=local_addr, limit=DEFAULT_READ_LIMIT
+            )
+        except OSError as exc:
+            result.phases["connect"] = time.perf_counter() - started
+            last = ProbeFailure(classify_os_error(exc), f"connect to {_hostport(address, port)}: {_os_text(exc)}")
+            continue
+        result.phases["connect"] = time.perf_counter() - started
+        result.address = address
+        result.port = port
+        _disable_nagle(writer)
+        return Connection(reader, writer, address)
+    assert last is not None
+    raise last
+
+
+def _disable_nagle(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+def _os_text(exc: OSError) -> str:
+    return os.strerror(exc.errno).lower() if exc.errno else str(exc)
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

@@ -1,0 +1,21 @@
+"""TLS handshake: verified certificate chain, negotiated version, earliest expiry."""
+
+from __future__ import annotations
+
+from .base import Prober, ProbeResult, ProbeTarget
+from .net import connect
+from .tlsinfo import TlsOptions, client_context
+
+
+async def probe_tls(target: ProbeTarget, result: ProbeResult) -> bool:
+    options = target.options
+    assert isinstance(options, TlsOptions)
+    connection = await connect(target, result)
+    try:
+        await connection.start_tls(client_context(options), options.server_name or target.host, result)
+    finally:
+        await connection.close()
+    return True
+
+
+PROBER = Prober("tls", probe_tls, TlsOptions, "TLS handshake with certificate verification")

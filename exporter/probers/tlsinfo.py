@@ -1,0 +1,69 @@
+"""TLS pieces shared by every prober that speaks TLS: client contexts and certificate facts."""
+
+from __future__ import annotations
+
+import _ssl
+import ssl
+from functools import lru_cache
+
+from cryptography import x509
+
+from .base import ProberOptions, TlsFacts
+
+
+class TlsOptions(ProberOptions):
+    """TLS settings a path may set (``tls``, ``http``, ``ldap`` and others embed these)."""
+
+    ca_file: str | None = None  # PEM bundle to trust instead of the system store
+    server_name: str | None = None  # SNI and the name to verify; defaults to the host
+    insecure_skip_verify: bool = False  # still reports expiry; verification failures do not fail
+    cert_file: str | None = None  # client certificate, for servers that want one
+    key_file: str | None = None
+
+
+@lru_cache(maxsize=64)
+def _context(ca_file: str | None, verify: bool, cert_file: str | None, key_file: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_file)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def client_context(options: TlsOptions) -> ssl.SSLContext:
+    """A cached client context for these options: verification on unless switched off."""
+    return _context(options.ca_file, not options.insecure_skip_verify, options.cert_file, options.key_file)
+
+
+def _chain_der(ssl_object: ssl.SSLObject) -> list[bytes]:
+    # Python 3.13 made the chain public; 3.11/3.12 have it on the private _sslobj.
+    for holder in (ssl_object, getattr(ssl_object, "_sslobj", None)):
+        for name in ("get_verified_chain", "get_unverified_chain"):
+            method = getattr(holder, name, None)
+            if method is None:
+                continue
+            try:
+                chain = method()
+            except (ssl.SSLError, ValueError):
+                continue
+            if chain:
+                return [c if isinstance(c, bytes) else c.public_bytes(_ssl.ENCODING_DER) for c in chain]
+    leaf = ssl_object.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
+
+
+def tls_facts(ssl_object: ssl.SSLObject, *, verified: bool) -> TlsFacts | None:
+    chain = [x509.load_der_x509_certificate(der) for der in _chain_der(ssl_object)]
+    if not chain:
+        return None
+    earliest = min(cert.not_valid_after_utc.timestamp() for cert in chain)
+    leaf = chain[0]
+    return TlsFacts(
+        version=ssl_object.version() or "unknown",
+        cert_not_after=earliest,
+        verified=verified,
+        subject=leaf.subject.rfc4514_string(),
+        issuer=leaf.issuer.rfc4514_string(),
+    )

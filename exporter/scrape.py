@@ -1,0 +1,66 @@
+"""Run probes concurrently under one deadline; a silent target never holds the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .probers import PROBERS, ProbeFailure, ProbeResult, ProbeTarget, Reason
+
+log = logging.getLogger("illiad_exporter.scrape")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    target: ProbeTarget
+    result: ProbeResult
+    finished_at: float  # unix time
+
+
+async def run_probe(target: ProbeTarget, *, deadline: float, limiter: asyncio.Semaphore | None = None) -> ProbeResult:
+    """Probe one target; ends by ``deadline`` (loop time) or the target's own timeout,
+    whichever comes first, and never raises."""
+    loop = asyncio.get_running_loop()
+    result = ProbeResult()
+    started = time.perf_counter()
+    now = loop.time()
+    end = min(deadline, now + target.timeout)
+    try:
+        async with asyncio.timeout_at(end):
+            if limiter is not None:
+                async with limiter:
+                    result.up = await PROBERS[target.prober].probe(target, result)
+            else:
+                result.up = await PROBERS[target.prober].probe(target, result)
+    except TimeoutError:
+        result.fail(Reason.TIMEOUT, f"no answer within {max(end - now, 0):.3g}s")
+    except ProbeFailure as failure:
+        result.fail(failure.reason, failure.detail)
+    except Exception as exc:  # a prober bug must cost one path, not the scrape
+        log.error("prober %s crashed on %s:%s: %r", target.prober, target.host, target.port, exc, exc_info=True)
+        result.fail(Reason.ERROR, type(exc).__name__)
+    result.duration = time.perf_counter() - started
+    if not result.up and result.reason is None:
+        result.fail(Reason.PROTOCOL, "prober reported failure")
+    if not result.up:
+        log.debug(
+            "probe failed site=%s path=%s target=%s:%s reason=%s detail=%s",
+            target.site, target.path, target.host, target.port, result.reason, result.detail,
+        )
+    return result
+
+
+async def run_all(
+    targets: Sequence[ProbeTarget], *, budget: float, limiter: asyncio.Semaphore | None = None
+) -> list[Outcome]:
+    """Probe every target concurrently; returns within ``budget`` seconds (plus scheduling)."""
+    if not targets:
+        return []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget
+    results = await asyncio.gather(*(run_probe(t, deadline=deadline, limiter=limiter) for t in targets))
+    now = time.time()
+    return [Outcome(t, r, now) for t, r in zip(targets, results)]

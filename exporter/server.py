@@ -1,0 +1,142 @@
+"""The HTTP face of the exporter (aiohttp). Thin: parse the request, ask the state, render."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import signal
+import time
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from . import __version__
+from .metrics import ProbeCollector
+from .state import ExporterState
+
+log = logging.getLogger("illiad_exporter.server")
+
+STATE_KEY = web.AppKey("state", ExporterState)
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+
+
+def _render(request: web.Request, *collectors: object) -> web.Response:
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in collectors:
+        registry.register(collector)  # type: ignore[arg-type]
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    snapshot = state.snapshot
+    assert snapshot is not None
+    started = time.perf_counter()
+    outcomes = await state.probe(snapshot.plan.targets, state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)))
+    state.scrape_duration.set(time.perf_counter() - started)
+    return _render(request, ProbeCollector(outcomes, required=snapshot.plan.required), state.registry)
+
+
+async def handle_probe(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    snapshot = state.snapshot
+    assert snapshot is not None
+    site = request.query.get("site", "")
+    if not site:
+        return web.Response(status=400, text="missing parameter: site\n")
+    targets = snapshot.plan.by_site.get(site)
+    if targets is None:
+        return web.Response(status=400, text=f"unknown site: {site[:100]!r}\n")
+    outcomes = await state.probe(targets, state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)))
+    return _render(request, ProbeCollector(outcomes, required=snapshot.plan.required))
+
+
+async def handle_healthy(request: web.Request) -> web.Response:
+    return web.Response(text="Healthy\n")
+
+
+async def handle_ready(request: web.Request) -> web.Response:
+    if request.app[STATE_KEY].snapshot is None:
+        return web.Response(status=503, text="Not ready: no config loaded\n")
+    return web.Response(text="Ready\n")
+
+
+async def handle_reload(request: web.Request) -> web.Response:
+    error = await request.app[STATE_KEY].reload()
+    if error is not None:
+        return web.Response(status=500, text=f"failed to reload config, keeping the running one:\n{error}\n")
+    return web.Response(text="config reloaded\n")
+
+
+async def handle_index(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    rows = []
+    for outcomes in state.last_outcomes.values():
+        for o in outcomes:
+            t, r = o.target, o.result
+            state_text = "up" if r.up else f"down ({r.reason})"
+            rows.append(
+                f"<tr><td>{html.escape(t.site)}</td><td>{html.escape(t.path)}</td>"
+                f"<td>{html.escape(t.host)}:{t.port}</td><td>{t.expect}</td><td>{html.escape(state_text)}</td></tr>"
+            )
+    table = (
+        "<table><tr><th>site</th><th>path</th><th>target</th><th>expect</th><th>state</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        if rows
+        else "<p>No scrape yet: results appear after the first scrape of /metrics.</p>"
+    )
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>ILLiad port exporter</title></head>
+<body><h1>ILLiad port exporter</h1><p>version {html.escape(__version__)}, vantage {state.vantage.value}</p>
+<ul><li><a href="metrics">metrics</a></li><li><a href="-/healthy">health</a></li></ul>{table}</body></html>"""
+    return web.Response(text=body, content_type="text/html")
+
+
+def build_app(state: ExporterState) -> web.Application:
+    app = web.Application()
+    app[STATE_KEY] = state
+    app.router.add_get("/", handle_index)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/probe", handle_probe)
+    app.router.add_get("/-/healthy", handle_healthy)
+    app.router.add_get("/-/ready", handle_ready)
+    app.router.add_post("/-/reload", handle_reload)
+    return app
+
+
+def parse_listen_address(address: str) -> tuple[str | None, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--web.listen-address must be HOST:PORT or :PORT, got {address!r}")
+    host = host.strip("[]")
+    return (host or None), int(port)
+
+
+async def serve(state: ExporterState, listen_address: str, *, started: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or Ctrl-C on Windows); SIGHUP reloads where it exists."""
+    host, port = parse_listen_address(listen_address)
+    runner = web.AppRunner(build_app(state), handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("listening", extra={"address": listen_address, "vantage": state.vantage.value, "version": __version__})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for name, action in (("SIGTERM", stop.set), ("SIGINT", stop.set), ("SIGHUP", lambda: loop.create_task(state.reload()))):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            loop.add_signal_handler(sig, action)
+        except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C arrives as KeyboardInterrupt
+            pass
+    if started is not None:
+        started.set()
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,126 @@
+"""The exporter's running state: the loaded config and plan, reloads, and its own metrics.
+
+A scrape takes one :class:`Snapshot` at its start; a reload swaps the snapshot in a single
+assignment, so no scrape ever sees half of a new config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import PlatformCollector, ProcessCollector
+
+from . import __version__
+from .catalog import Role
+from .config import Config, ConfigError, load_config
+from .plan import Plan, build_plan
+from .probers import ProbeTarget
+from .scrape import Outcome, run_all
+
+log = logging.getLogger("illiad_exporter")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    config: Config
+    plan: Plan
+    loaded_at: float
+
+
+class ExporterState:
+    def __init__(self, config_file: str | Path, vantage: Role) -> None:
+        self.config_file = str(config_file)
+        self.vantage = vantage
+        self.snapshot: Snapshot | None = None
+        self.last_outcomes: dict[str, list[Outcome]] = {}  # site -> latest outcomes
+        self.last_reload_error: str = ""
+        self._reload_lock = asyncio.Lock()
+        self._limiter: asyncio.Semaphore | None = None
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        Gauge(
+            "illiad_exporter_build_info", "The exporter's version; value 1.", ["version", "python_version"],
+            registry=self.registry,
+        ).labels(__version__, platform.python_version()).set(1)
+        self.reload_ok = Gauge(
+            "illiad_exporter_config_last_reload_successful", "1 when the last config load succeeded.",
+            registry=self.registry,
+        )
+        self.reload_time = Gauge(
+            "illiad_exporter_config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully.", registry=self.registry,
+        )
+        self.scrape_duration = Gauge(
+            "illiad_exporter_scrape_duration_seconds",
+            "How long the probes of this /metrics scrape took.", registry=self.registry,
+        )
+        Gauge(
+            "illiad_exporter_vantage_info", "The role this exporter probes from; value 1.", ["vantage"],
+            registry=self.registry,
+        ).labels(vantage.value).set(1)
+
+    # -- config ---------------------------------------------------------------------------
+
+    def load(self) -> Snapshot:
+        """First load: a bad config is fatal here (the caller exits with the errors)."""
+        snapshot = self._read()
+        self._install(snapshot)
+        return snapshot
+
+    def _read(self) -> Snapshot:
+        config = load_config(self.config_file)
+        return Snapshot(config, build_plan(config, self.vantage), time.time())
+
+    def _install(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.last_reload_error = ""
+        self.reload_ok.set(1)
+        self.reload_time.set(snapshot.loaded_at)
+        self._limiter = asyncio.Semaphore(snapshot.config.exporter.max_concurrency)
+        known = set(snapshot.plan.by_site)
+        self.last_outcomes = {k: v for k, v in self.last_outcomes.items() if k in known}
+
+    async def reload(self) -> ConfigError | None:
+        """Load the config file again; on error keep the running config and return the error."""
+        async with self._reload_lock:
+            try:
+                snapshot = await asyncio.to_thread(self._read)
+            except ConfigError as error:
+                self.reload_ok.set(0)
+                self.last_reload_error = str(error)
+                log.error("config reload failed, keeping the running config", extra={"errors": str(error)})
+                return error
+            self._install(snapshot)
+            log.info(
+                "config reloaded", extra={"sites": len(snapshot.config.sites), "probes": len(snapshot.plan)}
+            )
+            return None
+
+    # -- probing --------------------------------------------------------------------------
+
+    def budget(self, scrape_timeout_header: str | None) -> float:
+        """Seconds a scrape may spend probing: Prometheus' scrape timeout less an offset."""
+        assert self.snapshot is not None
+        settings = self.snapshot.config.exporter
+        budget = settings.default_scrape_timeout
+        if scrape_timeout_header:
+            try:
+                budget = float(scrape_timeout_header)
+            except ValueError:
+                pass
+        return max(budget - settings.scrape_timeout_offset, 0.05)
+
+    async def probe(self, targets: Sequence[ProbeTarget], budget: float) -> list[Outcome]:
+        outcomes = await run_all(targets, budget=budget, limiter=self._limiter)
+        for site in {o.target.site for o in outcomes}:
+            self.last_outcomes[site] = [o for o in outcomes if o.target.site == site]
+        return outcomes

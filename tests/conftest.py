@@ -1,0 +1,119 @@
+"""Shared fixtures: test certificates, loopback listeners that refuse, drop or stay silent,
+and an nginx serving the ILLiad web paths."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+
+from illiad_exporter.catalog import Expect
+from illiad_exporter.probers import PROBERS, ProbeTarget
+
+from .peers import Peer, free_port, nginx_peer
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    return trustme.CA(organization_name="illiad-port-exporter test CA")
+
+
+def _write_cert(ca: trustme.CA, directory: Path, name: str, *identities: str, **kwargs: object) -> CertFiles:
+    directory.mkdir(parents=True, exist_ok=True)
+    leaf = ca.issue_cert(*identities, **kwargs)  # type: ignore[arg-type]
+    files = CertFiles(directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}.key")
+    ca.cert_pem.write_to_path(str(files.ca))
+    leaf.private_key_pem.write_to_path(str(files.key))
+    with open(files.cert, "wb") as out:
+        for blob in leaf.cert_chain_pems:
+            out.write(blob.bytes())
+    return files
+
+
+@pytest.fixture(scope="session")
+def server_cert(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    """Valid for localhost and 127.0.0.1 until about 60 days from now."""
+    not_after = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(days=60)
+    return _write_cert(tls_ca, tmp_path_factory.mktemp("certs"), "server", "localhost", "127.0.0.1",
+                       not_after=not_after)
+
+
+@pytest.fixture(scope="session")
+def expired_cert(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    now = dt.datetime.now(dt.timezone.utc)
+    return _write_cert(tls_ca, tmp_path_factory.mktemp("expired"), "expired", "localhost", "127.0.0.1",
+                       not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1))
+
+
+@dataclass(frozen=True)
+class WebPeer:
+    https_port: int
+    http_port: int
+    certs: CertFiles
+    peer: Peer
+
+
+@pytest.fixture(scope="session")
+def nginx(server_cert: CertFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebPeer]:
+    """A real nginx on loopback with a test certificate, serving the ILLiad web paths."""
+    https_port, http_port = free_port(), free_port()
+    peer = nginx_peer(tmp_path_factory.mktemp("nginx"), cert=server_cert.cert, key=server_cert.key,
+                      https_port=https_port, http_port=http_port)
+    with peer:
+        yield WebPeer(https_port, http_port, server_cert, peer)
+
+
+@pytest.fixture
+def refusing_port() -> int:
+    """A loopback port with nothing listening: connects are refused (TCP RST)."""
+    return free_port()
+
+
+@pytest.fixture
+def dropping_port() -> Iterator[int]:
+    """A loopback port that silently drops new connections, like a firewall's drop rule:
+    a listener with a full accept queue, so the kernel ignores further SYNs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=1)
+    try:
+        yield port
+    finally:
+        filler.close()
+        listener.close()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+def make_target(prober: str, port: int, *, host: str = "127.0.0.1", timeout: float = 2.0,
+                expect: Expect = Expect.OPEN, path_id: str = "test", site: str = "lib",
+                vantage: str = "web_server", **options: object) -> ProbeTarget:
+    """A probe target as the planner would build it, with the prober's options validated."""
+    return ProbeTarget(
+        site=site, path=path_id, vantage=vantage, host=host, port=port, prober=prober, expect=expect, timeout=timeout,
+        options=PROBERS[prober].options.model_validate(options),
+    )

@@ -1,0 +1,158 @@
+"""Real peer programs for the tests: start on a loopback port, wait until ready, stop by pid.
+
+A test that needs a program this machine lacks skips with the reason on a developer's
+machine and fails in CI (CI=true), so a green CI run means the test really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing(reason: str) -> None:
+    """Skip locally, fail in CI: the machine lacks something the test needs."""
+    if IN_CI:
+        pytest.fail(f"CI must provide this: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_binary(name: str, package: str) -> str:
+    path = shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
+    )
+    if path is None:
+        missing(f"{name} not found (Debian package {package})")
+    return path  # type: ignore[return-value]
+
+
+def need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        missing(f"{what} needs root")
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout: float = 15.0,
+                  alive: Callable[[], bool] = lambda: True) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"the peer exited before listening on {host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on {host}:{port} within {timeout}s")
+
+
+class Peer:
+    """One peer process. Use as a context manager; always stopped by its own pid."""
+
+    def __init__(self, argv: Sequence[str], *, port: int | None = None, cwd: str | Path | None = None,
+                 env: dict[str, str] | None = None, log: Path | None = None, ready_timeout: float = 15.0,
+                 stop_timeout: float = 5.0) -> None:
+        self.argv = list(argv)
+        self.port = port
+        self.cwd = cwd
+        self.env = env
+        self.log = log
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Peer:
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if self.port is not None:
+            try:
+                wait_for_port(self.port, timeout=self.ready_timeout, alive=lambda: self.process.poll() is None)  # type: ignore[union-attr]
+            except Exception:
+                self.stop()
+                detail = self.log.read_text(errors="replace")[-2000:] if self.log and self.log.exists() else ""
+                raise RuntimeError(f"{self.argv[0]} did not start on port {self.port}:\n{detail}") from None
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def __enter__(self) -> Peer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+NGINX_CONF = """
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_temp;
+    proxy_temp_path {dir}/proxy_temp;
+    fastcgi_temp_path {dir}/fastcgi_temp;
+    uwsgi_temp_path {dir}/uwsgi_temp;
+    scgi_temp_path {dir}/scgi_temp;
+    default_type text/plain;
+    server {{
+        listen 127.0.0.1:{https_port} ssl;
+        listen 127.0.0.1:{http_port};
+        server_name localhost;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+{locations}
+    }}
+}}
+"""
+
+ILLIAD_LOCATIONS = """
+        location = /illiad/logon.html {{ default_type text/html; return 200 "<html><title>ILLiad Logon</title></html>"; }}
+        location = /ILLiadWebPlatform/SystemInfo/PlatformVersion {{ return 200 "ILLiad Platform Version: {platform_version}"; }}
+        location = /status/500 {{ return 500 "broken"; }}
+        location / {{ return 404 "not here"; }}
+"""
+
+
+def nginx_peer(workdir: Path, *, cert: Path, key: Path, https_port: int, http_port: int,
+               locations: str | None = None, platform_version: str = "9.2.2.0") -> Peer:
+    binary = need_binary("nginx", "nginx-light")
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "nginx.conf"
+    body = locations if locations is not None else ILLIAD_LOCATIONS.format(platform_version=platform_version)
+    conf.write_text(NGINX_CONF.format(dir=workdir, https_port=https_port, http_port=http_port, cert=cert, key=key,
+                                      locations=body))
+    return Peer([binary, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"], port=http_port,
+                log=workdir / "stdout.log")
