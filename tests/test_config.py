@@ -105,10 +105,10 @@ sites:
     assert paths["ezproxy"].custom and paths["ezproxy"].prober == "tls"
     web = build_plan(config, Role.WEB_SERVER)
     assert sorted((t.path, t.host, t.port) for t in web.targets) == [
-        ("article_exchange", "ill.sd00.worldcat.org", 443),
-        ("atlas_update", "update.atlas-sys.com", 443),
+        ("article_exchange", "ill.sd00.worldcat.org", 443),  # public default, planned only
+        ("atlas_update", "update.atlas-sys.com", 443),  # public default, planned only
         ("ezproxy", "ezproxy.example.edu", 443),
-        ("oclc_webservices", "webservices.oclc.org", 443),
+        ("oclc_webservices", "webservices.oclc.org", 443),  # public default, planned only
         ("sql", "sql.example.edu", 1344),
     ]
     assert [(s.path, s.why) for s in web.skipped] == [("odyssey", "no host for <external> in this site's hosts")]
