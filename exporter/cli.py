@@ -15,6 +15,7 @@ from .config import ConfigError, load_config
 from .logs import setup_logging
 from .plan import build_plan
 from .scrape import Outcome
+from .shard import Shard, parse_shard
 
 DEFAULT_CONFIG = "illiad.yml"
 DEFAULT_LISTEN = ":9968"
@@ -31,8 +32,20 @@ def _add_common(parser: argparse.ArgumentParser, *, vantage: bool) -> None:
             "--vantage", choices=VANTAGES, default=os.environ.get("ILLIAD_EXPORTER_VANTAGE"),
             help="the role of the host this runs on (default: $ILLIAD_EXPORTER_VANTAGE)",
         )
+        parser.add_argument(
+            "--shard", type=_shard_arg, default=os.environ.get("ILLIAD_EXPORTER_SHARD") or None, metavar="I/N",
+            help="probe only the sites replica I of N owns, counted from 0 (default: $ILLIAD_EXPORTER_SHARD, "
+                 "else the config's exporter.shard)",
+        )
     parser.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+
+
+def _shard_arg(value: str) -> Shard:
+    try:
+        return parse_shard(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> int:
-        state = ExporterState(args.config_file, Role(args.vantage))
+        state = ExporterState(args.config_file, Role(args.vantage), shard=args.shard)
         try:
             state.load()
         except ConfigError as error:
@@ -145,7 +158,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1
-    plan = build_plan(config, Role(args.vantage))
+    plan = build_plan(config, Role(args.vantage), shard=args.shard)
     targets = [t for t in plan.targets if not args.site or t.site in args.site]
     budget = max((t.timeout for t in targets), default=1.0) + 1.0
 

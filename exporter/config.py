@@ -15,10 +15,11 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic import IPvAnyAddress
+from pydantic import IPvAnyAddress, PlainValidator
 
 from .catalog import BY_ID, CatalogPath, Expect, HostTarget, Role, RoleTarget, SiteTarget
 from .probers import PROBERS, ProberOptions
+from .shard import Shard, parse_shard
 
 Loc = tuple[str | int, ...]
 
@@ -69,6 +70,8 @@ class ExporterSettings(_Strict):
     scrape_timeout_offset: Duration = 0.5
     # used when Prometheus sends no X-Prometheus-Scrape-Timeout-Seconds header
     default_scrape_timeout: Duration = 10.0
+    # "i/n": probe only the sites replica i of n owns (shard.py); --shard overrides it
+    shard: Annotated[Shard, PlainValidator(parse_shard)] | None = None
 
 
 _COMMON_PATH_KEYS = frozenset({"enabled", "host", "port", "ports", "timeout", "prober", "expect", "required"})

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from .catalog import Role
 from .config import Config, Site
 from .probers import ProbeTarget
+from .shard import Shard, select
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +73,12 @@ def site_targets(config: Config, site: Site, vantage: Role) -> tuple[list[ProbeT
     return targets, skipped, required
 
 
-def build_plan(config: Config, vantage: Role) -> Plan:
+def build_plan(config: Config, vantage: Role, *, shard: Shard | None = None) -> Plan:
+    """The probes of ``vantage``; only the sites ``shard`` (default: the config's) owns."""
     by_site: dict[str, tuple[ProbeTarget, ...]] = {}
     skipped: list[Skipped] = []
     required: set[tuple[str, str]] = set()
-    for site in config.sites:
+    for site in select(config.sites, shard or config.exporter.shard, name=lambda s: s.name):
         targets, site_skipped, site_required = site_targets(config, site, vantage)
         by_site[site.name] = tuple(targets)
         skipped += site_skipped

@@ -23,6 +23,7 @@ from .config import Config, ConfigError, load_config
 from .plan import Plan, build_plan
 from .probers import ProbeTarget
 from .scrape import Outcome, run_all
+from .shard import Shard
 
 log = logging.getLogger("illiad_exporter")
 
@@ -35,9 +36,10 @@ class Snapshot:
 
 
 class ExporterState:
-    def __init__(self, config_file: str | Path, vantage: Role) -> None:
+    def __init__(self, config_file: str | Path, vantage: Role, *, shard: Shard | None = None) -> None:
         self.config_file = str(config_file)
         self.vantage = vantage
+        self.shard = shard  # from --shard; None: the config's exporter.shard, if any
         self.snapshot: Snapshot | None = None
         self.last_outcomes: dict[str, list[Outcome]] = {}  # site -> latest outcomes
         self.last_reload_error: str = ""
@@ -78,7 +80,7 @@ class ExporterState:
 
     def _read(self) -> Snapshot:
         config = load_config(self.config_file)
-        return Snapshot(config, build_plan(config, self.vantage), time.time())
+        return Snapshot(config, build_plan(config, self.vantage, shard=self.shard), time.time())
 
     def _install(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
