@@ -131,8 +131,7 @@ CATALOG: tuple[CatalogPath, ...] = (
         title="ILLiad web pages and Web Platform (HTTPS)",
         routes=_routes(external=(WEB,), staff_client=(WEB,)),
         ports=(443,),
-        prober="http",  # TODO(issue 3): illiad_web
-        options=_opts(scheme="https", path="/illiad/logon.html"),
+        prober="illiad_web",
         required=True,
         notes="the Web Platform API requires a valid certificate",
     ),
@@ -214,7 +213,7 @@ CATALOG: tuple[CatalogPath, ...] = (
         title="Innovative PatronAPI",
         routes=_routes(web_server=(SiteTarget("patron_api_server"),)),
         ports=(4500,),
-        prober="tcp",  # TODO(issue 3): patron_api
+        prober="patron_api",
         required=False,
         notes="the PatronAPI server allow-lists the ILLiad server's address",
     ),
@@ -223,7 +222,7 @@ CATALOG: tuple[CatalogPath, ...] = (
         title="SirsiDynix Symphony web services",
         routes=_routes(web_server=(SiteTarget("symphony_server"),)),
         ports=(8080,),
-        prober="tcp",  # TODO(issue 3): symphony_api
+        prober="symphony_api",
         required=False,
         notes="IP-restricted at the Symphony server",
     ),

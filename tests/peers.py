@@ -132,7 +132,8 @@ http {{
         server_name localhost;
         ssl_certificate {cert};
         ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_protocols {ssl_protocols};
+        ssl_ciphers {ssl_ciphers};
 {locations}
     }}
 }}
@@ -146,13 +147,33 @@ ILLIAD_LOCATIONS = """
 """
 
 
+# Innovative PatronAPI and SirsiDynix Symphony as far as the probes see them (format with
+# dir=the work directory). The access log records every request path, so a test can prove
+# what a probe never asked for.
+LIBRARY_LOCATIONS = """
+        access_log {dir}/access.log;
+        location = /PATRONAPI/21913000482538/dump {{ default_type text/html;
+            return 200 "<HTML><BODY>\nREC INFO[p!]=p<BR>\nRECORD #[p81]=1000042<BR>\nP BARCODE[pb]=21913000482538<BR>\nEXP DATE[p43]=08-31-27<BR>\n</BODY></HTML>\n"; }}
+        location = /PATRONAPI/21913000000001/dump {{ default_type text/html;
+            return 200 "<HTML><BODY>\nERRNUM=4<BR>\nERRMSG=Access denied for this address<BR>\n</BODY></HTML>\n"; }}
+        location = /PATRONAPI/WRONGSERVICE/dump {{ default_type text/html; return 200 "<html>Welcome to nginx!</html>"; }}
+        location ~ ^/PATRONAPI/[^/]+/dump$ {{ default_type text/html;
+            return 200 "<HTML><BODY>\nERRNUM=1<BR>\nERRMSG=Requested record not found<BR>\n</BODY></HTML>\n"; }}
+        location ~ ^/PATRONAPI/[^/]+/[^/]+/pintest$ {{ default_type text/html; return 200 "<HTML><BODY>RETCOD=0<BR></BODY></HTML>"; }}
+        location = /symws/rest/standard/version {{ default_type application/json; return 200 '{{"product":"Symphony"}}'; }}
+        location /symws/ {{ return 401 "client id required"; }}
+        location / {{ return 404 "not here"; }}
+"""
+
+
 def nginx_peer(workdir: Path, *, cert: Path, key: Path, https_port: int, http_port: int,
-               locations: str | None = None, platform_version: str = "9.2.2.0") -> Peer:
+               locations: str | None = None, platform_version: str = "9.2.2.0",
+               ssl_protocols: str = "TLSv1.2 TLSv1.3", ssl_ciphers: str = "HIGH:!aNULL:!MD5") -> Peer:
     binary = need_binary("nginx", "nginx-light")
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "nginx.conf"
     body = locations if locations is not None else ILLIAD_LOCATIONS.format(platform_version=platform_version)
     conf.write_text(NGINX_CONF.format(dir=workdir, https_port=https_port, http_port=http_port, cert=cert, key=key,
-                                      locations=body))
+                                      locations=body, ssl_protocols=ssl_protocols, ssl_ciphers=f'"{ssl_ciphers}"'))
     return Peer([binary, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"], port=http_port,
                 log=workdir / "stdout.log")

@@ -33,7 +33,7 @@ def test_every_error_of_a_bad_file_is_reported_at_once_with_line_and_key():
         "symphony_api, ldap, rdp)",
         "invalid-many-errors.yml:10:13: sites[0].paths.rdp.enabled: Input should be a valid boolean, unable to "
         "interpret input",
-        "invalid-many-errors.yml:11:19: sites[0].paths.web_https.colour: unknown key for prober 'http'",
+        "invalid-many-errors.yml:11:19: sites[0].paths.web_https.colour: unknown key for prober 'illiad_web'",
         "invalid-many-errors.yml:13:32: sites[0].custom[0].from[0]: Input should be 'web_server', 'sql_server', "
         "'staff_client' or 'external'",
         "invalid-many-errors.yml:13:82: sites[0].custom[0].prober: unknown prober 'carrier-pigeon' (known: "

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from . import connect_only, http, tcp, tls
+from . import illiad_web, patron_api, symphony  # issue 3, part B
 from .base import Prober, ProbeFailure, ProberOptions, ProbeResult, ProbeTarget, Reason
 
 PROBERS: Mapping[str, Prober] = MappingProxyType(
@@ -17,6 +18,7 @@ PROBERS: Mapping[str, Prober] = MappingProxyType(
             http.PROBER,
             connect_only.ODYSSEY,
             connect_only.ISO_ILL,
+            illiad_web.PROBER, patron_api.PROBER, symphony.PROBER,
         )
     }
 )

@@ -6,6 +6,7 @@ and TLS phases are timed like every other probe and the body read stays bounded.
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -49,12 +50,15 @@ class HttpResponse:
     body: bytes
 
 
-async def open_http(target: ProbeTarget, result: ProbeResult, options: TlsOptions, *, https: bool) -> Connection:
-    """Connect, and negotiate TLS when ``https``."""
+async def open_http(
+    target: ProbeTarget, result: ProbeResult, options: TlsOptions, *, https: bool, context: ssl.SSLContext | None = None
+) -> Connection:
+    """Connect, and negotiate TLS when ``https`` (with ``context``, default the options' own)."""
     connection = await connect(target, result)
     if https:
         try:
-            await connection.start_tls(client_context(options), options.server_name or target.host, result)
+            context = context or client_context(options)
+            await connection.start_tls(context, options.server_name or target.host, result)
         except BaseException:
             await connection.close()
             raise
@@ -111,9 +115,11 @@ async def request(
     return HttpResponse(status, headers, bytes(body))
 
 
-def host_header(target: ProbeTarget, options: HttpOptions, https: bool) -> str:
-    if options.host_header:
-        return options.host_header
+def host_header(target: ProbeTarget, options: TlsOptions, https: bool) -> str:
+    """The options' ``host_header`` if they have one, else the host (and port if not the default)."""
+    explicit = getattr(options, "host_header", None)
+    if explicit:
+        return str(explicit)
     default_port = 443 if https else 80
     host = options.server_name or target.host
     host = f"[{host}]" if ":" in host else host

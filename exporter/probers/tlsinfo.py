@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _ssl
 import ssl
+import warnings
 from functools import lru_cache
 
 from cryptography import x509
@@ -22,8 +23,17 @@ class TlsOptions(ProberOptions):
 
 
 @lru_cache(maxsize=64)
-def _context(ca_file: str | None, verify: bool, cert_file: str | None, key_file: str | None) -> ssl.SSLContext:
+def _context(
+    ca_file: str | None, verify: bool, cert_file: str | None, key_file: str | None, legacy: bool = False
+) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=ca_file)
+    if legacy:
+        # To *see* a server stuck on TLS 1.0/1.1 (and report it) the probe must be able to
+        # negotiate it: OpenSSL 3 refuses those versions above security level 0.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = ssl.TLSVersion.TLSv1
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -32,9 +42,10 @@ def _context(ca_file: str | None, verify: bool, cert_file: str | None, key_file:
     return context
 
 
-def client_context(options: TlsOptions) -> ssl.SSLContext:
-    """A cached client context for these options: verification on unless switched off."""
-    return _context(options.ca_file, not options.insecure_skip_verify, options.cert_file, options.key_file)
+def client_context(options: TlsOptions, *, legacy: bool = False) -> ssl.SSLContext:
+    """A cached client context for these options: verification on unless switched off.
+    ``legacy`` also accepts TLS 1.0 and 1.1, for probers that report such servers."""
+    return _context(options.ca_file, not options.insecure_skip_verify, options.cert_file, options.key_file, legacy)
 
 
 def _chain_der(ssl_object: ssl.SSLObject) -> list[bytes]:

@@ -1,0 +1,90 @@
+"""The ILLiad web server: the logon page and the Web Platform's version, over HTTPS.
+
+Two GETs a browser or the ILLiad client would make anyway, each on its own connection.
+The client context accepts TLS 1.0 and 1.1 so that a server stuck on them is *seen* and
+reported (reason ``tls``, ``illiad_tls_info{version}``), rather than looking unreachable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import field_validator
+
+from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
+from .http import host_header, open_http, request
+from .tlsinfo import TlsOptions, client_context
+
+TlsVersion = Literal["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
+_TLS_ORDER: dict[str, int] = {"TLSv1": 0, "TLSv1.1": 1, "TLSv1.2": 2, "TLSv1.3": 3}
+# "ILLiad Platform Version: 9.2.2.0" (possibly JSON-quoted); the number is all we keep.
+_PLATFORM_VERSION = re.compile(rb"Platform\s+Version\W{0,4}(\d{1,4}(?:\.\d{1,6}){1,3})", re.IGNORECASE)
+# A version answer is one short line; anything longer is not that answer.
+MAX_PLATFORM_BODY = 4096
+
+
+class IlliadWebOptions(TlsOptions):
+    logon_path: str = "/illiad/logon.html"
+    # Sites that do not run the Web Platform (the ILLiad API) turn this off.
+    web_platform: bool = True
+    platform_path: str = "/ILLiadWebPlatform/SystemInfo/PlatformVersion"
+    # The oldest TLS version accepted; an older one fails with reason tls.
+    min_tls_version: TlsVersion = "TLSv1.2"
+    host_header: str | None = None
+
+    @field_validator("logon_path", "platform_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must start with '/', got {value!r}")
+        return value
+
+
+async def _get(target: ProbeTarget, result: ProbeResult, options: IlliadWebOptions, path: str, *,
+               first: bool, max_body: int) -> tuple[int, bytes]:
+    # Only the first connection's connect and TLS facts are kept: they are what a patron's
+    # browser meets; the second request adds to the handshake time alone.
+    timing = result if first else ProbeResult()
+    connection = await open_http(target, timing, options, https=True, context=client_context(options, legacy=True))
+    try:
+        if first:
+            _check_tls_version(result, options)
+        response = await request(connection, result, host=host_header(target, options, True), path=path,
+                                 max_body=max_body)
+    finally:
+        await connection.close()
+    return response.status, response.body
+
+
+def _check_tls_version(result: ProbeResult, options: IlliadWebOptions) -> None:
+    version = result.tls.version if result.tls is not None else "unknown"
+    if _TLS_ORDER.get(version, -1) < _TLS_ORDER[options.min_tls_version]:
+        raise ProbeFailure(Reason.TLS, f"negotiated {version}, older than min_tls_version {options.min_tls_version}")
+
+
+async def probe_illiad_web(target: ProbeTarget, result: ProbeResult) -> bool:
+    options = target.options
+    assert isinstance(options, IlliadWebOptions)
+    status, _ = await _get(target, result, options, options.logon_path, first=True, max_body=64 * 1024)
+    if not 200 <= status < 400:
+        raise ProbeFailure(Reason.HTTP_STATUS, f"GET {options.logon_path} answered {status}")
+    if not options.web_platform:
+        return True
+    status, body = await _get(target, result, options, options.platform_path, first=False,
+                              max_body=MAX_PLATFORM_BODY)
+    if status != 200:
+        raise ProbeFailure(
+            Reason.HTTP_STATUS,
+            f"GET {options.platform_path} answered {status} (web_platform: false if this site does not run it)",
+        )
+    found = _PLATFORM_VERSION.search(body)
+    if found is None:
+        raise ProbeFailure(Reason.PROTOCOL, f"GET {options.platform_path} gave no ILLiad Platform Version: "
+                                            f"{body[:60]!r}")
+    result.add_info("web_platform", version=found.group(1).decode("ascii"))
+    return True
+
+
+PROBER = Prober("illiad_web", probe_illiad_web, IlliadWebOptions,
+                "ILLiad logon page and Web Platform version over HTTPS, TLS version checked")
