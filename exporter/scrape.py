@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .probers import PROBERS, ProbeFailure, ProbeResult, ProbeTarget, Reason
+from .singleflight import SingleFlight
 
 log = logging.getLogger("illiad_exporter.scrape")
 
@@ -54,13 +55,20 @@ async def run_probe(target: ProbeTarget, *, deadline: float, limiter: asyncio.Se
 
 
 async def run_all(
-    targets: Sequence[ProbeTarget], *, budget: float, limiter: asyncio.Semaphore | None = None
+    targets: Sequence[ProbeTarget], *, budget: float, limiter: asyncio.Semaphore | None = None,
+    flights: SingleFlight | None = None,
 ) -> list[Outcome]:
-    """Probe every target concurrently; returns within ``budget`` seconds (plus scheduling)."""
+    """Probe every target concurrently; returns within ``budget`` seconds (plus scheduling).
+    With ``flights``, a target already being probed by another scrape is not probed twice."""
     if not targets:
         return []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
-    results = await asyncio.gather(*(run_probe(t, deadline=deadline, limiter=limiter) for t in targets))
+    if flights is not None:
+        results = await asyncio.gather(
+            *(flights.run(t, deadline=deadline, limiter=limiter, runner=run_probe) for t in targets)
+        )
+    else:
+        results = await asyncio.gather(*(run_probe(t, deadline=deadline, limiter=limiter) for t in targets))
     now = time.time()
     return [Outcome(t, r, now) for t, r in zip(targets, results)]

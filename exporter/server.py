@@ -125,18 +125,34 @@ async def serve(state: ExporterState, listen_address: str, *, started: asyncio.E
     log.info("listening", extra={"address": listen_address, "vantage": state.vantage.value, "version": __version__})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for name, action in (("SIGTERM", stop.set), ("SIGINT", stop.set), ("SIGHUP", lambda: loop.create_task(state.reload()))):
+    reloads: set[asyncio.Task[object]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(state.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for name, action in (("SIGTERM", stop.set), ("SIGINT", stop.set), ("SIGBREAK", stop.set), ("SIGHUP", reload)):
         sig = getattr(signal, name, None)
         if sig is None:
             continue
         try:
             loop.add_signal_handler(sig, action)
-        except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C arrives as KeyboardInterrupt
-            pass
+        except (NotImplementedError, RuntimeError):
+            # Windows: no loop signal handlers, but signal.signal still sees Ctrl-C and
+            # Ctrl-Break; hand them to the loop so shutdown is as graceful as on POSIX.
+            if name != "SIGHUP":
+                try:
+                    signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+                except ValueError:  # not the main thread (embedded use): the caller stops us
+                    pass
     if started is not None:
         started.set()
     try:
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down: no new connections; in-flight scrapes finish by their deadline")
     finally:
+        # aiohttp stops listening, then waits for running handlers; every scrape is bounded
+        # by its deadline, so this ends by the longest probe timeout.
         await runner.cleanup()
+        log.info("stopped")

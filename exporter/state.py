@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import platform
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from .plan import Plan, build_plan
 from .probers import ProbeTarget
 from .scrape import Outcome, run_all
 from .shard import Shard
+from .singleflight import SingleFlight
 
 log = logging.getLogger("illiad_exporter")
 
@@ -45,6 +47,8 @@ class ExporterState:
         self.last_reload_error: str = ""
         self._reload_lock = asyncio.Lock()
         self._limiter: asyncio.Semaphore | None = None
+        self._limit = 0
+        self.flights = SingleFlight()  # overlapping scrapes share one probe per target
 
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
@@ -87,7 +91,9 @@ class ExporterState:
         self.last_reload_error = ""
         self.reload_ok.set(1)
         self.reload_time.set(snapshot.loaded_at)
-        self._limiter = asyncio.Semaphore(snapshot.config.exporter.max_concurrency)
+        if snapshot.config.exporter.max_concurrency != self._limit:  # probes in flight keep their slots
+            self._limit = snapshot.config.exporter.max_concurrency
+            self._limiter = asyncio.Semaphore(self._limit)
         known = set(snapshot.plan.by_site)
         self.last_outcomes = {k: v for k, v in self.last_outcomes.items() if k in known}
 
@@ -119,10 +125,15 @@ class ExporterState:
                 budget = float(scrape_timeout_header)
             except ValueError:
                 pass
+            if not math.isfinite(budget) or budget <= 0:  # "nan", "inf", "-1": the default
+                budget = settings.default_scrape_timeout
         return max(budget - settings.scrape_timeout_offset, 0.05)
 
     async def probe(self, targets: Sequence[ProbeTarget], budget: float) -> list[Outcome]:
-        outcomes = await run_all(targets, budget=budget, limiter=self._limiter)
+        snapshot = self.snapshot
+        outcomes = await run_all(targets, budget=budget, limiter=self._limiter, flights=self.flights)
+        if self.snapshot is not snapshot:  # a reload came in meanwhile: keep the status page on one config
+            return outcomes
         for site in {o.target.site for o in outcomes}:
             self.last_outcomes[site] = [o for o in outcomes if o.target.site == site]
         return outcomes

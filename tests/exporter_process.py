@@ -1,0 +1,52 @@
+"""The exporter as a user runs it: ``illiad-exporter serve`` in a subprocess on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .peers import Peer, free_port
+
+
+def exporter(config: Path, workdir: Path, *extra: str, vantage: str = "web_server",
+             env: dict[str, str] | None = None, scheme: str = "http") -> tuple[Peer, str]:
+    """A started exporter (stop it with ``.stop()`` or use it as a context manager) and its URL."""
+    port = free_port()
+    argv = [sys.executable, "-m", "illiad_exporter", "serve", "--config.file", str(config), "--vantage", vantage,
+            "--web.listen-address", f"127.0.0.1:{port}", *extra]
+    peer = Peer(argv, port=port, log=workdir / f"exporter-{port}.log", env={**os.environ, **(env or {})})
+    return peer, f"{scheme}://127.0.0.1:{port}"
+
+
+def log_text(peer: Peer) -> str:
+    assert peer.log is not None
+    return peer.log.read_text(errors="replace") if peer.log.exists() else ""
+
+
+def fetch(url: str, *, method: str = "GET", timeout: float = 15.0, headers: dict[str, str] | None = None
+          ) -> tuple[int, str]:
+    request = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (loopback only)
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def wait_until(check, *, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll ``check()`` until it returns something truthy; bounded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout}s")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
