@@ -112,7 +112,7 @@ CATALOG: tuple[CatalogPath, ...] = (
         title="ILLiad database (SQL Server)",
         routes=_routes(web_server=(SQL,), staff_client=(SQL,)),
         ports=(1433,),
-        prober="tcp",  # TODO(issue 3): tds
+        prober="tds",
         required=True,
         notes="1344 is the vendor's fallback port (logon.dbc 'IP,1344')",
     ),

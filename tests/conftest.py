@@ -15,7 +15,7 @@ import trustme
 from illiad_exporter.catalog import Expect
 from illiad_exporter.probers import PROBERS, ProbeTarget
 
-from .peers import Peer, free_port, nginx_peer
+from .peers import Peer, free_port, nginx_peer, tdspool_peer, tls_front_peer, xrdp_peer, yaz_ztest_peer
 
 
 @dataclass(frozen=True)
@@ -117,3 +117,39 @@ def make_target(prober: str, port: int, *, host: str = "127.0.0.1", timeout: flo
         site=site, path=path_id, vantage=vantage, host=host, port=port, prober=prober, expect=expect, timeout=timeout,
         options=PROBERS[prober].options.model_validate(options),
     )
+
+
+# -- protocol peers of issue 3 (part A) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TdsPeer:
+    port: int  # FreeTDS tdspool: PRELOGIN in clear
+    strict_port: int  # the same behind TLS first (TDS 8.0 strict), through nginx's stream module
+    certs: CertFiles
+
+
+@pytest.fixture(scope="session")
+def tdspool(server_cert: CertFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TdsPeer]:
+    """A real FreeTDS tdspool on a free port, and a TLS-first front for strict mode."""
+    port, strict_port = free_port(), free_port()
+    workdir = tmp_path_factory.mktemp("tdspool")
+    with tdspool_peer(workdir, port), tls_front_peer(workdir / "tls-front", port=strict_port, upstream=port,
+                                                     cert=server_cert.cert, key=server_cert.key):
+        yield TdsPeer(port, strict_port, server_cert)
+
+
+@pytest.fixture(scope="session")
+def yaz_ztest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A real yaz-ztest Z39.50 server; yields its port."""
+    port = free_port()
+    with yaz_ztest_peer(tmp_path_factory.mktemp("yaz-ztest"), port):
+        yield port
+
+
+@pytest.fixture(scope="session")
+def xrdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A real xrdp negotiating TLS or standard RDP security; yields its port."""
+    port = free_port()
+    with xrdp_peer(tmp_path_factory.mktemp("xrdp"), port):
+        yield port

@@ -177,3 +177,92 @@ def nginx_peer(workdir: Path, *, cert: Path, key: Path, https_port: int, http_po
                                       locations=body, ssl_protocols=ssl_protocols, ssl_ciphers=f'"{ssl_ciphers}"'))
     return Peer([binary, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"], port=http_port,
                 log=workdir / "stdout.log")
+
+
+# -- protocol peers of issue 3 (part A): FreeTDS, yaz-ztest, xrdp -----------------------------
+
+TDSPOOL_CONF = """[global]
+[ILLIAD]
+port = {port}
+server = nowhere
+user = illiad
+password = not-a-secret
+min pool conn = 0
+"""
+
+
+def tdspool_peer(workdir: Path, port: int) -> Peer:
+    """FreeTDS' connection pool: answers PRELOGIN like SQL Server 2008 (10.0.1600), with no
+    backend. It binds 0.0.0.0 (no address option) and takes 1-3 s to exit on SIGTERM."""
+    binary = need_binary("tdspool", "freetds-bin")
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "pool.conf"
+    conf.write_text(TDSPOOL_CONF.format(port=port))
+    return Peer([binary, "-c", str(conf), "ILLIAD"], port=port, log=workdir / "tdspool.log")
+
+
+NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+
+TLS_FRONT_CONF = """
+load_module {module};
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+stream {{
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        proxy_pass 127.0.0.1:{upstream};
+    }}
+}}
+"""
+
+
+def tls_front_peer(workdir: Path, *, port: int, upstream: int, cert: Path, key: Path) -> Peer:
+    """nginx's stream module terminating TLS in front of a TCP service: TLS first, then the
+    service's own protocol inside, which is how a TDS 8.0 (strict) server talks."""
+    binary = need_binary("nginx", "nginx-light")
+    if not NGINX_STREAM_MODULE.exists():
+        missing(f"{NGINX_STREAM_MODULE} not found (Debian package libnginx-mod-stream)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "nginx.conf"
+    conf.write_text(TLS_FRONT_CONF.format(module=NGINX_STREAM_MODULE, dir=workdir, port=port, upstream=upstream,
+                                         cert=cert, key=key))
+    return Peer([binary, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"], port=port,
+                log=workdir / "stdout.log")
+
+
+def yaz_ztest_peer(workdir: Path, port: int) -> Peer:
+    """YAZ's Z39.50 test server (GFS/YAZ) in the foreground."""
+    binary = need_binary("yaz-ztest", "yaz")
+    workdir.mkdir(parents=True, exist_ok=True)
+    return Peer([binary, "-l", str(workdir / "ztest.log"), f"tcp:127.0.0.1:{port}"], port=port, cwd=workdir,
+                log=workdir / "stdout.log")
+
+
+def xrdp_peer(workdir: Path, port: int, *, security_layer: str = "negotiate") -> Peer:
+    """xrdp with a copy of the system xrdp.ini listening on a loopback port; needs root to
+    read /etc/xrdp/key.pem."""
+    binary = need_binary("xrdp", "xrdp")
+    need_root("xrdp")
+    system_ini = Path("/etc/xrdp/xrdp.ini")
+    if not system_ini.exists():
+        missing(f"{system_ini} not found (Debian package xrdp)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    lines, section = [], ""
+    for line in system_ini.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped
+        elif section == "[Globals]" and stripped.startswith("port="):
+            line = f"port=tcp://127.0.0.1:{port}"
+        elif section == "[Globals]" and stripped.startswith("security_layer="):
+            line = f"security_layer={security_layer}"
+        lines.append(line)
+    conf = workdir / "xrdp.ini"
+    conf.write_text("\n".join(lines) + "\n")
+    Path("/run/xrdp").mkdir(parents=True, exist_ok=True)
+    return Peer([binary, "-n", "-c", str(conf)], port=port, log=workdir / "xrdp.log")

@@ -24,7 +24,12 @@ class TlsOptions(ProberOptions):
 
 @lru_cache(maxsize=64)
 def _context(
-    ca_file: str | None, verify: bool, cert_file: str | None, key_file: str | None, legacy: bool = False
+    ca_file: str | None,
+    verify: bool,
+    cert_file: str | None,
+    key_file: str | None,
+    legacy: bool = False,
+    alpn: tuple[str, ...] = (),
 ) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=ca_file)
     if legacy:
@@ -34,6 +39,8 @@ def _context(
             warnings.simplefilter("ignore", DeprecationWarning)
             context.minimum_version = ssl.TLSVersion.TLSv1
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -42,10 +49,13 @@ def _context(
     return context
 
 
-def client_context(options: TlsOptions, *, legacy: bool = False) -> ssl.SSLContext:
+def client_context(options: TlsOptions, *, legacy: bool = False, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
     """A cached client context for these options: verification on unless switched off.
-    ``legacy`` also accepts TLS 1.0 and 1.1, for probers that report such servers."""
-    return _context(options.ca_file, not options.insecure_skip_verify, options.cert_file, options.key_file, legacy)
+    ``legacy`` also accepts TLS 1.0 and 1.1, for probers that report such servers; ``alpn``
+    names the protocols to offer (TDS 8.0 offers ``tds/8.0``)."""
+    return _context(
+        options.ca_file, not options.insecure_skip_verify, options.cert_file, options.key_file, legacy, alpn
+    )
 
 
 def _chain_der(ssl_object: ssl.SSLObject) -> list[bytes]:
