@@ -24,7 +24,7 @@ sites:
   - name: lib
     hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
     paths:
-      sql: {{port: {sql_port}}}
+      sql: {{port: {sql_port}, prober: tcp}}
       oclc_webservices: {{enabled: false}}
       atlas_update: {{enabled: false}}
       article_exchange: {{enabled: false}}
