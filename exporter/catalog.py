@@ -231,7 +231,7 @@ CATALOG: tuple[CatalogPath, ...] = (
         title="LDAP patron authentication",
         routes=_routes(web_server=(SiteTarget("ldap_server"),)),
         ports=(389,),
-        prober="tcp",  # TODO(issue 3): ldap
+        prober="ldap",
         required=False,
         notes="636 for LDAPS",
     ),

@@ -15,7 +15,17 @@ import trustme
 from illiad_exporter.catalog import Expect
 from illiad_exporter.probers import PROBERS, ProbeTarget
 
-from .peers import Peer, free_port, nginx_peer, tdspool_peer, tls_front_peer, xrdp_peer, yaz_ztest_peer
+from .peers import (
+    LIBRARY_LOCATIONS,
+    Peer,
+    free_port,
+    nginx_peer,
+    slapd_peer,
+    tdspool_peer,
+    tls_front_peer,
+    xrdp_peer,
+    yaz_ztest_peer,
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,51 @@ def nginx(server_cert: CertFiles, tmp_path_factory: pytest.TempPathFactory) -> I
                       https_port=https_port, http_port=http_port)
     with peer:
         yield WebPeer(https_port, http_port, server_cert, peer)
+
+
+@dataclass(frozen=True)
+class LibraryPeer:
+    https_port: int
+    http_port: int
+    access_log: Path
+    peer: Peer
+
+    def requested_paths(self) -> list[str]:
+        lines = self.access_log.read_text().splitlines() if self.access_log.exists() else []
+        return [line.split('"')[1].split()[1] for line in lines if line.count('"') >= 2]
+
+
+@pytest.fixture(scope="session")
+def library_nginx(server_cert: CertFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LibraryPeer]:
+    """nginx answering as PatronAPI and Symphony do, logging every request path."""
+    workdir = tmp_path_factory.mktemp("library-nginx")
+    https_port, http_port = free_port(), free_port()
+    with nginx_peer(workdir, cert=server_cert.cert, key=server_cert.key, https_port=https_port, http_port=http_port,
+                    locations=LIBRARY_LOCATIONS.format(dir=workdir)) as peer:
+        yield LibraryPeer(https_port, http_port, workdir / "access.log", peer)
+
+
+@dataclass(frozen=True)
+class LdapPeer:
+    ldap_port: int
+    ldaps_port: int
+    certs: CertFiles
+    suffix: str
+    user_dn: str
+    user_password: str
+    peer: Peer
+
+
+@pytest.fixture(scope="session")
+def slapd(server_cert: CertFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapPeer]:
+    """A real slapd on ldap:// and ldaps:// (test certificate, StartTLS too) with one user."""
+    ldap_port, ldaps_port = free_port(), free_port()
+    suffix, user_dn, user_password = "dc=illiad,dc=test", "cn=illiad-probe,dc=illiad,dc=test", "patron-lookup-7"
+    peer = slapd_peer(tmp_path_factory.mktemp("slapd"), cert=server_cert.cert, key=server_cert.key,
+                      ldap_port=ldap_port, ldaps_port=ldaps_port, suffix=suffix, rootdn=f"cn=admin,{suffix}",
+                      rootpw="admin-secret", user_dn=user_dn, user_password=user_password)
+    with peer:
+        yield LdapPeer(ldap_port, ldaps_port, server_cert, suffix, user_dn, user_password, peer)
 
 
 @pytest.fixture

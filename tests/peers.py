@@ -266,3 +266,52 @@ def xrdp_peer(workdir: Path, port: int, *, security_layer: str = "negotiate") ->
     conf.write_text("\n".join(lines) + "\n")
     Path("/run/xrdp").mkdir(parents=True, exist_ok=True)
     return Peer([binary, "-n", "-c", str(conf)], port=port, log=workdir / "xrdp.log")
+SLAPD_CONF = """
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile {dir}/slapd.pid
+argsfile {dir}/slapd.args
+TLSCertificateFile {cert}
+TLSCertificateKeyFile {key}
+database mdb
+maxsize 10485760
+suffix "{suffix}"
+rootdn "{rootdn}"
+rootpw {rootpw}
+directory {dir}/db
+"""
+
+SLAPD_ENTRIES = """
+dn: {suffix}
+objectClass: dcObject
+objectClass: organization
+dc: {dc}
+o: ILLiad test library
+
+dn: {user_dn}
+objectClass: inetOrgPerson
+cn: {user_cn}
+sn: ILLiad
+userPassword: {user_password}
+"""
+
+
+def slapd_peer(workdir: Path, *, cert: Path, key: Path, ldap_port: int, ldaps_port: int, suffix: str,
+               rootdn: str, rootpw: str, user_dn: str, user_password: str) -> Peer:
+    """slapd with an mdb database holding ``suffix`` and one ordinary user (for an
+    authenticated bind), listening on ldap:// and ldaps:// on loopback."""
+    binary = need_binary("slapd", "slapd")
+    slapadd = need_binary("slapadd", "slapd")
+    (workdir / "db").mkdir(parents=True, exist_ok=True)
+    conf = workdir / "slapd.conf"
+    conf.write_text(SLAPD_CONF.format(dir=workdir, cert=cert, key=key, suffix=suffix, rootdn=rootdn, rootpw=rootpw))
+    ldif = workdir / "entries.ldif"
+    ldif.write_text(SLAPD_ENTRIES.format(suffix=suffix, dc=suffix.split(",")[0].split("=")[1], user_dn=user_dn,
+                                         user_cn=user_dn.split(",")[0].split("=")[1], user_password=user_password))
+    # Loaded offline, before the server starts: no bind needed, nothing to wait for.
+    subprocess.run([slapadd, "-f", str(conf), "-l", str(ldif)], check=True, capture_output=True, timeout=30)
+    urls = f"ldap://127.0.0.1:{ldap_port}/ ldaps://127.0.0.1:{ldaps_port}/"
+    return Peer([binary, "-f", str(conf), "-h", urls, "-d", "0"], port=ldaps_port, log=workdir / "slapd.log")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +12,7 @@ from illiad_exporter.probers.patron_api import PROBE_BARCODE
 from illiad_exporter.scrape import run_probe
 
 from .conftest import CertFiles, make_target
-from .peers import LIBRARY_LOCATIONS, Peer, free_port, nginx_peer
+from .peers import free_port, nginx_peer
 
 pytestmark = pytest.mark.peer("nginx")
 
@@ -24,28 +22,6 @@ def probe(target, budget: float = 5.0):
         return await run_probe(target, deadline=asyncio.get_running_loop().time() + budget)
 
     return asyncio.run(run())
-
-
-@dataclass(frozen=True)
-class LibraryPeer:
-    https_port: int
-    http_port: int
-    access_log: Path
-    peer: Peer
-
-    def requested_paths(self) -> list[str]:
-        lines = self.access_log.read_text().splitlines() if self.access_log.exists() else []
-        return [line.split('"')[1].split()[1] for line in lines if line.count('"') >= 2]
-
-
-@pytest.fixture(scope="module")
-def library_nginx(server_cert: CertFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LibraryPeer]:
-    """nginx answering as PatronAPI and Symphony do, logging every request path."""
-    workdir = tmp_path_factory.mktemp("library-nginx")
-    https_port, http_port = free_port(), free_port()
-    with nginx_peer(workdir, cert=server_cert.cert, key=server_cert.key, https_port=https_port, http_port=http_port,
-                    locations=LIBRARY_LOCATIONS.format(dir=workdir)) as peer:
-        yield LibraryPeer(https_port, http_port, workdir / "access.log", peer)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from . import connect_only, http, tcp, tls
-from . import illiad_web, patron_api, symphony  # issue 3, part B
+from . import illiad_web, ldap, patron_api, symphony  # issue 3, part B
 from . import tds  # issue 3, part A
 from .base import Prober, ProbeFailure, ProberOptions, ProbeResult, ProbeTarget, Reason
 
@@ -19,7 +19,7 @@ PROBERS: Mapping[str, Prober] = MappingProxyType(
             http.PROBER,
             connect_only.ODYSSEY,
             connect_only.ISO_ILL,
-            illiad_web.PROBER, patron_api.PROBER, symphony.PROBER,
+            illiad_web.PROBER, patron_api.PROBER, symphony.PROBER, ldap.PROBER,
             tds.PROBER,
         )
     }

@@ -1,0 +1,201 @@
+"""The LDAP prober against a real slapd (ldap://, ldaps://, StartTLS, binds), against the
+wrong service, and against hand-made servers that misbehave as no real one does on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from illiad_exporter.metrics import ProbeCollector
+from illiad_exporter.probers import Reason
+from illiad_exporter.probers.ldap import LdapOptions
+from illiad_exporter.scrape import Outcome, run_probe
+
+from .conftest import make_target
+from .scripted import ScriptedServer
+
+
+def probe(target, budget: float = 5.0):
+    async def run():
+        return await run_probe(target, deadline=asyncio.get_running_loop().time() + budget)
+
+    return asyncio.run(run())
+
+
+def ldap_info(result) -> dict[str, str]:
+    infos = [dict(i.labels) for i in result.infos if i.name == "ldap"]
+    assert len(infos) == 1, result.infos
+    return infos[0]
+
+
+# --- against slapd ------------------------------------------------------------------------
+
+def test_anonymous_root_dse_read_on_plain_ldap(slapd):
+    result = probe(make_target("ldap", slapd.ldap_port))
+    assert result.up, result.detail
+    assert ldap_info(result) == {"ldap_version": "3", "starttls": "true", "naming_context": slapd.suffix,
+                                 "vendor": ""}
+    assert result.tls is None
+    assert set(result.phases) == {"resolve", "connect", "handshake"}
+
+
+def test_ldaps_negotiates_tls_first_and_records_tls_facts(slapd):
+    result = probe(make_target("ldap", slapd.ldaps_port, tls_mode="ldaps", ca_file=str(slapd.certs.ca)))
+    assert result.up, result.detail
+    assert result.tls is not None and result.tls.verified
+    assert result.tls.version in ("TLSv1.2", "TLSv1.3")
+    assert result.phases["tls"] > 0
+    assert ldap_info(result)["naming_context"] == slapd.suffix
+
+
+def test_starttls_upgrades_the_plain_port(slapd):
+    result = probe(make_target("ldap", slapd.ldap_port, tls_mode="starttls", ca_file=str(slapd.certs.ca)))
+    assert result.up, result.detail
+    assert result.tls is not None and result.tls.verified
+    assert ldap_info(result)["starttls"] == "true"
+
+
+def test_starttls_with_an_untrusted_certificate_is_tls(slapd):
+    result = probe(make_target("ldap", slapd.ldap_port, tls_mode="starttls"))
+    assert result.reason is Reason.TLS
+    assert "certificate not trusted" in result.detail
+
+
+def test_ldaps_against_the_plain_port_is_tls(slapd):
+    result = probe(make_target("ldap", slapd.ldap_port, tls_mode="ldaps", ca_file=str(slapd.certs.ca)))
+    assert result.reason is Reason.TLS
+
+
+def test_port_636_means_ldaps_unless_told_otherwise():
+    assert LdapOptions().mode_for(636) == "ldaps"
+    assert LdapOptions().mode_for(389) == "none"
+    assert LdapOptions(tls_mode="starttls").mode_for(636) == "starttls"
+
+
+def test_authenticated_bind_with_password_from_env(slapd, monkeypatch):
+    monkeypatch.setenv("ILLIAD_TEST_LDAP_PASSWORD", slapd.user_password)
+    result = probe(make_target("ldap", slapd.ldaps_port, tls_mode="ldaps", ca_file=str(slapd.certs.ca),
+                               bind_dn=slapd.user_dn, password={"env": "ILLIAD_TEST_LDAP_PASSWORD"}))
+    assert result.up, result.detail
+    assert ldap_info(result)["naming_context"] == slapd.suffix
+
+
+def test_authenticated_bind_with_password_and_dn_from_files(slapd, tmp_path):
+    (tmp_path / "password").write_text(slapd.user_password + "\n")
+    (tmp_path / "dn").write_text(slapd.user_dn)
+    result = probe(make_target("ldap", slapd.ldap_port, tls_mode="starttls", ca_file=str(slapd.certs.ca),
+                               bind_dn={"file": str(tmp_path / "dn")}, password={"file": str(tmp_path / "password")}))
+    assert result.up, result.detail
+
+
+def test_wrong_password_is_auth_and_the_server_is_still_described(slapd, monkeypatch):
+    monkeypatch.setenv("ILLIAD_TEST_LDAP_PASSWORD", "not-the-password")
+    result = probe(make_target("ldap", slapd.ldap_port, bind_dn=slapd.user_dn,
+                               password={"env": "ILLIAD_TEST_LDAP_PASSWORD"}))
+    assert result.reason is Reason.AUTH
+    assert result.detail == "authenticated bind refused: invalidCredentials (49)"
+    assert ldap_info(result)["ldap_version"] == "3"
+
+
+def test_empty_password_secret_is_auth_not_a_silent_anonymous_bind(slapd, tmp_path):
+    (tmp_path / "password").write_text("\n")
+    result = probe(make_target("ldap", slapd.ldap_port, bind_dn=slapd.user_dn,
+                               password={"file": str(tmp_path / "password")}))
+    assert result.reason is Reason.AUTH
+    assert result.detail == "the password secret is empty"
+
+
+def test_bind_dn_without_password_is_a_config_error():
+    with pytest.raises(ValueError, match="both bind_dn and password"):
+        make_target("ldap", 389, bind_dn="cn=x,dc=y")
+    with pytest.raises(ValueError, match="inline secrets are not allowed"):
+        make_target("ldap", 389, bind_dn="cn=x,dc=y", password="hunter2")
+
+
+def test_planted_password_never_appears_in_detail_metrics_or_logs(slapd, monkeypatch, caplog):
+    planted = "Pl4nted-LDAP-secret-9f27"
+    monkeypatch.setenv("ILLIAD_TEST_LDAP_PASSWORD", planted)
+    caplog.set_level(logging.DEBUG)
+    target = make_target("ldap", slapd.ldap_port, bind_dn=slapd.user_dn, password={"env": "ILLIAD_TEST_LDAP_PASSWORD"})
+    result = probe(target)
+    assert result.reason is Reason.AUTH  # the planted value is not the user's password
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ProbeCollector([Outcome(target, result, 0.0)]))
+    metrics = generate_latest(registry).decode()
+    assert "illiad_ldap_info{" in metrics
+    seen = [result.detail, repr(result), metrics, caplog.text, repr(target), str(target.options)]
+    assert not [text for text in seen if planted in text]
+
+
+def test_tds_probe_against_slapd_is_protocol(slapd):
+    result = probe(make_target("tds", slapd.ldap_port))
+    assert result.reason is Reason.PROTOCOL
+    assert result.address == "127.0.0.1"
+
+
+def test_ldap_probe_against_a_web_server_is_protocol(nginx):
+    result = probe(make_target("ldap", nginx.http_port))
+    assert result.reason is Reason.PROTOCOL
+    assert result.detail == "not an LDAP message: starts b'HT'"
+
+
+# --- hand-made misbehaving servers --------------------------------------------------------
+
+# A real bindResponse (success) to message 1, as slapd sends it.
+BIND_OK = bytes.fromhex("300c02010161070a010004000400")
+
+
+@pytest.mark.parametrize(
+    ("reply", "detail"),
+    [
+        (b"\x30\x84\x00\x00\x10\x00\x02\x01", "LDAP message truncated: 2 of 4096 bytes before close"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "not an LDAP message: starts b'SS'"),
+        (b"\x30\x84\x7f\xff\xff\xff", "LDAP message of 2147483647 bytes, more than 65536"),
+        (b"\x30\x89\x01", "not an LDAP message: length of 9 bytes"),
+        (b"\x30\x03\x02\x01\x01", None),  # a message with no operation in it
+        (bytes.fromhex("300c02010761070a010004000400"), "answer to message 7, expected 1"),
+        (b"\x30", "LDAP message truncated: 1 of 2 bytes before close"),
+    ],
+    ids=["truncated", "garbage", "huge-length", "bad-length", "malformed-ber", "wrong-message-id", "one-byte"],
+)
+def test_malformed_answers_are_protocol_with_a_one_line_detail(reply, detail):
+    with ScriptedServer(reply) as server:
+        result = probe(make_target("ldap", server.port))
+    assert result.reason is Reason.PROTOCOL
+    if detail is None:
+        assert result.detail.startswith("malformed LDAP message: ")
+    else:
+        assert result.detail == detail
+    assert "\n" not in result.detail
+
+
+def test_notice_of_disconnection_is_protocol_with_the_servers_words():
+    # extendedResp with messageID 0, unavailable (52), "shutting down"
+    body = bytes.fromhex("020100") + bytes([0x78, 0x14]) + bytes.fromhex("0a0134") + bytes.fromhex("0400") + \
+        bytes([0x04, 13]) + b"shutting down"
+    message = bytes([0x30, len(body)]) + body
+    with ScriptedServer(message) as server:
+        result = probe(make_target("ldap", server.port))
+    assert result.reason is Reason.PROTOCOL
+    assert result.detail == "server ended the session: unavailable (52), server said: shutting down"
+
+
+def test_server_that_answers_the_bind_then_goes_silent_times_out_within_the_timeout():
+    with ScriptedServer(BIND_OK, hold=True) as server:
+        started = time.monotonic()
+        result = probe(make_target("ldap", server.port, timeout=0.5))
+        elapsed = time.monotonic() - started
+    assert result.reason is Reason.TIMEOUT
+    assert elapsed < 1.5
+    assert result.phases["handshake"] > 0  # the bind was answered and timed
+
+
+def test_never_answering_server_times_out_within_the_timeout(silent_port):
+    started = time.monotonic()
+    result = probe(make_target("ldap", silent_port, timeout=0.5))
+    assert result.reason is Reason.TIMEOUT
+    assert time.monotonic() - started < 1.5
