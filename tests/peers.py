@@ -127,8 +127,8 @@ http {{
     scgi_temp_path {dir}/scgi_temp;
     default_type text/plain;
     server {{
-        listen 127.0.0.1:{https_port} ssl;
-        listen 127.0.0.1:{http_port};
+        listen {host}:{https_port} ssl;
+        listen {host}:{http_port};{extra_listens}
         server_name localhost;
         ssl_certificate {cert};
         ssl_certificate_key {key};
@@ -166,17 +166,28 @@ LIBRARY_LOCATIONS = """
 """
 
 
-def nginx_peer(workdir: Path, *, cert: Path, key: Path, https_port: int, http_port: int,
-               locations: str | None = None, platform_version: str = "9.2.2.0",
-               ssl_protocols: str = "TLSv1.2 TLSv1.3", ssl_ciphers: str = "HIGH:!aNULL:!MD5") -> Peer:
+def nginx_argv(workdir: Path, *, cert: Path, key: Path, https_port: int, http_port: int, host: str = "127.0.0.1",
+               extra_ports: Sequence[int] = (), locations: str | None = None, platform_version: str = "9.2.2.0",
+               ssl_protocols: str = "TLSv1.2 TLSv1.3", ssl_ciphers: str = "HIGH:!aNULL:!MD5") -> list[str]:
+    """Write an nginx.conf serving the ILLiad web paths under ``workdir``; the command that runs it.
+    ``extra_ports`` are more plain listeners on ``host`` (an Odyssey port, a PatronAPI port)."""
     binary = need_binary("nginx", "nginx-light")
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "nginx.conf"
     body = locations if locations is not None else ILLIAD_LOCATIONS.format(platform_version=platform_version)
-    conf.write_text(NGINX_CONF.format(dir=workdir, https_port=https_port, http_port=http_port, cert=cert, key=key,
-                                      locations=body, ssl_protocols=ssl_protocols, ssl_ciphers=f'"{ssl_ciphers}"'))
-    return Peer([binary, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"], port=http_port,
-                log=workdir / "stdout.log")
+    extra = "".join(f"\n        listen {host}:{port};" for port in extra_ports)
+    conf.write_text(NGINX_CONF.format(dir=workdir, host=host, https_port=https_port, http_port=http_port,
+                                      extra_listens=extra, cert=cert, key=key, locations=body,
+                                      ssl_protocols=ssl_protocols, ssl_ciphers=f'"{ssl_ciphers}"'))
+    return [binary, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"]
+
+
+def nginx_peer(workdir: Path, *, cert: Path, key: Path, https_port: int, http_port: int,
+               locations: str | None = None, platform_version: str = "9.2.2.0",
+               ssl_protocols: str = "TLSv1.2 TLSv1.3", ssl_ciphers: str = "HIGH:!aNULL:!MD5") -> Peer:
+    argv = nginx_argv(workdir, cert=cert, key=key, https_port=https_port, http_port=http_port, locations=locations,
+                      platform_version=platform_version, ssl_protocols=ssl_protocols, ssl_ciphers=ssl_ciphers)
+    return Peer(argv, port=http_port, log=workdir / "stdout.log")
 
 
 # -- protocol peers of issue 3 (part A): FreeTDS, yaz-ztest, xrdp -----------------------------
