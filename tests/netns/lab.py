@@ -24,7 +24,7 @@ import trustme
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from ..peers import Peer, missing, need_binary, need_root, nginx_argv, wait_for_port
+from ..peers import LIBRARY_LOCATIONS, Peer, missing, need_binary, need_root, nginx_argv, wait_for_port
 from .topology import BY_ROLE, PREFIX, Topology, in_netns, run
 
 VANTAGES = ("web_server", "staff_client", "external")
@@ -64,12 +64,11 @@ sites:
       # paths that must stay closed are dropped at the perimeter: wait less for them
       sql_from_external: {{timeout: 1s}}
       rdp: {{timeout: 1s}}
-      # the allow-list is what is under test here, not the PatronAPI protocol: connect only
-      patron_api: {{enabled: true, host: patronapi.example.edu, port: {patron_port}, prober: tcp}}
+      patron_api: {{enabled: true, host: patronapi.example.edu, port: {patron_port}}}
     custom:
       # the PatronAPI server must answer the ILLiad server only: closed from a staff PC
       - {{name: patron_api_from_staff, from: [staff_client], host: patronapi.example.edu, port: {patron_port},
-          prober: tcp, expect: closed}}
+          prober: patron_api, expect: closed}}
 """
 
 # The site's standing firewall; scenarios add to it and :meth:`Lab.reset_firewalls` restores it.
@@ -315,12 +314,14 @@ class Lab:
         partner = _write_cert(self.ca, certs, "partner", "partner.example.org")
         public = _write_cert(self.ca, certs, "public", *PUBLIC_TLS_NAMES)
         # role -> (certificate, extra plain ports): the ILLiad web server and the partner
-        # library's each with Odyssey; the OCLC/vendor stand-in with the PatronAPI port.
+        # library's each with Odyssey; the OCLC/vendor stand-in also answers PatronAPI.
         for role, (cert, key), extra in (("web_server", web, (7968,)), ("external", partner, (7968,)),
                                          ("public", public, (PATRON_API_PORT,))):
             host = BY_ROLE[role]
-            argv = nginx_argv(self.workdir / f"nginx-{host.short}", cert=cert, key=key, https_port=443, http_port=80,
-                              host=host.address, extra_ports=extra)
+            workdir = self.workdir / f"nginx-{host.short}"
+            locations = LIBRARY_LOCATIONS.format(dir=workdir) if role == "public" else None
+            argv = nginx_argv(workdir, cert=cert, key=key, https_port=443, http_port=80, host=host.address,
+                              extra_ports=extra, locations=locations)
             self._start(NetnsPeer(self.netns(role), argv, address=host.address, port=443,
                                   log=self.workdir / f"nginx-{host.short}" / "stdout.log"))
         sql_dir = self.workdir / "tdspool"
