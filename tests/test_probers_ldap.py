@@ -199,3 +199,33 @@ def test_never_answering_server_times_out_within_the_timeout(silent_port):
     result = probe(make_target("ldap", silent_port, timeout=0.5))
     assert result.reason is Reason.TIMEOUT
     assert time.monotonic() - started < 1.5
+
+
+def test_ldaps_to_a_server_that_never_answers_the_handshake_times_out_within_the_timeout(silent_port):
+    started = time.monotonic()
+    result = probe(make_target("ldap", silent_port, tls_mode="ldaps", timeout=0.5))
+    assert result.reason is Reason.TIMEOUT
+    assert time.monotonic() - started < 0.9
+
+
+def test_starttls_refused_by_the_server_is_tls():
+    # extendedResp to message 1: protocolError (2), "unsupported extended operation"
+    words = b"unsupported extended operation"
+    body = bytes.fromhex("020101") + bytes([0x78, 7 + len(words)]) + bytes.fromhex("0a01020400") + \
+        bytes([0x04, len(words)]) + words
+    with ScriptedServer(bytes([0x30, len(body)]) + body) as server:
+        result = probe(make_target("ldap", server.port, tls_mode="starttls"))
+    assert result.reason is Reason.TLS
+    assert result.detail == "StartTLS refused: protocolError (2), server said: unsupported extended operation"
+
+
+def test_anonymous_bind_refused_is_auth():
+    # bindResponse to message 1: inappropriateAuthentication (48), "anonymous bind disallowed"
+    words = b"anonymous bind disallowed"
+    body = bytes.fromhex("020101") + bytes([0x61, 7 + len(words)]) + bytes.fromhex("0a01300400") + \
+        bytes([0x04, len(words)]) + words
+    with ScriptedServer(bytes([0x30, len(body)]) + body) as server:
+        result = probe(make_target("ldap", server.port))
+    assert result.reason is Reason.AUTH
+    assert result.detail == ("anonymous bind refused: inappropriateAuthentication (48), "
+                             "server said: anonymous bind disallowed")

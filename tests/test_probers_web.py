@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,7 @@ from illiad_exporter.scrape import run_probe
 
 from .conftest import CertFiles, make_target
 from .peers import free_port, nginx_peer
+from .scripted import ScriptedServer
 
 pytestmark = pytest.mark.peer("nginx")
 
@@ -93,9 +95,11 @@ def test_illiad_web_accepts_old_tls_when_the_site_lowers_the_floor(legacy_tls_ng
     assert dict(result.infos[0].labels) == {"version": "9.2.2.0"}
 
 
-def test_illiad_web_silent_server_times_out(silent_port):
+def test_illiad_web_silent_server_times_out_within_the_timeout(silent_port):
+    started = time.monotonic()
     result = probe(make_target("illiad_web", silent_port, timeout=0.5))
     assert result.reason is Reason.TIMEOUT
+    assert time.monotonic() - started < 0.9  # a TLS handshake cut by the deadline is not waited on
 
 
 # --- patron_api ---------------------------------------------------------------------------
@@ -160,3 +164,16 @@ def test_symphony_over_https_records_tls(library_nginx, server_cert):
 def test_symphony_silent_server_times_out(silent_port):
     result = probe(make_target("symphony_api", silent_port, timeout=0.5))
     assert result.reason is Reason.TIMEOUT
+
+
+def test_symphony_against_a_directory_server_is_protocol(slapd):
+    result = probe(make_target("symphony_api", slapd.ldap_port))
+    assert result.reason is Reason.PROTOCOL
+    assert result.detail == "connection closed before an HTTP answer"
+
+
+def test_patron_api_against_garbage_is_protocol():
+    with ScriptedServer(b"\x00\x01garbage that is no HTTP\r\n\r\n") as server:
+        result = probe(make_target("patron_api", server.port))
+    assert result.reason is Reason.PROTOCOL
+    assert result.detail.startswith("not an HTTP answer")

@@ -95,6 +95,9 @@ class Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     address: str
+    # A TLS upgrade that failed or was cancelled leaves the stream's close waiting for an
+    # event that never comes (the transport's protocol was swapped): close() then aborts.
+    tls_aborted: bool = False
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -132,6 +135,19 @@ class Connection:
         """Upgrade this connection to TLS (StartTLS, TDS strict), timed as phase ``tls``."""
         started = time.perf_counter()
         try:
+            await self._start_tls(context, server_hostname, result, started)
+        except BaseException:  # including the probe's deadline cancelling the handshake
+            self.tls_aborted = True
+            raise
+        result.phases["tls"] = time.perf_counter() - started
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            result.tls = tls_facts(ssl_object, verified=context.verify_mode != ssl.CERT_NONE)
+
+    async def _start_tls(
+        self, context: ssl.SSLContext, server_hostname: str | None, result: ProbeResult, started: float
+    ) -> None:
+        try:
             await self.writer.start_tls(context, server_hostname=server_hostname)
         except ssl.SSLCertVerificationError as exc:
             result.phases["tls"] = time.perf_counter() - started
@@ -139,12 +155,11 @@ class Connection:
         except (ssl.SSLError, ConnectionResetError) as exc:
             result.phases["tls"] = time.perf_counter() - started
             raise ProbeFailure(Reason.TLS, f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}") from None
-        result.phases["tls"] = time.perf_counter() - started
-        ssl_object = self.writer.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            result.tls = tls_facts(ssl_object, verified=context.verify_mode != ssl.CERT_NONE)
 
     async def close(self) -> None:
+        if self.tls_aborted:
+            self.writer.transport.abort()
+            return
         self.writer.close()
         try:
             await asyncio.wait_for(self.writer.wait_closed(), 1.0)
