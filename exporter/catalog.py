@@ -204,7 +204,7 @@ CATALOG: tuple[CatalogPath, ...] = (
         title="Z39.50 to the local OPAC",
         routes=_routes(staff_client=(SiteTarget("opac"),)),
         ports=(210,),
-        prober="tcp",  # TODO(issue 3): z3950
+        prober="z3950",
         required=False,
         notes="the port varies by OPAC (210, 2100, 2200, 7090)",
     ),
@@ -240,7 +240,7 @@ CATALOG: tuple[CatalogPath, ...] = (
         title="Remote Desktop for vendor support",
         routes=_routes(external=(WEB, SQL)),
         ports=(3389,),
-        prober="tcp",  # TODO(issue 3): rdp
+        prober="rdp",
         required=False,
         expect=Expect.CLOSED,
         notes="closed unless the site lets vendor support in (then expect: open)",

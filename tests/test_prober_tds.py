@@ -269,3 +269,9 @@ def test_tds_against_a_server_that_never_answers_times_out_within_the_timeout(si
     assert result.reason is Reason.TIMEOUT
     assert time.monotonic() - started < 1.5
     assert result.address == "127.0.0.1"  # it was open, just not answering
+
+
+def test_tds_against_an_ldap_server_is_protocol(slapd):
+    result = probe(make_target("tds", slapd.ldap_port))
+    assert result.reason is Reason.PROTOCOL
+    assert result.address == "127.0.0.1"

@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 from . import connect_only, http, tcp, tls
 from . import illiad_web, ldap, patron_api, symphony  # issue 3, part B
-from . import tds  # issue 3, part A
+from . import rdp, tds, z3950  # issue 3, part A
 from .base import Prober, ProbeFailure, ProberOptions, ProbeResult, ProbeTarget, Reason
 
 PROBERS: Mapping[str, Prober] = MappingProxyType(
@@ -20,7 +20,7 @@ PROBERS: Mapping[str, Prober] = MappingProxyType(
             connect_only.ODYSSEY,
             connect_only.ISO_ILL,
             illiad_web.PROBER, patron_api.PROBER, symphony.PROBER, ldap.PROBER,
-            tds.PROBER,
+            rdp.PROBER, tds.PROBER, z3950.PROBER,
         )
     }
 )

@@ -1,0 +1,209 @@
+"""Z39.50: the Init service (ANSI/NISO Z39.50-2003, 3.2.1.1), the first exchange of every
+Z39.50 session.
+
+The probe sends an initRequest asking for search and present, reads the initResponse, and
+closes: the target accepted when ``result`` is TRUE, and it names its implementation. It
+never searches.
+
+BER is pyasn1's: the APDUs carry multi-byte context tags ([110]-[112], [201]), BIT STRINGs,
+and may use long-form or indefinite lengths, which a spec-complete and long-tested codec
+decodes without surprises. The ASN.1 below is transcribed from the standard's APDU module
+(which tags EXPLICIT unless a field says IMPLICIT).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from pyasn1.codec.ber import decoder, encoder
+from pyasn1.error import PyAsn1Error, SubstrateUnderrunError
+from pyasn1.type import char, namedtype, tag, tagmap, univ
+
+from .. import __version__
+from .base import Prober, ProberOptions, ProbeFailure, ProbeResult, ProbeTarget, Reason
+from .net import DEFAULT_READ_LIMIT, connect
+
+
+def _context(number: int, *, constructed: bool = False) -> tag.Tag:
+    return tag.Tag(tag.tagClassContext, tag.tagFormatConstructed if constructed else tag.tagFormatSimple, number)
+
+
+def _implicit(asn1: univ.Asn1Item, number: int, *, constructed: bool = False):  # type: ignore[no-untyped-def]
+    return asn1.subtype(implicitTag=_context(number, constructed=constructed))
+
+
+def _international(number: int) -> char.GeneralString:
+    return _implicit(char.GeneralString(), number)  # InternationalString ::= GeneralString
+
+
+class _TaggedAny(univ.Any):
+    """An ANY under its own explicit tag. pyasn1's Any also claims every tag no other field
+    has (its tag map's default), so two of them cannot share a SEQUENCE; this one claims only
+    its tag."""
+
+    @property
+    def tagMap(self) -> tagmap.TagMap:
+        return tagmap.TagMap({self.tagSet: self})
+
+
+# Fields this probe reads past, never into.
+_ID_AUTHENTICATION = _TaggedAny().subtype(explicitTag=_context(7, constructed=True))  # [7] ANY
+_USER_INFORMATION = _TaggedAny().subtype(explicitTag=_context(11, constructed=True))  # [11] EXTERNAL
+_OTHER_INFO = _implicit(univ.SequenceOf(componentType=univ.Any()), 201, constructed=True)
+
+
+def _init_fields(*middle: namedtype.NamedType) -> namedtype.NamedTypes:
+    return namedtype.NamedTypes(
+        namedtype.OptionalNamedType("referenceId", _implicit(univ.OctetString(), 2)),
+        namedtype.NamedType("protocolVersion", _implicit(univ.BitString(), 3)),
+        namedtype.NamedType("options", _implicit(univ.BitString(), 4)),
+        namedtype.NamedType("preferredMessageSize", _implicit(univ.Integer(), 5)),
+        namedtype.NamedType("exceptionalRecordSize", _implicit(univ.Integer(), 6)),
+        *middle,
+        namedtype.OptionalNamedType("implementationId", _international(110)),
+        namedtype.OptionalNamedType("implementationName", _international(111)),
+        namedtype.OptionalNamedType("implementationVersion", _international(112)),
+        namedtype.OptionalNamedType("userInformationField", _USER_INFORMATION),
+        namedtype.OptionalNamedType("otherInfo", _OTHER_INFO),
+    )
+
+
+class InitializeRequest(univ.Sequence):
+    """PDU choice initRequest: [20] IMPLICIT InitializeRequest."""
+
+    tagSet = univ.Sequence.tagSet.tagImplicitly(_context(20, constructed=True))
+    componentType = _init_fields(namedtype.OptionalNamedType("idAuthentication", _ID_AUTHENTICATION))
+
+
+class InitializeResponse(univ.Sequence):
+    """PDU choice initResponse: [21] IMPLICIT InitializeResponse."""
+
+    tagSet = univ.Sequence.tagSet.tagImplicitly(_context(21, constructed=True))
+    componentType = _init_fields(namedtype.NamedType("result", _implicit(univ.Boolean(), 12)))
+
+
+INIT_RESPONSE_TAG = 0xB5  # [21], constructed, context class
+CLOSE_TAG = b"\xbf\x30"  # [48]: a target may refuse with a Close PDU instead
+# Bits of ProtocolVersion (version1, version2, version3) and of Options.
+PROTOCOL_VERSIONS = (0, 1, 2)
+OPTION_SEARCH, OPTION_PRESENT = 0, 1
+MESSAGE_SIZE = 1024 * 1024
+IMPLEMENTATION_NAME = "illiad-port-exporter"
+
+
+class Z3950Error(ValueError):
+    """The bytes are not the APDU they should be; the text is a one-line reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class InitAnswer:
+    accepted: bool
+    implementation_id: str
+    implementation_name: str
+    implementation_version: str
+    protocol_versions: tuple[int, ...]  # the versions both sides speak (1, 2, 3)
+
+
+def _bits(*positions: int) -> univ.BitString:
+    return univ.BitString("".join("1" if i in positions else "0" for i in range(max(positions) + 1)))
+
+
+def encode_init_request(*, name: str = IMPLEMENTATION_NAME, version: str = __version__) -> bytes:
+    """The initRequest this probe sends: versions 1-3, search and present, its own name."""
+    request = InitializeRequest()
+    request["protocolVersion"] = _bits(*PROTOCOL_VERSIONS).subtype(implicitTag=_context(3))
+    request["options"] = _bits(OPTION_SEARCH, OPTION_PRESENT).subtype(implicitTag=_context(4))
+    request["preferredMessageSize"] = MESSAGE_SIZE
+    request["exceptionalRecordSize"] = MESSAGE_SIZE
+    request["implementationName"] = name
+    request["implementationVersion"] = version
+    return bytes(encoder.encode(request))
+
+
+def decode_init_request(data: bytes) -> InitializeRequest:
+    """Read a whole initRequest (used to compare with what real clients send)."""
+    try:
+        request, rest = decoder.decode(data, asn1Spec=InitializeRequest())
+    except PyAsn1Error as exc:
+        raise Z3950Error(f"not a Z39.50 initRequest: {_first_line(exc)}") from None
+    if rest:
+        raise Z3950Error(f"{len(rest)} bytes after the initRequest")
+    return request
+
+
+def _text(value: object) -> str:
+    if value is None or not value.isValue:  # type: ignore[attr-defined]
+        return ""
+    return bytes(value).decode("latin-1")  # type: ignore[call-overload]
+
+
+def decode_init_response(data: bytes) -> tuple[InitAnswer, bytes]:
+    """Read one initResponse from the start of ``data``: the answer and the bytes after it.
+    SubstrateUnderrunError (incomplete) passes through so a reader can wait for more."""
+    if data[:1] and data[0] != INIT_RESPONSE_TAG:
+        if data[:2] == CLOSE_TAG:
+            raise Z3950Error("the target answered the init with a Close")
+        raise Z3950Error(f"not a Z39.50 initResponse (it starts {bytes(data[:8])!r})")
+    try:
+        response, rest = decoder.decode(data, asn1Spec=InitializeResponse())
+    except SubstrateUnderrunError:
+        raise
+    except PyAsn1Error as exc:
+        raise Z3950Error(f"malformed initResponse: {_first_line(exc)}") from None
+    versions = response["protocolVersion"]
+    return (
+        InitAnswer(
+            accepted=bool(response["result"]),
+            implementation_id=_text(response["implementationId"]),
+            implementation_name=_text(response["implementationName"]),
+            implementation_version=_text(response["implementationVersion"]),
+            protocol_versions=tuple(i + 1 for i, bit in enumerate(versions) if bit),
+        ),
+        bytes(rest),
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+
+
+class Z3950Options(ProberOptions):
+    pass
+
+
+async def probe_z3950(target: ProbeTarget, result: ProbeResult) -> bool:
+    connection = await connect(target, result)
+    try:
+        started = time.perf_counter()
+        await connection.send(encode_init_request())
+        received = b""
+        while True:
+            chunk = await connection.read_some(DEFAULT_READ_LIMIT - len(received))
+            if not chunk:
+                what = "closed the connection without an initResponse" if not received else "cut the initResponse short"
+                raise ProbeFailure(Reason.PROTOCOL, f"the target {what} ({len(received)} bytes)")
+            received += chunk
+            try:
+                answer, _ = decode_init_response(received)
+                break
+            except SubstrateUnderrunError:
+                if len(received) >= DEFAULT_READ_LIMIT:
+                    raise ProbeFailure(Reason.PROTOCOL, f"initResponse longer than {DEFAULT_READ_LIMIT} bytes") from None
+            except Z3950Error as exc:
+                raise ProbeFailure(Reason.PROTOCOL, str(exc)) from None
+        result.phases["handshake"] = time.perf_counter() - started
+    finally:
+        await connection.close()
+    result.add_info(
+        "z3950",
+        implementation_name=answer.implementation_name,
+        implementation_version=answer.implementation_version,
+        implementation_id=answer.implementation_id,
+    )
+    if not answer.accepted:
+        raise ProbeFailure(Reason.PROTOCOL, "the target rejected the init (result FALSE)")
+    return True
+
+
+PROBER = Prober("z3950", probe_z3950, Z3950Options, "Z39.50 Init: initRequest, initResponse accepted")

@@ -1,0 +1,206 @@
+"""The z3950 prober: its BER codec against what the real yaz-client and yaz-ztest exchange,
+probes against yaz-ztest, and against wrong and misbehaving services."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from illiad_exporter.probers import Reason, z3950
+from illiad_exporter.probers.z3950 import InitAnswer, Z3950Error
+from illiad_exporter.scrape import run_probe
+
+from .conftest import make_target
+from .peers import need_binary
+from .scripted import ScriptedServer
+
+
+def probe(target, budget: float = 5.0):
+    async def run():
+        return await run_probe(target, deadline=asyncio.get_running_loop().time() + budget)
+
+    return asyncio.run(run())
+
+
+class Relay:
+    """A loopback TCP relay that records the first message each way of one connection."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(10)
+        self.port = self.listener.getsockname()[1]
+        self.request = b""
+        self.response = b""
+        self.thread = threading.Thread(target=self._relay, daemon=True)
+        self.thread.start()
+
+    def _relay(self) -> None:
+        client, _ = self.listener.accept()
+        with client, socket.create_connection(("127.0.0.1", self.upstream), timeout=5) as server:
+            client.settimeout(5)
+            self.request = client.recv(65536)
+            server.sendall(self.request)
+            self.response = server.recv(65536)
+            client.sendall(self.response)
+            client.recv(65536)  # until the client leaves
+
+    def close(self) -> None:
+        self.thread.join(10)
+        self.listener.close()
+
+
+@pytest.fixture(scope="module")
+def yaz_exchange(yaz_ztest):
+    """The initRequest the real yaz-client sends to yaz-ztest, the initResponse it gets back,
+    and what yaz-client prints of it."""
+    client = need_binary("yaz-client", "yaz")
+    relay = Relay(yaz_ztest)
+    try:
+        shown = subprocess.run([client, f"tcp:127.0.0.1:{relay.port}"], input="quit\n", capture_output=True,
+                               text=True, timeout=15).stdout
+    finally:
+        relay.close()
+    assert "Connection accepted by v3 target." in shown, shown
+    return relay.request, relay.response, shown
+
+
+# -- the codec, against the real exchange -----------------------------------------------------
+
+
+def test_codec_decodes_the_init_request_yaz_client_sends(yaz_exchange):
+    request_bytes, _, _ = yaz_exchange
+    request = z3950.decode_init_request(request_bytes)
+    assert str(request["implementationName"]) == "YAZ"
+    assert str(request["implementationId"]) == "81"  # YAZ's registered implementation id
+    assert [int(b) for b in request["protocolVersion"]][:3] == [1, 1, 1]
+    options = [int(b) for b in request["options"]]
+    assert options[z3950.OPTION_SEARCH] == 1 and options[z3950.OPTION_PRESENT] == 1
+
+
+def test_the_probe_init_request_has_the_fields_yaz_client_sends(yaz_exchange):
+    ours = z3950.decode_init_request(z3950.encode_init_request())
+    theirs = z3950.decode_init_request(yaz_exchange[0])
+    mandatory = ("protocolVersion", "options", "preferredMessageSize", "exceptionalRecordSize")
+    for name in mandatory:
+        assert ours[name].isValue and theirs[name].isValue
+    assert [int(b) for b in ours["protocolVersion"]] == [1, 1, 1]
+    assert [int(b) for b in ours["options"]] == [1, 1]  # search and present, nothing more
+    assert str(ours["implementationName"]) == "illiad-port-exporter"
+
+
+def test_codec_decodes_the_init_response_yaz_ztest_sends_as_yaz_client_shows_it(yaz_exchange):
+    _, response_bytes, shown = yaz_exchange
+    answer, rest = z3950.decode_init_response(response_bytes)
+    assert rest == b""
+    assert answer.accepted and answer.protocol_versions == (1, 2, 3)
+    assert f"Name   : {answer.implementation_name}" in shown
+    assert f"Version: {answer.implementation_version}" in shown
+    assert f"ID     : {answer.implementation_id}" in shown
+
+
+def test_codec_reads_past_user_information_and_other_info(yaz_exchange):
+    response_bytes = yaz_exchange[1]
+    assert response_bytes[1] < 0x80  # short-form length, so it can be rewritten below
+    # [11] EXTERNAL { direct-reference OID, single-ASN1-type [0] ... } and [201] otherInfo.
+    extra = bytes.fromhex("ab0a2808060 22a038102 4142".replace(" ", "")) + bytes.fromhex("bf814905 3003020101".replace(" ", ""))
+    body = response_bytes[2:] + extra
+    answer, _ = z3950.decode_init_response(b"\xb5" + bytes([len(body)]) + body)
+    assert answer.implementation_name == "GFS/YAZ"
+
+
+def test_codec_reads_a_rejected_init():
+    response = bytes.fromhex("b5 1b 8302 00e0 8402 00c0 8503 100000 8603 100000 8c01 00 9f6f 03 414243".replace(" ", ""))
+    answer, _ = z3950.decode_init_response(response)
+    assert answer == InitAnswer(False, "", "ABC", "", (1, 2, 3))
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "not a Z39.50 initResponse"),
+        (bytes.fromhex("bf3003 8f0100"), "answered the init with a Close"),
+        (bytes.fromhex("b503 8c0101"), "malformed initResponse"),
+    ],
+)
+def test_codec_rejects_what_is_not_an_init_response(data, why):
+    with pytest.raises(Z3950Error, match=why):
+        z3950.decode_init_response(data)
+
+
+# -- the probe ---------------------------------------------------------------------------------
+
+
+def test_z3950_against_yaz_ztest_is_up_with_its_implementation(yaz_ztest):
+    result = probe(make_target("z3950", yaz_ztest))
+    assert result.up, result.detail
+    version = subprocess.run([need_binary("yaz-ztest", "yaz"), "-V"], capture_output=True, text=True).stdout
+    expected_version = re.search(r"YAZ version: (.+)", version).group(1).strip()  # type: ignore[union-attr]
+    assert [(f.name, dict(f.labels)) for f in result.infos] == [
+        ("z3950", {"implementation_name": "GFS/YAZ", "implementation_version": expected_version,
+                   "implementation_id": "81"})
+    ]
+    assert result.phases["handshake"] > 0
+
+
+def test_z3950_against_a_web_server_is_protocol(nginx):
+    result = probe(make_target("z3950", nginx.http_port))
+    assert result.reason is Reason.PROTOCOL
+    assert "not a Z39.50 initResponse" in result.detail
+
+
+def test_z3950_rejected_init_is_protocol_and_still_names_the_target(yaz_exchange):
+    rejected = yaz_exchange[1].replace(b"\x8c\x01\x01", b"\x8c\x01\x00")
+    with ScriptedServer(rejected) as server:
+        result = probe(make_target("z3950", server.port))
+    assert result.reason is Reason.PROTOCOL and "rejected the init" in result.detail
+    assert dict(result.infos[0].labels)["implementation_name"] == "GFS/YAZ"
+
+
+@pytest.mark.parametrize(
+    ("cut", "why"),
+    [
+        (0, "closed the connection without an initResponse"),
+        (1, "cut the initResponse short"),
+        (40, "cut the initResponse short"),
+    ],
+)
+def test_z3950_truncated_answer_is_protocol(yaz_exchange, cut, why):
+    with ScriptedServer(yaz_exchange[1][:cut]) as server:
+        result = probe(make_target("z3950", server.port))
+    assert result.reason is Reason.PROTOCOL
+    assert why in result.detail
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        (bytes(range(256)), "not a Z39.50 initResponse"),
+        # a referenceId claiming a megabyte: the probe stops reading at its bound
+        (bytes.fromhex("b5847fffffff 82830fffff") + b"\x00" * 70_000, "longer than 65536 bytes"),
+        (bytes.fromhex("b5 05 8c01 01 0000".replace(" ", "")), "malformed initResponse"),
+    ],
+)
+def test_z3950_garbage_is_protocol_with_a_one_line_reason(reply, why):
+    with ScriptedServer(reply) as server:
+        result = probe(make_target("z3950", server.port))
+    assert result.reason is Reason.PROTOCOL
+    assert why in result.detail and "\n" not in result.detail
+
+
+def test_z3950_against_a_server_that_never_answers_times_out_within_the_timeout(silent_port):
+    started = time.monotonic()
+    result = probe(make_target("z3950", silent_port, timeout=0.5))
+    assert result.reason is Reason.TIMEOUT
+    assert time.monotonic() - started < 1.5
+
+
+def test_z3950_against_an_ldap_server_is_protocol(slapd):
+    result = probe(make_target("z3950", slapd.ldap_port))
+    assert result.reason is Reason.PROTOCOL
