@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import signal
 import time
@@ -12,7 +11,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from . import __version__
+from . import __version__, statuspage
 from .metrics import ProbeCollector
 from .state import ExporterState
 
@@ -20,6 +19,8 @@ log = logging.getLogger("illiad_exporter.server")
 
 STATE_KEY = web.AppKey("state", ExporterState)
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+# The status page needs nothing but its own inline CSS.
+STATUS_PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 
 
 def _render(request: web.Request, *collectors: object) -> web.Response:
@@ -72,27 +73,15 @@ async def handle_reload(request: web.Request) -> web.Response:
 
 
 async def handle_index(request: web.Request) -> web.Response:
+    """The status page: the latest results, never a new probe (see statuspage)."""
     state = request.app[STATE_KEY]
-    rows = []
-    for outcomes in state.last_outcomes.values():
-        for o in outcomes:
-            t, r = o.target, o.result
-            state_text = "up" if r.up else f"down ({r.reason})"
-            rows.append(
-                f"<tr><td>{html.escape(t.site)}</td><td>{html.escape(t.path)}</td>"
-                f"<td>{html.escape(t.host)}:{t.port}</td><td>{t.expect}</td><td>{html.escape(state_text)}</td></tr>"
-            )
-    table = (
-        "<table><tr><th>site</th><th>path</th><th>target</th><th>expect</th><th>state</th></tr>"
-        + "".join(rows)
-        + "</table>"
-        if rows
-        else "<p>No scrape yet: results appear after the first scrape of /metrics.</p>"
+    snapshot = state.snapshot
+    assert snapshot is not None
+    page = statuspage.render(
+        targets_by_site=snapshot.plan.by_site, outcomes_by_site=state.last_outcomes, vantage=state.vantage.value,
+        version=__version__, now=time.time(), reload_error=state.last_reload_error,
     )
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>ILLiad port exporter</title></head>
-<body><h1>ILLiad port exporter</h1><p>version {html.escape(__version__)}, vantage {state.vantage.value}</p>
-<ul><li><a href="metrics">metrics</a></li><li><a href="-/healthy">health</a></li></ul>{table}</body></html>"""
-    return web.Response(text=body, content_type="text/html")
+    return web.Response(text=page, content_type="text/html", headers={"Content-Security-Policy": STATUS_PAGE_CSP})
 
 
 def build_app(state: ExporterState) -> web.Application:

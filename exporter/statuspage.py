@@ -1,0 +1,264 @@
+"""The status page at ``/``: every planned path of this vantage and its latest result, in
+plain HTML an administrator can read on the web server during an outage, with Grafana or the
+network down.
+
+It shows what the latest scrape found and never probes by itself, so reloading the page
+cannot hammer the targets. Self-contained on purpose: inline CSS, no script, no fonts, no
+external resource; every value from config or probes is escaped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .catalog import Expect
+from .probers import ProbeTarget
+from .scrape import Outcome
+
+# Seconds to reload the page after: the page reads cached results only, so this costs no probe.
+REFRESH_SECONDS = 30
+CERT_CRITICAL_DAYS = 7
+CERT_WARNING_DAYS = 21
+
+_CSS = """
+body{font:15px/1.4 system-ui,-apple-system,"Segoe UI",Arial,sans-serif;margin:0;color:#1f2328;background:#fff}
+header{padding:12px 20px;background:#24292f;color:#fff}
+header h1{font-size:20px;margin:0}
+header p{margin:4px 0 0;color:#d0d7de}
+header a{color:#9cd3ff}
+main{padding:8px 20px 24px}
+.banner{padding:10px 14px;border-radius:6px;margin:12px 0;font-weight:600}
+.banner.ok{background:#dafbe1;color:#116329;border:1px solid #4ac26b}
+.banner.bad{background:#ffebe9;color:#82071e;border:1px solid #ff8182}
+.banner.none{background:#fff8c5;color:#4d2d00;border:1px solid #d4a72c}
+h2{font-size:17px;margin:22px 0 6px}
+table{border-collapse:collapse;margin:6px 0 10px}
+th,td{border:1px solid #d0d7de;padding:5px 9px;text-align:left;vertical-align:top}
+th{background:#f6f8fa;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.state{font-weight:700;white-space:nowrap;text-align:center}
+.good{background:#2da44e;color:#fff}
+.bad{background:#cf222e;color:#fff}
+.unprobed{background:#eaeef2;color:#57606a}
+.warn{color:#9a6700;font-weight:600}
+.crit{color:#cf222e;font-weight:700}
+.detail{color:#57606a;font-size:13px;max-width:32em;overflow-wrap:anywhere}
+.muted{color:#57606a}
+code{font-size:13px}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One planned probe and its latest outcome (None until a scrape probed it)."""
+
+    target: ProbeTarget
+    outcome: Outcome | None
+
+    @property
+    def state(self) -> str:
+        """unprobed, up, down (expected open), closed or open (expected closed)."""
+        if self.outcome is None:
+            return "unprobed"
+        result = self.outcome.result
+        if self.target.expect is Expect.CLOSED:
+            return result.observed.value
+        return "up" if result.up else "down"
+
+    @property
+    def met(self) -> bool | None:
+        if self.outcome is None:
+            return None
+        return self.outcome.result.observed is self.target.expect and (
+            self.target.expect is Expect.CLOSED or self.outcome.result.up
+        )
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _age(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def _utc(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _rows(targets: Sequence[ProbeTarget], outcomes: Sequence[Outcome]) -> list[Row]:
+    latest = {o.target.key: o for o in outcomes}
+    return [Row(t, latest.get(t.key)) for t in targets]
+
+
+def _state_cell(row: Row) -> str:
+    label = {
+        "unprobed": "not probed yet",
+        "up": "UP",
+        "down": "DOWN",
+        "closed": "CLOSED",
+        "open": "OPEN",
+    }[row.state]
+    css = "unprobed" if row.met is None else ("good" if row.met else "bad")
+    return f'<td class="state {css}">{label}</td>'
+
+
+def _detail(row: Row) -> str:
+    if row.outcome is None:
+        return '<span class="muted">waiting for the first scrape</span>'
+    result = row.outcome.result
+    parts = []
+    if row.target.expect is Expect.CLOSED:
+        parts.append("must be closed, but accepts connections" if row.state == "open" else "closed, as required")
+    elif result.observed is Expect.OPEN and not result.up:
+        parts.append("connected, but the check failed")
+    if result.reason is not None and not result.up:
+        parts.append(f"<b>{_e(result.reason.value)}</b>")
+    if result.detail and not result.up:
+        parts.append(_e(result.detail))
+    return "; ".join(parts)
+
+
+def _latency(row: Row) -> str:
+    latency = row.outcome.result.connect_latency if row.outcome else None
+    return "-" if latency is None else f"{latency * 1000:.1f} ms"
+
+
+def _cert(row: Row, now: float) -> str:
+    tls = row.outcome.result.tls if row.outcome else None
+    if tls is None:
+        return "-"
+    days = (tls.cert_not_after - now) / 86400
+    css = "crit" if days < CERT_CRITICAL_DAYS else "warn" if days < CERT_WARNING_DAYS else ""
+    when = dt.datetime.fromtimestamp(tls.cert_not_after, dt.timezone.utc).strftime("%Y-%m-%d")
+    text = f"{when} ({days:.0f} days)" if days >= 0 else f"{when} (EXPIRED)"
+    version = f' <span class="muted">{_e(tls.version)}</span>'
+    return f'<span class="{css}">{_e(text)}</span>{version}' if css else f"{_e(text)}{version}"
+
+
+def _site_table(site: str, rows: Sequence[Row], now: float) -> str:
+    lines = [
+        "<table><thead><tr><th>path</th><th>target</th><th>expect</th><th>state</th><th>details</th>"
+        "<th>latency</th><th>TLS certificate expires</th><th>checked</th></tr></thead><tbody>"
+    ]
+    for row in rows:
+        t = row.target
+        port = row.outcome.result.port if row.outcome and row.outcome.result.port else t.port
+        met = "" if row.met is None else str(row.met).lower()
+        checked = "-" if row.outcome is None else _age(now - row.outcome.finished_at)
+        lines.append(
+            f'<tr data-site="{_e(t.site)}" data-path="{_e(t.path)}" data-host="{_e(t.host)}" data-port="{port}"'
+            f' data-state="{row.state}" data-met="{met}">'
+            f"<td><b>{_e(t.path)}</b></td><td><code>{_e(t.host)}:{port}</code>"
+            f' <span class="muted">{_e(t.prober)}</span></td><td>{_e(t.expect.value)}</td>'
+            f"{_state_cell(row)}<td class=\"detail\">{_detail(row)}</td>"
+            f'<td class="num">{_latency(row)}</td><td class="num">{_cert(row, now)}</td>'
+            f'<td class="num">{checked}</td></tr>'
+        )
+    lines.append("</tbody></table>")
+    return "".join(lines)
+
+
+def _matrix(sites: Sequence[str], rows_by_site: Mapping[str, Sequence[Row]]) -> str:
+    """Path by site, one green or red cell each: the vendor's checklist at a glance."""
+    paths: list[str] = []
+    for site in sites:
+        for row in rows_by_site[site]:
+            if row.target.path not in paths:
+                paths.append(row.target.path)
+    head = "".join(f"<th>{_e(site)}</th>" for site in sites)
+    body = []
+    for path in paths:
+        cells = []
+        for site in sites:
+            rows = [r for r in rows_by_site[site] if r.target.path == path]
+            if not rows:
+                cells.append('<td class="muted">-</td>')
+                continue
+            if any(r.met is False for r in rows):
+                css, text = "bad", "FAIL"
+            elif any(r.met is None for r in rows):
+                css, text = "unprobed", "?"
+            else:
+                css, text = "good", "OK"
+            cells.append(
+                f'<td class="state {css}" data-matrix-site="{_e(site)}" data-matrix-path="{_e(path)}">{text}</td>'
+            )
+        body.append(f"<tr><th>{_e(path)}</th>{''.join(cells)}</tr>")
+    return f'<table class="matrix"><thead><tr><th>path</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def render(
+    *,
+    targets_by_site: Mapping[str, Sequence[ProbeTarget]],
+    outcomes_by_site: Mapping[str, Sequence[Outcome]],
+    vantage: str,
+    version: str,
+    now: float,
+    reload_error: str = "",
+) -> str:
+    """The whole page. ``targets_by_site`` is the running plan, ``outcomes_by_site`` the
+    latest scrape's results per site (``ExporterState.last_outcomes``)."""
+    sites = list(targets_by_site)
+    rows_by_site = {site: _rows(targets_by_site[site], outcomes_by_site.get(site, ())) for site in sites}
+    every = [row for rows in rows_by_site.values() for row in rows]
+    probed = [row for row in every if row.outcome is not None]
+    failing = [row for row in probed if not row.met]
+
+    if not every:
+        banner = '<div class="banner none">This exporter has no path to probe from this vantage.</div>'
+    elif not probed:
+        banner = (
+            '<div class="banner none" id="summary" data-summary="unprobed">No scrape yet. This page shows the results '
+            "of the latest scrape of /metrics or /probe and never probes by itself; they appear after Prometheus' "
+            "first scrape.</div>"
+        )
+    elif failing:
+        banner = (
+            f'<div class="banner bad" id="summary" data-summary="failing">{len(failing)} of {len(probed)} '
+            "probed paths are NOT as expected.</div>"
+        )
+    else:
+        banner = (
+            f'<div class="banner ok" id="summary" data-summary="ok">All {len(probed)} probed paths are as '
+            "expected.</div>"
+        )
+    if reload_error:
+        banner += (
+            '<div class="banner bad" id="reload-error">The last config reload failed; the exporter runs the config '
+            f'it had before.<pre class="detail">{_e(reload_error)}</pre></div>'
+        )
+
+    sections = []
+    for site in sites:
+        rows = rows_by_site[site]
+        finished = [r.outcome.finished_at for r in rows if r.outcome is not None]
+        when = (
+            f"results of {_e(_utc(max(finished)))}, {_age(now - max(finished))}" if finished else "not probed yet"
+        )
+        sections.append(
+            f'<section data-site="{_e(site)}"><h2>{_e(site)} <span class="muted">({when})</span></h2>'
+            f"{_site_table(site, rows, now)}</section>"
+        )
+
+    matrix = _matrix(sites, rows_by_site) if every else ""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>ILLiad paths from {_e(vantage)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>ILLiad network paths from <span id=\"vantage\">{_e(vantage)}</span></h1>"
+        f"<p>illiad-port-exporter {_e(version)} &middot; page built {_e(_utc(now))} &middot; "
+        '<a href="metrics">metrics</a> (probes now) &middot; <a href="-/healthy">health</a></p></header>'
+        f"<main>{banner}{matrix}{''.join(sections)}</main></body></html>"
+    )
