@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic import IPvAnyAddress, PlainValidator
 
+from .allowlist import ProbeAllow
 from .catalog import BY_ID, CatalogPath, Expect, HostTarget, Role, RoleTarget, SiteTarget
 from .probers import PROBERS, ProberOptions
 from .shard import Shard, parse_shard
@@ -193,8 +194,16 @@ def format_loc(loc: Loc) -> str:
     for part in loc:
         if part == "[key]":  # pydantic's marker for an error in a mapping's key
             continue
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not _PLAIN_KEY.fullmatch(str(part)):  # an odd key (empty, spaces, newlines) stays on one line
+            text += f"[{str(part)[:60]!r}]"
+        else:
+            text += f".{part}" if text else str(part)
     return text
+
+
+_PLAIN_KEY = re.compile(r"[\w.<>-]+")
 
 
 # --- YAML with positions ------------------------------------------------------------------
@@ -250,7 +259,7 @@ class _Builder:
 
 _TOP_LEVEL = ("defaults", "exporter", "sites")
 # top-level sections owned by other modules (web access, allow-lists, sharding): kept raw
-EXTRA_SECTIONS: dict[str, type[BaseModel]] = {}
+EXTRA_SECTIONS: dict[str, type[BaseModel]] = {"probe_allow": ProbeAllow}
 
 
 def load_config(path: str | Path) -> Config:
@@ -272,14 +281,24 @@ def parse_config(text: str, file: str = "<string>") -> Config:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         raise ConfigError([ConfigIssue(file, line, column, "", f"invalid YAML: {exc.problem or exc}")]) from None
+    except yaml.reader.ReaderError as exc:  # a control character: point at it, on one line
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ConfigError([ConfigIssue(file, line, column, "", f"invalid YAML: character {exc.character!r} "
+                                       "is not allowed")]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([ConfigIssue(file, 0, 0, "", f"invalid YAML: {exc}")]) from None
+        raise ConfigError([ConfigIssue(file, 0, 0, "", f"invalid YAML: {' '.join(str(exc).split())}")]) from None
     if node is None:
         raise ConfigError([ConfigIssue(file, 1, 1, "", "config is empty: it needs at least one site under sites:")])
     try:
         raw = builder.build(node, ())
+    except yaml.MarkedYAMLError as exc:  # a bad tagged value (!!binary, !!timestamp, ...)
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        problem = " ".join(str(exc.problem or exc).split())
+        raise ConfigError([ConfigIssue(file, line, column, "", f"invalid YAML value: {problem}")]) from None
     except (yaml.YAMLError, ValueError) as exc:
-        raise ConfigError([ConfigIssue(file, 0, 0, "", f"invalid YAML value: {exc}")]) from None
+        raise ConfigError([ConfigIssue(file, 0, 0, "", f"invalid YAML value: {' '.join(str(exc).split())}")]) from None
     return _Validator(file, builder).validate(raw)
 
 

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from . import __version__, statuspage
+from .adhoc import AdhocRefused, adhoc_target, check_parameters
 from .metrics import ProbeCollector
 from .state import ExporterState
 
@@ -45,13 +46,36 @@ async def handle_probe(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     snapshot = state.snapshot
     assert snapshot is not None
-    site = request.query.get("site", "")
+    query = request.query
+    try:
+        check_parameters([key for key, _ in query.items()])
+        if "target" in query:  # not a configured path: only what probe_allow permits
+            if "site" in query or "path" in query:
+                raise AdhocRefused(400, "give site (and path) or target, not both")
+            target = await adhoc_target(snapshot.config, state.vantage.value, query["target"],
+                                        query.get("prober", "tcp"))
+            outcomes = await state.probe([target], state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)),
+                                         record=False)
+            return _render(request, ProbeCollector(outcomes))
+        if "prober" in query:
+            raise AdhocRefused(400, "prober goes with target=; a configured path uses its configured prober")
+    except AdhocRefused as refused:
+        return web.Response(status=refused.status, text=refused.reason + "\n")
+    site = query.get("site", "")
     if not site:
         return web.Response(status=400, text="missing parameter: site\n")
     targets = snapshot.plan.by_site.get(site)
     if targets is None:
         return web.Response(status=400, text=f"unknown site: {site[:100]!r}\n")
-    outcomes = await state.probe(targets, state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)))
+    path = query.get("path")
+    if path is not None:
+        targets = tuple(t for t in targets if t.path == path)
+        if not targets:
+            return web.Response(
+                status=400, text=f"site {site} has no path {path[:100]!r} probed from {state.vantage.value}\n"
+            )
+    outcomes = await state.probe(targets, state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)),
+                                 record=path is None)
     return _render(request, ProbeCollector(outcomes, required=snapshot.plan.required))
 
 

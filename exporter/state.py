@@ -129,10 +129,11 @@ class ExporterState:
                 budget = settings.default_scrape_timeout
         return max(budget - settings.scrape_timeout_offset, 0.05)
 
-    async def probe(self, targets: Sequence[ProbeTarget], budget: float) -> list[Outcome]:
+    async def probe(self, targets: Sequence[ProbeTarget], budget: float, *, record: bool = True) -> list[Outcome]:
+        """Probe ``targets``; with ``record``, the status page shows the outcomes."""
         snapshot = self.snapshot
         outcomes = await run_all(targets, budget=budget, limiter=self._limiter, flights=self.flights)
-        if self.snapshot is not snapshot:  # a reload came in meanwhile: keep the status page on one config
+        if not record or self.snapshot is not snapshot:  # a reload came in meanwhile: one config per page
             return outcomes
         for site in {o.target.site for o in outcomes}:
             self.last_outcomes[site] = [o for o in outcomes if o.target.site == site]

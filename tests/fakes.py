@@ -17,11 +17,11 @@ class ThreadedServer:
     own thread. Counts connections, the most open at once, and bytes sent."""
 
     def __init__(self, handler: Callable[[socket.socket, ThreadedServer], None], *, host: str = "127.0.0.1",
-                 backlog: int = 128) -> None:
+                 port: int = 0, backlog: int = 128) -> None:
         self.handler = handler
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((host, 0))
+        self.listener.bind((host, port))
         self.listener.listen(backlog)
         self.listener.settimeout(0.2)
         self.host = host
