@@ -39,7 +39,7 @@ def test_every_error_of_a_bad_file_is_reported_at_once_with_line_and_key():
         "invalid-many-errors.yml:13:82: sites[0].custom[0].prober: unknown prober 'carrier-pigeon' (known: "
         + ", ".join(sorted(PROBERS)) + ")",
         "invalid-many-errors.yml:14:5: sites[1].name: duplicate site name (also sites[0])",
-        "invalid-many-errors.yml:16:1: surprise: unknown key (expected one of: defaults, exporter, sites)",
+        "invalid-many-errors.yml:16:1: surprise: unknown key (expected one of: defaults, exporter, sites, probe_allow)",
     ]
 
 
