@@ -13,8 +13,10 @@ Run as a program (it is a standalone file, imports nothing from the tests)::
     python delay_wire.py --end NS_A:DEV:ADDR_A:ADDR_B --end NS_B:DEV:ADDR_B:ADDR_A \\
         --delay 0.020 --lifetime 300
 
-It prints ``ready`` once both ends are up, and exits on SIGTERM or after ``--lifetime``
-seconds, whichever comes first, so a test that dies cannot leave it running for long.
+It prints ``ready`` once both ends are up, and exits on SIGTERM, when a device goes away, or
+after ``--lifetime`` seconds, whichever comes first, so a test that dies cannot leave it
+running for long. (While it runs, its TUN devices keep both namespaces alive even after
+``ip netns del``: stop it first.)
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ def relay(fd_a: int, fd_b: int, delay: float, lifetime: float) -> None:
                     packet = os.read(fd, MAX_PACKET)
                 except BlockingIOError:
                     break
+                except OSError:
+                    return  # the device is gone (its namespace was deleted): nothing left to carry
                 if len(due) < MAX_IN_FLIGHT:
                     heapq.heappush(due, (now + delay, order, other[fd], packet))
                     order += 1

@@ -145,6 +145,8 @@ class Topology:
 
     run_id: str = field(default_factory=lambda: f"{PREFIX}-{os.getpid()}-{secrets.token_hex(3)}")
     created: list[str] = field(default_factory=list)
+    # A wire's TUN devices hold their namespaces alive past ``ip netns del``: stopped first.
+    wires: list[DelayWire] = field(default_factory=list)
 
     def netns(self, role: str) -> str:
         return f"{self.run_id}-{BY_ROLE[role].short}" if role != "router" else f"{self.run_id}-router"
@@ -175,6 +177,9 @@ class Topology:
         return self
 
     def destroy(self) -> None:
+        for wire in self.wires:
+            wire.stop()
+        self.wires.clear()
         delete_netns(self.created)
         self.created.clear()
 
@@ -197,6 +202,7 @@ class Topology:
         near, far = "198.18.200.1", "198.18.200.2"
         wire = DelayWire([sys.executable, str(DELAY_WIRE), "--end", f"{router}:dly0:{near}:{far}",
                           "--end", f"{ns}:dly0:{far}:{near}", "--delay", str(delay), "--lifetime", str(lifetime)])
+        self.wires.append(wire)
         wire.start()
         try:
             # More specific than the veth routes; they vanish with the TUN devices.
