@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve /metrics and /probe (the default)")
     _add_common(serve, vantage=True)
+    serve.add_argument("--web.config.file", dest="web_config_file",
+                       default=os.environ.get("ILLIAD_EXPORTER_WEB_CONFIG", ""),
+                       help="exporter-toolkit web config: TLS, client certificates, basic auth (webconfig.py)")
     serve.add_argument("--web.listen-address", dest="listen_address", default=DEFAULT_LISTEN,
                        help=f"address to listen on (default: {DEFAULT_LISTEN})")
 
@@ -106,6 +109,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    web_config = None
+    if args.web_config_file:
+        from .webconfig import load_web_config
+
+        try:
+            web_config = load_web_config(args.web_config_file)
+        except ConfigError as error:
+            print(f"invalid web config, not starting:\n{error}", file=sys.stderr)
+            return 1
+
     async def run() -> int:
         state = ExporterState(args.config_file, Role(args.vantage), shard=args.shard)
         try:
@@ -113,7 +126,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ConfigError as error:
             print(f"invalid config, not starting:\n{error}", file=sys.stderr)
             return 1
-        await serve(state, args.listen_address)
+        await serve(state, args.listen_address, web_config=web_config)
         return 0
 
     try:

@@ -15,6 +15,7 @@ from . import __version__, statuspage
 from .adhoc import AdhocRefused, adhoc_target, check_parameters
 from .metrics import ProbeCollector
 from .state import ExporterState
+from .webconfig import WebConfig
 
 log = logging.getLogger("illiad_exporter.server")
 
@@ -108,8 +109,9 @@ async def handle_index(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html", headers={"Content-Security-Policy": STATUS_PAGE_CSP})
 
 
-def build_app(state: ExporterState) -> web.Application:
-    app = web.Application()
+def build_app(state: ExporterState, *, web_config: WebConfig | None = None) -> web.Application:
+    # the web config's auth, rate limit and headers wrap every endpoint, health included
+    app = web.Application(middlewares=[web_config.middleware()] if web_config is not None else [])
     app[STATE_KEY] = state
     app.router.add_get("/", handle_index)
     app.router.add_get("/metrics", handle_metrics)
@@ -128,14 +130,17 @@ def parse_listen_address(address: str) -> tuple[str | None, int]:
     return (host or None), int(port)
 
 
-async def serve(state: ExporterState, listen_address: str, *, started: asyncio.Event | None = None) -> None:
+async def serve(state: ExporterState, listen_address: str, *, started: asyncio.Event | None = None,
+                web_config: WebConfig | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or Ctrl-C on Windows); SIGHUP reloads where it exists."""
     host, port = parse_listen_address(listen_address)
-    runner = web.AppRunner(build_app(state), handle_signals=False, access_log=None)
+    runner = web.AppRunner(build_app(state, web_config=web_config), handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=web_config.ssl_context if web_config else None)
     await site.start()
-    log.info("listening", extra={"address": listen_address, "vantage": state.vantage.value, "version": __version__})
+    log.info("listening", extra={"address": listen_address, "vantage": state.vantage.value, "version": __version__,
+                                 "tls": web_config is not None and web_config.ssl_context is not None,
+                                 "basic_auth": web_config is not None and web_config.auth is not None})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[object]] = set()

@@ -1,0 +1,382 @@
+"""``--web.config.file``: TLS, mutual TLS and basic auth for every endpoint, in the format of
+the Prometheus exporter-toolkit's ``web-config.yml``, so one file serves this exporter and
+the node or blackbox exporter beside it.
+
+What is honoured, as the toolkit does it:
+
+- ``tls_server_config``: ``cert_file``, ``key_file``, ``client_ca_file``, ``client_auth_type``
+  (``NoClientCert``, ``VerifyClientCertIfGiven``, ``RequireAndVerifyClientCert``),
+  ``min_version``/``max_version`` (``TLS10``..``TLS13``; default TLS12..TLS13),
+  ``prefer_server_cipher_suites``, ``client_allowed_sans``; relative paths are relative to
+  the web config file.
+- ``basic_auth_users``: user -> bcrypt hash, checked on every request to every endpoint,
+  health and readiness included (the toolkit wraps the whole handler the same way); a
+  401 carries ``WWW-Authenticate: Basic``. An unknown user is checked against a fixed hash
+  so timing does not tell which users exist. Results are cached by a hash of user, hash and
+  password, and bcrypt runs in a worker thread, so the event loop keeps serving.
+- ``http_server_config.headers`` (the toolkit's short list of security headers and values)
+  and ``rate_limit`` (``interval``, ``burst``: 429 when exceeded).
+
+What is refused with a clear error rather than silently ignored, because Python's ``ssl``
+module has no equivalent: ``RequestClientCert`` and ``RequireAnyClientCert`` (a certificate
+that is asked for but not verified), ``cipher_suites``, ``curve_preferences``, and inline
+``cert``/``key``/``client_ca``. ``http_server_config.http2`` is accepted and has no effect
+(this server speaks HTTP/1.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from aiohttp import web
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from .config import ConfigError, ConfigIssue, Loc, _Builder, _message, format_loc, parse_duration
+
+_TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+_CLIENT_AUTH = {
+    "": ssl.CERT_NONE, "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL, "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+_UNSUPPORTED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert", "RequireClientCert")
+# The toolkit's list: only these headers, and for some only these values.
+_EXTRA_HEADERS: dict[str, tuple[str, ...]] = {
+    "Strict-Transport-Security": (), "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"), "X-XSS-Protection": (), "Content-Security-Policy": (),
+}
+_BCRYPT = re.compile(r"^\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}$")
+# bcrypt of a password nobody has: checked for unknown users so they cost the same time
+_DECOY_HASH = b"$2b$10$MMCr8ttChrB8yt3h.CH8a.p4EoW1zqxDELD/YUMcH.Z3BjcuNCK0a"
+_UNSUPPORTED_TEXT = "is not supported by this exporter (Python's ssl module has no equivalent); remove it"
+
+
+def _tls_version(value: Any) -> ssl.TLSVersion:
+    if value not in _TLS_VERSIONS:
+        raise ValueError(f"unknown TLS version {value!r} (one of: {', '.join(_TLS_VERSIONS)})")
+    return _TLS_VERSIONS[value]
+
+
+def _client_auth(value: Any) -> str:
+    if value in _UNSUPPORTED_CLIENT_AUTH:
+        raise ValueError(f"{value} (a client certificate asked for but not verified) {_UNSUPPORTED_TEXT}; "
+                         "use RequireAndVerifyClientCert with client_ca_file")
+    if value not in _CLIENT_AUTH:
+        raise ValueError(f"invalid client_auth_type {value!r} (one of: NoClientCert, VerifyClientCertIfGiven, "
+                         "RequireAndVerifyClientCert)")
+    return str(value)
+
+
+def _unsupported(value: Any) -> Any:
+    if value not in (None, [], ""):
+        raise ValueError(_UNSUPPORTED_TEXT)
+    return value
+
+
+def _bcrypt_hash(value: Any) -> str:
+    if not isinstance(value, str) or not _BCRYPT.match(value):
+        raise ValueError("not a bcrypt hash (expected $2y$10$... as made by htpasswd -nB or python -m bcrypt)")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Unsupported = Annotated[Any, BeforeValidator(_unsupported)]
+
+
+class TlsServerConfig(_Strict):
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+    client_auth_type: Annotated[str, BeforeValidator(_client_auth)] = ""
+    min_version: Annotated[ssl.TLSVersion, BeforeValidator(_tls_version)] = ssl.TLSVersion.TLSv1_2
+    max_version: Annotated[ssl.TLSVersion, BeforeValidator(_tls_version)] = ssl.TLSVersion.TLSv1_3
+    prefer_server_cipher_suites: bool = True
+    client_allowed_sans: list[str] | None = None
+    cipher_suites: Unsupported = None
+    curve_preferences: Unsupported = None
+    cert: Unsupported = None
+    key: Unsupported = None
+    client_ca: Unsupported = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file or self.key_file or self.client_ca_file or self.client_auth_type)
+
+
+class HttpServerConfig(_Strict):
+    http2: bool = True  # accepted for compatibility; this server speaks HTTP/1.1
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class RateLimit(_Strict):
+    burst: Annotated[int, Field(ge=0)] = 0
+    interval: Annotated[float, BeforeValidator(parse_duration)] | None = None
+
+
+class WebConfigModel(_Strict):
+    tls_server_config: TlsServerConfig = Field(default_factory=TlsServerConfig)
+    http_server_config: HttpServerConfig = Field(default_factory=HttpServerConfig)
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+    basic_auth_users: dict[str, Annotated[str, BeforeValidator(_bcrypt_hash)]] = Field(default_factory=dict)
+
+
+@dataclass
+class WebConfig:
+    """A loaded web config: the server's TLS context (None: plain HTTP) and the middleware."""
+
+    file: str
+    model: WebConfigModel
+    ssl_context: ssl.SSLContext | None
+    auth: BasicAuth | None = None
+    limiter: RateLimiter | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
+
+    def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
+        headers = dict(self.model.http_server_config.headers)
+        allowed_sans = self.model.tls_server_config.client_allowed_sans
+
+        @web.middleware
+        async def web_config_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+            if self.limiter is not None and not self.limiter.allow():
+                return _with(web.Response(status=429, text="Too Many Requests\n"), headers)
+            if allowed_sans is not None and not _client_san_allowed(request, allowed_sans):
+                return _with(web.Response(status=403, text="Forbidden: client certificate not allowed\n"), headers)
+            if self.auth is not None and not await self.auth.check(request.headers.get("Authorization", "")):
+                response = web.Response(status=401, text="Unauthorized\n", headers={"WWW-Authenticate": "Basic"})
+                return _with(response, headers)
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:  # 404, 405: headers on those too
+                return _with(exc, headers)
+            return _with(response, headers)
+
+        return web_config_middleware
+
+
+def _with(response: web.StreamResponse, headers: dict[str, str]) -> web.StreamResponse:
+    for name, value in headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _client_san_allowed(request: web.Request, allowed: list[str]) -> bool:
+    transport = request.transport
+    peer = transport.get_extra_info("peercert") if transport is not None else None
+    if not peer:
+        return False
+    sans = {value for kind, value in peer.get("subjectAltName", ()) if kind in ("DNS", "IP Address", "email", "URI")}
+    return any(san in sans for san in allowed)
+
+
+class BasicAuth:
+    """bcrypt-checked basic auth with the toolkit's cache: a result is remembered by a hash
+    of (user, stored hash, password), so a scrape every 15 s costs one bcrypt, not one each."""
+
+    def __init__(self, users: dict[str, str], *, cache_size: int = 1024, parallel: int = 1) -> None:
+        self.users = {user: hashed.encode() for user, hashed in users.items()}
+        self._cache: OrderedDict[bytes, bool] = OrderedDict()
+        self._cache_size = cache_size
+        self._bcrypt_slots = asyncio.Semaphore(parallel)  # bcrypt is CPU: one at a time, like the toolkit
+        self.bcrypt_checks = 0  # how many times bcrypt actually ran (tests, benchmarks)
+
+    async def check(self, authorization: str) -> bool:
+        credentials = _parse_basic(authorization)
+        if credentials is None:
+            return False
+        user, password = credentials
+        known = user in self.users
+        hashed = self.users.get(user, _DECOY_HASH)
+        key = hashlib.sha256(b"\0".join((user.encode(), hashed, password))).digest()
+        cached = self._cache.get(key)
+        if cached is None:
+            async with self._bcrypt_slots:
+                self.bcrypt_checks += 1
+                cached = await asyncio.to_thread(_bcrypt_ok, password, hashed)
+            self._cache[key] = cached
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return known and cached
+
+
+def _bcrypt_ok(password: bytes, hashed: bytes) -> bool:
+    import bcrypt
+
+    try:
+        return bool(bcrypt.checkpw(password, hashed))
+    except ValueError:
+        return False
+
+
+def _parse_basic(header: str) -> tuple[str, bytes] | None:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = decoded.partition(b":")
+    if not sep:
+        return None
+    try:
+        return user.decode("utf-8"), password
+    except UnicodeDecodeError:
+        return None
+
+
+class RateLimiter:
+    """A token bucket: ``burst`` requests, one more every ``interval`` seconds."""
+
+    def __init__(self, interval: float, burst: int) -> None:
+        self.interval = interval
+        self.burst = burst
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.updated) / self.interval)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Issues:
+    file: str
+    builder: _Builder
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+    def add(self, loc: Loc, message: str) -> None:
+        line, column = self.builder.positions.at(loc)
+        self.issues.append(ConfigIssue(self.file, line, column, format_loc(loc), message))
+
+
+def load_web_config(path: str | Path) -> WebConfig:
+    """Read and check a web config; ConfigError (file:line: key: reason) when it is wrong."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(file, 0, 0, "", f"cannot read web config: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigIssue(file, 0, 0, "", f"web config is not UTF-8 text: {exc.reason}")]) from None
+    builder = _Builder(file)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = builder.build(node, ()) if node is not None else {}
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise ConfigError([ConfigIssue(file, line, column, "", f"invalid YAML: {' '.join(str(exc.problem or exc).split())}")]) from None
+    except (yaml.YAMLError, ValueError) as exc:
+        raise ConfigError([ConfigIssue(file, 0, 0, "", f"invalid YAML: {' '.join(str(exc).split())}")]) from None
+    issues = _Issues(file, builder, list(builder.issues))
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        issues.add((), "the web config must be a mapping (tls_server_config, basic_auth_users, ...)")
+        raise ConfigError(issues.issues)
+    for section in ("tls_server_config", "http_server_config", "rate_limit", "basic_auth_users"):
+        if section in raw and raw[section] is None:
+            raw[section] = {}
+    try:
+        model = WebConfigModel.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            issues.add(tuple(err["loc"]), _message(err))
+        raise ConfigError(sorted(issues.issues, key=lambda i: (i.line, i.column))) from None
+    base = Path(file).parent
+    context = _server_context(model.tls_server_config, base, issues)
+    _check_headers(model.http_server_config.headers, issues)
+    if model.rate_limit.interval is None and model.rate_limit.burst:
+        issues.add(("rate_limit", "interval"), "burst needs an interval")
+    if issues.issues:
+        raise ConfigError(sorted(issues.issues, key=lambda i: (i.line, i.column)))
+    limit = model.rate_limit
+    return WebConfig(
+        file=file, model=model, ssl_context=context,
+        auth=BasicAuth(dict(model.basic_auth_users)) if model.basic_auth_users else None,
+        limiter=RateLimiter(limit.interval, limit.burst) if limit.interval else None,
+    )
+
+
+def _check_headers(headers: dict[str, str], issues: _Issues) -> None:
+    for name, value in headers.items():
+        if name not in _EXTRA_HEADERS:
+            issues.add(("http_server_config", "headers", name), f"HTTP header {name!r} can not be configured")
+        elif _EXTRA_HEADERS[name] and value not in _EXTRA_HEADERS[name]:
+            issues.add(("http_server_config", "headers", name),
+                       f"invalid value {value!r} (one of: {', '.join(_EXTRA_HEADERS[name])})")
+
+
+def _server_context(tls: TlsServerConfig, base: Path, issues: _Issues) -> ssl.SSLContext | None:
+    if not tls.enabled:
+        return None
+    loc: Loc = ("tls_server_config",)
+    if not tls.cert_file:
+        issues.add(loc, "missing cert_file")
+    if not tls.key_file:
+        issues.add(loc, "missing key_file")
+    mode = _CLIENT_AUTH[tls.client_auth_type]
+    if tls.client_ca_file and mode == ssl.CERT_NONE:
+        issues.add(loc + ("client_ca_file",), "a client CA is configured without a client_auth_type")
+    if mode != ssl.CERT_NONE and not tls.client_ca_file:
+        issues.add(loc + ("client_auth_type",), f"{tls.client_auth_type} needs client_ca_file")
+    if tls.client_allowed_sans is not None and mode != ssl.CERT_REQUIRED:
+        issues.add(loc + ("client_allowed_sans",), "client_allowed_sans needs client_auth_type RequireAndVerifyClientCert")
+    if tls.min_version > tls.max_version:
+        issues.add(loc + ("min_version",), "min_version is above max_version")
+    if issues.issues:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = tls.min_version
+    context.maximum_version = tls.max_version
+    if tls.prefer_server_cipher_suites:
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    cert, key = base / tls.cert_file, base / tls.key_file
+    try:
+        context.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        issues.add(loc + ("cert_file",), f"cannot read {exc.filename or cert}: no such file")
+    except ssl.SSLError:
+        issues.add(loc + ("cert_file",), f"cannot load the certificate and key ({cert}, {key}): "
+                                         "not a PEM certificate chain with its matching private key")
+    except OSError as exc:
+        issues.add(loc + ("cert_file",), f"cannot read the certificate or key: {exc.strerror or exc}")
+    if tls.client_ca_file:
+        ca = base / tls.client_ca_file
+        try:
+            context.load_verify_locations(cafile=str(ca))
+        except FileNotFoundError:
+            issues.add(loc + ("client_ca_file",), f"cannot read {ca}: no such file")
+        except (OSError, ValueError) as exc:
+            issues.add(loc + ("client_ca_file",), f"no CA certificate in {ca}: {getattr(exc, 'reason', None) or exc}")
+        context.verify_mode = mode
+    return context
