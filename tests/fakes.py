@@ -6,7 +6,9 @@ the bytes a probe reads in the test's event loop are never confused with the ser
 
 from __future__ import annotations
 
+import random
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -115,5 +117,99 @@ def slow_http_ok(delay: float) -> Callable[[socket.socket, ThreadedServer], None
             conn.sendall(answer)
             server.sent(len(answer))
             time.sleep(0.05)
+
+    return handler
+
+
+# --- hostile servers: each a handler for ThreadedServer -------------------------------------
+
+GARBAGE_BYTES = 8 * 1024 * 1024
+TRICKLE = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+
+
+def hold_silently(conn: socket.socket, server: ThreadedServer) -> None:
+    """Accept and never say a word (until the server stops)."""
+    server.sleep(60)
+
+
+def trickle(conn: socket.socket, server: ThreadedServer) -> None:
+    """A byte a second of a plausible HTTP answer: the slow-loris of servers."""
+    for byte in TRICKLE:
+        conn.sendall(bytes([byte]))
+        server.sent(1)
+        if not server.sleep(1.0):
+            return
+
+
+def garbage(conn: socket.socket, server: ThreadedServer) -> None:
+    """Megabytes of random bytes as fast as the client takes them, then close."""
+    chunk = random_bytes(64 * 1024)
+    conn.settimeout(10)
+    remaining = GARBAGE_BYTES
+    while remaining > 0 and not server.stopping:
+        sent = conn.send(chunk[: min(len(chunk), remaining)])
+        server.sent(sent)
+        remaining -= sent
+
+
+def reset_at_once(conn: socket.socket, server: ThreadedServer) -> None:
+    """Accept, then a TCP RST (SO_LINGER 0) before a byte is exchanged."""
+    _reset(conn)
+
+
+def reset_after_first_bytes(conn: socket.socket, server: ThreadedServer) -> None:
+    """Read what the client sends first (a request, a TLS ClientHello), then RST."""
+    conn.settimeout(5)
+    try:
+        conn.recv(4096)
+    except OSError:
+        pass
+    _reset(conn)
+
+
+def _reset(conn: socket.socket) -> None:
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+
+
+def random_bytes(count: int) -> bytes:
+    return random.Random(1611).randbytes(count)
+
+
+class DroppingListener:
+    """A listener on ``host``:``port`` whose accept queue is full, so the kernel ignores new
+    SYNs: a firewall's drop rule, on one loopback address."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, port))
+        self.listener.listen(0)
+        self.filler = socket.create_connection((host, port), timeout=1)
+
+    def __enter__(self) -> DroppingListener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.filler.close()
+        self.listener.close()
+
+
+def tls_then_silence(cert: str, key: str) -> Callable[[socket.socket, ThreadedServer], None]:
+    """A TLS server that completes the handshake for any application protocol (nginx refuses
+    TDS 8.0's ALPN before the client could judge its certificate), then says nothing."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["tds/8.0", "http/1.1", "ldap"])
+
+    def handler(conn: socket.socket, server: ThreadedServer) -> None:
+        conn.settimeout(5)
+        try:
+            with context.wrap_socket(conn, server_side=True):
+                server.sleep(5)
+        except (ssl.SSLError, OSError):
+            pass  # the client refused our certificate: that is the point
 
     return handler
