@@ -11,9 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from prometheus_client import CollectorRegistry, generate_latest
+
+from illiad_exporter.metrics import ProbeCollector
 from illiad_exporter.probers import Reason, tds
 from illiad_exporter.probers.tds import Prelogin, TdsError
-from illiad_exporter.scrape import run_probe
+from illiad_exporter.scrape import Outcome, run_probe
 
 from .conftest import make_target
 from .scripted import FakeBrowser, ScriptedServer, SilentBrowser
@@ -184,6 +187,20 @@ def test_named_instance_port_comes_from_the_browser_and_is_reported(tdspool):
     assert result.port == tdspool.port
     assert info(result, "sqlserver")["version"] == "10.0.1600"
     assert browser.requests == [b"\x04illiad\x00"]
+
+
+def test_metrics_carry_the_port_the_browser_gave(tdspool):
+    target = make_target("tds", 1433, instance="ILLIAD", path_id="sql")
+    with FakeBrowser({"ILLIAD": browser_reply(tdspool.port)}) as browser:
+        object.__setattr__(target, "options", target.options.model_copy(update={"browser_port": browser.port}))
+        result = probe(target)
+    registry = CollectorRegistry()
+    registry.register(ProbeCollector([Outcome(target, result, 0.0)]))
+    text = generate_latest(registry).decode()
+    assert (f'illiad_sqlserver_info{{encryption="not_supported",expect="open",host="127.0.0.1",path="sql",'
+            f'port="{tdspool.port}",site="lib",vantage="web_server",version="10.0.1600"}} 1.0') in text
+    assert f'illiad_port_up{{expect="open",host="127.0.0.1",path="sql",port="{tdspool.port}"' in text
+    assert 'port="1433"' not in text
 
 
 def test_instance_the_browser_does_not_know_is_reason_browser(tdspool):

@@ -168,10 +168,6 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:120]
 
 
-class Z3950Options(ProberOptions):
-    pass
-
-
 async def probe_z3950(target: ProbeTarget, result: ProbeResult) -> bool:
     connection = await connect(target, result)
     try:
@@ -206,4 +202,4 @@ async def probe_z3950(target: ProbeTarget, result: ProbeResult) -> bool:
     return True
 
 
-PROBER = Prober("z3950", probe_z3950, Z3950Options, "Z39.50 Init: initRequest, initResponse accepted")
+PROBER = Prober("z3950", probe_z3950, ProberOptions, "Z39.50 Init: initRequest, initResponse accepted")
