@@ -10,6 +10,8 @@ import json
 import re
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,20 @@ class Webhook:
         self.notifications.append((request.match_info["receiver"], await request.json()))
         return web.Response(text="ok")
 
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[int]:
+        """Serves on a loopback port (yielded) until the block ends."""
+        app = web.Application()
+        app.router.add_post("/{receiver}", self.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        finally:
+            await runner.cleanup()
+
     def find(self, receiver: str, status: str, **labels: str) -> dict[str, Any] | None:
         for name, payload in self.notifications:
             if name != receiver:
@@ -162,13 +178,10 @@ def test_a_closed_sql_path_pages_through_alertmanager_and_resolves_then_every_da
     webhook = Webhook()
 
     async def scenario() -> None:
-        app = web.Application()
-        app.router.add_post("/{receiver}", webhook.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        webhook_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        async with webhook.serving() as webhook_port:
+            await run_chain(webhook_port)
+
+    async def run_chain(webhook_port: int) -> None:
         am_dir, prom_dir = tmp_path / "alertmanager", tmp_path / "prometheus"
         am_dir.mkdir()
         prom_dir.mkdir()
@@ -183,55 +196,52 @@ def test_a_closed_sql_path_pages_through_alertmanager_and_resolves_then_every_da
                         port=exporter_port, log=tmp_path / "exporter.log")
         sql = tdspool_peer(tmp_path / "tdspool", sql_port)
         started = time.time()
-        try:
-            with sql, exporter, am, prom:
-                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-                    api = PromAPI(session, f"http://127.0.0.1:{prom_port}")
+        with sql, exporter, am, prom:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+                api = PromAPI(session, f"http://127.0.0.1:{prom_port}")
 
-                    async def sql_is(value: float):
-                        result = await api.value(f'illiad_port_up{{site="{SITE}", path="sql"}}')
-                        return result and float(result[0]["value"][1]) == value
+                async def sql_is(value: float):
+                    result = await api.value(f'illiad_port_up{{site="{SITE}", path="sql"}}')
+                    return result and float(result[0]["value"][1]) == value
 
-                    async def ready(url: str) -> bool:
-                        async with session.get(url) as response:
-                            return response.status == 200
+                async def ready(url: str) -> bool:
+                    async with session.get(url) as response:
+                        return response.status == 200
 
-                    await wait_for("Prometheus ready", lambda: ready(f"http://127.0.0.1:{prom_port}/-/ready"), 30)
-                    await wait_for("Alertmanager ready", lambda: ready(f"http://127.0.0.1:{am_port}/-/ready"), 30)
-                    await wait_for("Prometheus to see the SQL path up", lambda: sql_is(1.0), 30)
-                    sql.stop()  # the SQL path closes
-                    await wait_for("Prometheus to see the SQL path down", lambda: sql_is(0.0), 20)
+                await wait_for("Prometheus ready", lambda: ready(f"http://127.0.0.1:{prom_port}/-/ready"), 30)
+                await wait_for("Alertmanager ready", lambda: ready(f"http://127.0.0.1:{am_port}/-/ready"), 30)
+                await wait_for("Prometheus to see the SQL path up", lambda: sql_is(1.0), 30)
+                sql.stop()  # the SQL path closes
+                await wait_for("Prometheus to see the SQL path down", lambda: sql_is(0.0), 20)
 
-                    async def paged():
-                        return webhook.find("illiad-pager", "firing", alertname="IlliadSqlPathDown")
+                async def paged():
+                    return webhook.find("illiad-pager", "firing", alertname="IlliadSqlPathDown")
 
-                    alert = await wait_for("IlliadSqlPathDown at the pager webhook", paged, 30)
-                    assert alert["labels"] == {
-                        "alertname": "IlliadSqlPathDown", "severity": "critical", "site": SITE, "path": "sql",
-                        "vantage": "web_server", "host": "127.0.0.1", "port": str(sql_port), "expect": "open",
-                        "job": "illiad-ports", "instance": f"127.0.0.1:{exporter_port}",
-                    }
-                    assert "Reason: refused." in alert["annotations"]["description"]
-                    assert alert["annotations"]["runbook_url"].endswith("#illiadsqlpathdown")
-                    # critical pages only: the ticket receiver never sees it
-                    assert webhook.find("illiad-tickets", "firing", alertname="IlliadSqlPathDown") is None
+                alert = await wait_for("IlliadSqlPathDown at the pager webhook", paged, 30)
+                assert alert["labels"] == {
+                    "alertname": "IlliadSqlPathDown", "severity": "critical", "site": SITE, "path": "sql",
+                    "vantage": "web_server", "host": "127.0.0.1", "port": str(sql_port), "expect": "open",
+                    "job": "illiad-ports", "instance": f"127.0.0.1:{exporter_port}",
+                }
+                assert "Reason: refused." in alert["annotations"]["description"]
+                assert alert["annotations"]["runbook_url"].endswith("#illiadsqlpathdown")
+                # critical pages only: the ticket receiver never sees it
+                assert webhook.find("illiad-tickets", "firing", alertname="IlliadSqlPathDown") is None
 
-                    sql.start()  # and opens again
-                    await wait_for("Prometheus to see the SQL path up again", lambda: sql_is(1.0), 20)
+                sql.start()  # and opens again
+                await wait_for("Prometheus to see the SQL path up again", lambda: sql_is(1.0), 20)
 
-                    async def resolved():
-                        return webhook.find("illiad-pager", "resolved", alertname="IlliadSqlPathDown")
+                async def resolved():
+                    return webhook.find("illiad-pager", "resolved", alertname="IlliadSqlPathDown")
 
-                    await wait_for("IlliadSqlPathDown resolved at the pager webhook", resolved, 30)
-                    # the update server was refused throughout: a warning, routed to the ticket receiver
-                    async def ticketed():
-                        return webhook.find("illiad-tickets", "firing", alertname="IlliadUpdatePathDown")
+                await wait_for("IlliadSqlPathDown resolved at the pager webhook", resolved, 30)
+                # the update server was refused throughout: a warning, routed to the ticket receiver
+                async def ticketed():
+                    return webhook.find("illiad-tickets", "firing", alertname="IlliadUpdatePathDown")
 
-                    await wait_for("IlliadUpdatePathDown at the ticket webhook", ticketed, 20)
+                await wait_for("IlliadUpdatePathDown at the ticket webhook", ticketed, 20)
 
-                    await check_dashboard_queries(api, started)
-        finally:
-            await runner.cleanup()
+                await check_dashboard_queries(api, started)
 
     asyncio.run(scenario())
 
@@ -264,3 +274,71 @@ async def check_dashboard_queries(api: PromAPI, started: float) -> None:
             problems.append(f"{title}: no data for {query}")
     assert not problems, "\n".join(problems)
     assert len(dashboard_queries()) >= 15
+
+
+def test_the_example_inhibitions_hold_back_path_alerts_under_a_dead_exporter_or_an_unreachable_host(tmp_path):
+    """Alerts posted straight to a real Alertmanager running the example config: the path
+    alerts of a dead exporter, the per-port alerts of an unreachable host and a certificate's
+    warning under its critical are suppressed and never notified; the others go out."""
+    alertmanager = need_binary("prometheus-alertmanager", "prometheus-alertmanager")
+    am_port = free_port()
+    webhook = Webhook()
+    web_labels = {"site": SITE, "vantage": "external", "job": "illiad-ext", "instance": "outside:9968",
+                  "host": "illiad.example.edu"}
+    path = {"path": "web_https", "port": "443", "expect": "open"}
+    alerts = {
+        "exporter-down": {"alertname": "IlliadExporterDown", "severity": "critical", "job": "illiad-ports",
+                          "instance": "illiad-web:9968"},
+        "its-sql": {"alertname": "IlliadSqlPathDown", "severity": "critical", "job": "illiad-ports",
+                    "instance": "illiad-web:9968", "site": SITE, "vantage": "web_server", "path": "sql",
+                    "host": "sql.example.edu", "port": "1433", "expect": "open"},
+        "host-down": {"alertname": "IlliadHostUnreachable", "severity": "critical", **web_labels},
+        "its-web": {"alertname": "IlliadPublicWebDown", "severity": "critical", **web_labels, **path},
+        "its-open-rdp": {"alertname": "IlliadClosedPathOpen", "severity": "critical", **web_labels,
+                         "path": "rdp", "port": "3389", "expect": "closed"},
+        "other-host": {"alertname": "IlliadOdysseyPathDown", "severity": "critical", **web_labels,
+                       "host": "partner.example.org", "path": "odyssey", "port": "7968", "expect": "open"},
+        "cert-7d": {"alertname": "IlliadTlsCertExpiring", "severity": "critical", **web_labels, **path},
+        "cert-21d": {"alertname": "IlliadTlsCertExpiring", "severity": "warning", **web_labels, **path},
+    }
+    suppressed = {"its-sql", "its-web", "cert-21d"}
+
+    async def scenario() -> None:
+        async with webhook.serving() as webhook_port:
+            await run_alertmanager(webhook_port)
+
+    async def run_alertmanager(webhook_port: int) -> None:
+        am = Peer([alertmanager, f"--config.file={alertmanager_config(tmp_path, webhook_port)}",
+                   f"--web.listen-address=127.0.0.1:{am_port}", f"--storage.path={tmp_path}/data",
+                   "--cluster.listen-address="], port=am_port, log=tmp_path / "log")
+        base = f"http://127.0.0.1:{am_port}/api/v2/alerts"
+        with am:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+                async def posted() -> bool:
+                    body = [{"labels": labels, "annotations": {"summary": key}} for key, labels in alerts.items()]
+                    async with session.post(base, json=body) as response:
+                        return response.status == 200
+
+                await wait_for("Alertmanager to take the alerts", posted, 20)
+
+                async def states() -> dict[str, str] | None:
+                    async with session.get(base) as response:
+                        listed = await response.json()
+                    got = {a["annotations"]["summary"]: a["status"]["state"] for a in listed}
+                    return got if len(got) == len(alerts) else None
+
+                got = await wait_for("Alertmanager to list every alert", states, 20)
+                assert got == {key: "suppressed" if key in suppressed else "active" for key in alerts}
+
+                async def all_notified() -> bool:
+                    keys = {a["annotations"]["summary"] for _, p in webhook.notifications for a in p["alerts"]}
+                    return keys >= set(alerts) - suppressed
+
+                await wait_for("notifications of the active alerts", all_notified, 20)
+                await asyncio.sleep(2)  # a late notification of a suppressed alert would show by now
+                notified = {(receiver, a["annotations"]["summary"]) for receiver, p in webhook.notifications
+                            for a in p["alerts"]}
+                assert {key for _, key in notified} == set(alerts) - suppressed
+                assert {receiver for receiver, _ in notified} == {"illiad-pager"}
+
+    asyncio.run(scenario())
