@@ -119,7 +119,10 @@ CASES: dict[str, tuple[Callable[..., None], Expect]] = {
     "accepts_and_never_answers": (hold_silently, speaking({Reason.TIMEOUT})),
     "trickles_a_byte_a_second": (trickle, speaking({Reason.TIMEOUT, Reason.PROTOCOL})),
     "floods_megabytes_of_garbage": (garbage, speaking({Reason.PROTOCOL, Reason.TLS})),
-    "resets_at_accept": (reset_at_once, lambda name: {Reason.NETWORK} | ({None} if name in CONNECT_ONLY else set())),
+    # the RST lands during connect (network) or, under load, just after it, in the
+    # prober's first exchange (network, or tls for a handshake, protocol for a closed read)
+    "resets_at_accept": (reset_at_once, lambda name: {Reason.NETWORK} | (
+        {None} if name in CONNECT_ONLY else {Reason.TLS, Reason.PROTOCOL})),
     "resets_after_the_first_bytes": (reset_after_first_bytes,
                                      speaking({Reason.NETWORK, Reason.PROTOCOL, Reason.TLS})),
 }
