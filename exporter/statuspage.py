@@ -146,7 +146,7 @@ def _cert(row: Row, now: float) -> str:
     return f'<span class="{css}">{_e(text)}</span>{version}' if css else f"{_e(text)}{version}"
 
 
-def _site_table(site: str, rows: Sequence[Row], now: float) -> str:
+def _site_table(rows: Sequence[Row], now: float) -> str:
     lines = [
         "<table><thead><tr><th>path</th><th>target</th><th>expect</th><th>state</th><th>details</th>"
         "<th>latency</th><th>TLS certificate expires</th><th>checked</th></tr></thead><tbody>"
@@ -248,7 +248,7 @@ def render(
         )
         sections.append(
             f'<section data-site="{_e(site)}"><h2>{_e(site)} <span class="muted">({when})</span></h2>'
-            f"{_site_table(site, rows, now)}</section>"
+            f"{_site_table(rows, now)}</section>"
         )
 
     matrix = _matrix(sites, rows_by_site) if every else ""
