@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "helm" / "illiad-port-exporter"
 SCENARIOS = sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml"))
 RULE_FILES = sorted((REPO / "alerts").glob("*.rules.yml"))
+DASHBOARDS = sorted((REPO / "grafana").glob("*.json"))
 NAMESPACE = "illiad"
 # The oldest Kubernetes the chart claims (Chart.yaml kubeVersion) and the newest with schemas.
 KUBE_VERSIONS = ("1.25.0", None)
@@ -405,9 +406,9 @@ def test_prometheus_rule_holds_every_rule_of_the_alerts_directory(rendered: dict
 
 
 def test_packaged_chart_carries_the_rule_files_themselves(helm: Helm, tmp_path: Path) -> None:
-    """`helm package` follows files/alerts (a link to alerts/): the archive holds the files'
-    content, not links, and not the promtool tests; installed from the archive, the
-    PrometheusRule still has every rule."""
+    """`helm package` follows files/alerts (a link to alerts/) and files/dashboards (to
+    grafana/): the archive holds the files' content, not links, and not the promtool tests;
+    installed from the archive, the PrometheusRule still has every rule."""
     archive = helm.package(tmp_path)
     repository_groups()
     with tarfile.open(archive) as tar:
@@ -416,15 +417,37 @@ def test_packaged_chart_carries_the_rule_files_themselves(helm: Helm, tmp_path: 
             member = members[f"illiad-port-exporter/files/alerts/{path.name}"]
             assert member.isfile()
             assert tar.extractfile(member).read() == path.read_bytes()  # type: ignore[union-attr]
+        for path in DASHBOARDS:
+            member = members[f"illiad-port-exporter/files/dashboards/{path.name}"]
+            assert tar.extractfile(member).read() == path.read_bytes()  # type: ignore[union-attr]
         assert not any(name.startswith("illiad-port-exporter/files/alerts/tests") for name in members)
         assert not any(m.issym() or m.islnk() for m in members.values())
     docs = helm.template(scenario_values("monitoring"), chart=archive)
     assert sorted(rules_of(one(docs, "PrometheusRule")["spec"]["groups"])) == sorted(rules_of(repository_groups()))
 
 
+def test_dashboard_configmap_holds_the_grafana_json_for_the_sidecar(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """One ConfigMap labelled grafana_dashboard: "1" whose data is grafana/*.json, byte for byte."""
+    if not DASHBOARDS:
+        missing("grafana/*.json: the repository has no dashboard for the chart")
+    dashboards = [d for d in by_kind(rendered["monitoring"], "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+    assert len(dashboards) == 1
+    (configmap,) = dashboards
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "ILLiad"}
+    assert sorted(configmap["data"]) == [p.name for p in DASHBOARDS]
+    for path in DASHBOARDS:
+        assert configmap["data"][path.name].rstrip("\n") == path.read_text().rstrip("\n")
+        assert json.loads(configmap["data"][path.name])["panels"]
+
+
 def test_chart_readme_installs_one_release_per_vantage() -> None:
-    """The chart README's install commands name each ILLiad role once."""
+    """The install commands of the chart README's "One release per vantage" name each ILLiad
+    role once, each as its own release."""
     readme = (CHART / "README.md").read_text()
-    installs = [line for line in readme.splitlines() if line.strip().startswith("helm install")]
+    section = readme.split("## One release per vantage", 1)[1].split("\n## ", 1)[0]
+    installs = [line.split() for line in section.splitlines() if line.strip().startswith("helm install")]
+    assert len({words[2] for words in installs}) == len(installs) == 3
+    installs = [" ".join(words) for words in installs]
     for vantage in ("web_server", "staff_client", "external"):
         assert sum(f"vantage={vantage}" in line for line in installs) == 1, vantage
