@@ -52,7 +52,10 @@ class End:
 
     @classmethod
     def parse(cls, text: str) -> End:
-        netns, device, address, peer = text.split(":")
+        parts = text.split(":")
+        if len(parts) != 4 or not all(parts):
+            raise argparse.ArgumentTypeError(f"expected NETNS:DEVICE:ADDRESS:PEER_ADDRESS, got {text!r}")
+        netns, device, address, peer = parts
         if not 0 < len(device) < 16:
             raise argparse.ArgumentTypeError(f"device name must be 1-15 characters: {device!r}")
         return cls(netns, device, address, peer)

@@ -23,8 +23,8 @@ import trustme
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from ..peers import LIBRARY_LOCATIONS, Peer, missing, need_binary, need_root, nginx_argv, wait_for_port
-from .topology import BY_ROLE, PREFIX, Topology, in_netns, run
+from ..peers import LIBRARY_LOCATIONS, TDSPOOL_CONF, Peer, missing, need_binary, need_root, nginx_argv, wait_for_port
+from .topology import BY_ROLE, PREFIX, Topology, in_netns
 
 VANTAGES = ("web_server", "staff_client", "external")
 EXPORTER_PORT = 9968
@@ -195,6 +195,10 @@ class Observation:
     def _series(self, name: str) -> list[Sample]:
         return [s for s in self.samples if s.name == name and s.labels.get("site") == SITE]
 
+    def labels_of(self, metric: str, path: str) -> list[dict[str, str]]:
+        """The label sets of ``metric`` for one path (an info metric's facts, say)."""
+        return [s.labels for s in self._series(metric) if s.labels.get("path") == path]
+
     def probes(self) -> set[tuple[str, str, str]]:
         """(path, host, port) of every probe this role's exporter made."""
         return {(s.labels["path"], s.labels["host"], s.labels["port"]) for s in self._series("illiad_port_up")}
@@ -325,13 +329,11 @@ class Lab:
                                   log=self.workdir / f"nginx-{host.short}" / "stdout.log"))
         sql_dir = self.workdir / "tdspool"
         sql_dir.mkdir()
-        # No backend is ever contacted: a probe stops at PRELOGIN, and min pool conn = 0.
-        (sql_dir / "pool.conf").write_text(
-            "[global]\n[illiad]\nport = 1433\nserver = 127.0.0.1\nuser = illiad\npassword = unused\n"
-            "min pool conn = 0\n")
-        (sql_dir / "freetds.conf").write_text("[global]\n")
+        # Answers PRELOGIN with no backend (min pool conn = 0): no database is ever contacted.
+        (sql_dir / "pool.conf").write_text(TDSPOOL_CONF.format(port=1433))
+        (sql_dir / "freetds.conf").write_text("[global]\n")  # not the machine's FreeTDS config
         self._start(NetnsPeer(self.netns("sql_server"), [need_binary("tdspool", "freetds-bin"), "-c",
-                                                         str(sql_dir / "pool.conf"), "illiad"],
+                                                         str(sql_dir / "pool.conf"), "ILLIAD"],
                               address=BY_ROLE["sql_server"].address, port=1433, cwd=sql_dir,
                               env={**os.environ, "FREETDSCONF": str(sql_dir / "freetds.conf")},
                               log=sql_dir / "tdspool.log", stop_timeout=5.0))
@@ -398,20 +400,13 @@ table inet scenario {{
             assert from_table == from_metrics, f"{role}: check and the exporter probed different paths\n{observation}"
         return seen
 
-    def latencies(self, role: str, scrapes: int = 5) -> dict[str, float]:
-        """The least connect latency of each path over a few scrapes, one after another (each
-        scrape probes anew). A busy CPU only ever adds to a sample, never takes away, so the
-        least is the path's own latency: at or above a delay the link really adds, and free
-        of the stalls of a machine running other tests."""
+    def latencies(self, role: str, scrapes: int = 5) -> dict[str, list[float]]:
+        """Each path's connect latencies over a few scrapes, one after another (each scrape
+        probes anew). Judge a path by the least of them: a busy CPU only ever adds to a
+        sample, so the least is the path's own latency, at or above any delay the link adds."""
         found: dict[str, list[float]] = {}
         for _ in range(scrapes):
             for s in self.scrape(role):
                 if s.name == "illiad_port_latency_seconds" and s.labels.get("site") == SITE:
                     found.setdefault(s.labels["path"], []).append(s.value)
-        return {path: min(values) for path, values in found.items() if len(values) == scrapes}
-
-
-def leftovers(run_id: str) -> list[str]:
-    """Namespaces of this run that still exist."""
-    return [line.split()[0] for line in run(["ip", "netns", "list"]).splitlines()
-            if line.strip() and line.split()[0].startswith(run_id)]
+        return found

@@ -23,6 +23,9 @@ def test_with_the_standing_firewall_every_role_reaches_what_it_needs_and_sql_sta
     for path in ("sql", "oclc_webservices", "atlas_update", "article_exchange", "odyssey", "patron_api"):
         web.assert_open(path)
     assert web.seen("odyssey").host == "partner.example.org"  # the partner library's Odyssey
+    # SQL is checked by its protocol, across the router: tdspool in the SQL host answered PRELOGIN.
+    assert [info["prober"] for info in web.labels_of("illiad_path_info", "sql")] == ["tds"]
+    assert [info["version"] for info in web.labels_of("illiad_sqlserver_info", "sql")] == ["10.0.1600"]
     # The real OCLC name, verified against the stand-in's certificate through the hosts table.
     assert web.seen("oclc_webservices").tls_verified == "true"
     assert web.check_rc == 0, web
@@ -119,10 +122,12 @@ def test_forty_ms_on_the_sql_link_reads_forty_ms_for_sql_while_other_paths_stay_
         seen = lab.observe(others)
 
     for role, fast_paths in others.items():
-        sql = latencies[role]["sql"]
-        assert 0.036 <= sql <= 0.044, f"{role}: sql connect latency {sql * 1000:.1f} ms, wanted 40 ms +-10%"
+        samples = latencies[role]
+        assert all(len(samples.get(path, [])) == 5 for path in ("sql", *fast_paths)), f"{role}: a probe failed: {samples}"
+        sql = min(samples["sql"])
+        assert 0.036 <= sql <= 0.044, f"{role}: sql connect latency {sql * 1000:.1f} ms, wanted 40 ms +-10%: {samples}"
         for path in fast_paths:
-            assert latencies[role][path] < 0.020, f"{role}: {path} slowed too: {latencies[role]}"
+            assert min(samples[path]) < 0.020, f"{role}: {path} slowed too: {samples}"
 
         # check probes once from a fresh process: its one sample shows the delay, and the path open
         observation = seen[role]
@@ -133,7 +138,8 @@ def test_forty_ms_on_the_sql_link_reads_forty_ms_for_sql_while_other_paths_stay_
         assert observation.check_rc == 0, observation
 
     # Without the wire the same path is fast again: the delay was the link's, not the server's.
-    assert lab.latencies("web_server", scrapes=3)["sql"] < 0.020
+    after = lab.latencies("web_server", scrapes=3)["sql"]
+    assert min(after) < 0.020, after
 
 
 def test_a_peer_that_allow_lists_the_web_server_is_up_from_there_and_refused_from_a_staff_pc(lab: Lab) -> None:

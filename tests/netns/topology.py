@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import secrets
+import selectors
 import signal
 import subprocess
 import sys
@@ -226,8 +227,6 @@ class DelayWire:
                                         start_new_session=True)
         assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
-        import selectors
-
         with selectors.DefaultSelector() as sel:
             sel.register(self.process.stdout, selectors.EVENT_READ)
             while time.monotonic() < deadline:
