@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -60,12 +61,14 @@ def test_a_later_run_sweeps_the_namespaces_of_a_run_that_died() -> None:
     require_netns()
     dead_run = subprocess.Popen(["true"])  # a pid that no longer runs: the run that died
     dead_run.wait()
-    name = f"{PREFIX}-{dead_run.pid}-sweep-web"
+    # A prefix of this run's own, so that the sweeps of other runs on this machine leave it be.
+    prefix = f"{PREFIX}sweep{os.getpid()}"
+    name = f"{prefix}-{dead_run.pid}-web"
     run(["ip", "netns", "add", name])
     stray = subprocess.Popen(["ip", "netns", "exec", name, "sleep", "60"], start_new_session=True)
     try:
         time.sleep(0.2)
-        assert name in sweep_leftovers()
+        assert name in sweep_leftovers(prefix)
         assert name not in _namespaces()
         assert _gone(stray)
     finally:

@@ -124,7 +124,7 @@ def delete_netns(names: Iterable[str]) -> None:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=15)
 
 
-def sweep_leftovers() -> list[str]:
+def sweep_leftovers(prefix: str = PREFIX) -> list[str]:
     """Remove namespaces an earlier run of these tests left behind (its pid is gone)."""
     try:
         listed = run(["ip", "netns", "list"])
@@ -134,7 +134,7 @@ def sweep_leftovers() -> list[str]:
     for line in listed.splitlines():
         name = line.split()[0] if line.strip() else ""
         parts = name.split("-")
-        if len(parts) >= 3 and parts[0] == PREFIX and parts[1].isdigit() and not _alive(int(parts[1])):
+        if len(parts) >= 3 and parts[0] == prefix and parts[1].isdigit() and not _alive(int(parts[1])):
             stale.append(name)
     delete_netns(stale)
     return stale
