@@ -8,11 +8,14 @@ import logging
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 from illiad_exporter.metrics import ProbeCollector
-from illiad_exporter.probers import Reason
-from illiad_exporter.probers.ldap import LdapOptions
+from illiad_exporter.probers import ProbeFailure, ProbeResult, Reason
+from illiad_exporter.probers.ldap import LdapOptions, LdapSession
+from illiad_exporter.probers.net import Connection
 from illiad_exporter.scrape import Outcome, run_probe
 
 from .conftest import make_target
@@ -229,3 +232,36 @@ def test_anonymous_bind_refused_is_auth():
     assert result.reason is Reason.AUTH
     assert result.detail == ("anonymous bind refused: inappropriateAuthentication (48), "
                              "server said: anonymous bind disallowed")
+
+
+# --- the message reader never crashes on what a server sends --------------------------------
+
+def receive_from(data: bytes):
+    """Run the prober's message reader over ``data`` as if a server had sent it."""
+    async def run():
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        session = LdapSession(Connection(reader, None, "127.0.0.1"), ProbeResult())  # type: ignore[arg-type]
+        return await session.receive(1)
+
+    return asyncio.run(run())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.binary(max_size=64),
+    # well framed (0x30, a true length), with a body of anything: the BER decoder's turn
+    st.binary(max_size=120).map(lambda body: bytes([0x30, len(body)]) + body),
+    # a real bindResponse with one byte changed
+    st.tuples(st.integers(0, len(BIND_OK) - 1), st.integers(0, 255)).map(
+        lambda change: BIND_OK[:change[0]] + bytes([change[1]]) + BIND_OK[change[0] + 1:]),
+))
+def test_any_answer_is_read_or_refused_with_a_reason_never_a_crash(data):
+    try:
+        op_name, _ = receive_from(data)
+    except ProbeFailure as failure:
+        assert failure.reason in (Reason.PROTOCOL, Reason.AUTH)
+        assert failure.detail and "\n" not in failure.detail
+    else:
+        assert isinstance(op_name, str)
