@@ -57,7 +57,7 @@ def test_check_shows_sql_z3950_and_rdp_peers_up_with_their_versions(tmp_path, td
     assert status == 0, report
     rdp_results = [r for r in report["results"] if r["path"] == "rdp"]
     assert rdp_results and all(r["up"] and r["prober"] == "rdp" for r in rdp_results)
-    assert all(r["info"] == {"rdp": {"selected_protocol": "ssl"}} for r in rdp_results)
+    assert all(r["info"] == {"rdp": {"selected_protocol": "ssl", "negotiation_failure": ""}} for r in rdp_results)
 
 
 def test_check_fails_the_catalog_rdp_expectation_when_an_rdp_server_answers(tmp_path, tdspool, yaz_ztest, xrdp):

@@ -70,14 +70,16 @@ def test_confirm_decoder_rejects_malformed_packets(packet, why):
 def test_rdp_against_xrdp_reports_the_selected_protocol(xrdp):
     result = probe(make_target("rdp", xrdp))
     assert result.up, result.detail
-    assert [(f.name, dict(f.labels)) for f in result.infos] == [("rdp", {"selected_protocol": "ssl"})]
+    assert [(f.name, dict(f.labels)) for f in result.infos] == [
+        ("rdp", {"selected_protocol": "ssl", "negotiation_failure": ""})
+    ]
     assert result.phases["handshake"] > 0
 
 
 def test_rdp_offering_only_standard_security_to_xrdp_selects_rdp(xrdp):
     result = probe(make_target("rdp", xrdp, request_protocols=["rdp"]))
     assert result.up
-    assert dict(result.infos[0].labels) == {"selected_protocol": "rdp"}
+    assert dict(result.infos[0].labels) == {"selected_protocol": "rdp", "negotiation_failure": ""}
 
 
 def test_rdp_negotiation_failure_from_xrdp_is_protocol_with_the_code(tmp_path):
@@ -86,6 +88,8 @@ def test_rdp_negotiation_failure_from_xrdp_is_protocol_with_the_code(tmp_path):
         result = probe(make_target("rdp", port, request_protocols=["rdp"]))
     assert result.reason is Reason.PROTOCOL
     assert result.detail == "RDP negotiation failure: SSL_REQUIRED_BY_SERVER"
+    # The code reaches the metrics too, not only the detail.
+    assert dict(result.infos[0].labels) == {"selected_protocol": "", "negotiation_failure": "SSL_REQUIRED_BY_SERVER"}
     assert result.address == "127.0.0.1"  # an RDP server answered: the path is open
 
 

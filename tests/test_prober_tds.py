@@ -8,7 +8,7 @@ import struct
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -80,6 +80,7 @@ def test_the_probe_sends_a_prelogin_with_encryption_off_and_no_instance_name():
     assert message.encryption == tds.ENCRYPT_OFF and message.instance == b"" and message.mars is False
 
 
+@settings(deadline=None)
 @given(
     version=st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 65535), st.integers(0, 65535)),
     encryption=st.none() | st.integers(0, 3),
@@ -219,6 +220,13 @@ def test_browser_reply_naming_another_instance_is_reason_browser(tdspool):
         result = probe(make_target("tds", 1433, instance="ARCHIVE", browser_port=browser.port))
     assert result.reason is Reason.BROWSER
     assert "does not know instance ARCHIVE" in result.detail
+
+
+def test_browser_answering_garbage_is_reason_browser():
+    with FakeBrowser({"ILLIAD": b"HTTP/1.1 400 Bad Request\r\n\r\n"}) as browser:
+        result = probe(make_target("tds", 1433, instance="ILLIAD", browser_port=browser.port))
+    assert result.reason is Reason.BROWSER
+    assert result.detail == "not a SQL Server Browser reply"
 
 
 def test_silent_browser_is_reason_browser_within_the_timeout():

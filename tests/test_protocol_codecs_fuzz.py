@@ -9,13 +9,14 @@ from pyasn1.error import SubstrateUnderrunError
 
 from illiad_exporter.probers import rdp, tds, z3950
 
+
 # Random bytes, and random bytes behind each protocol's real first byte(s), so the fuzzing
 # gets past the first check.
 def _after(prefix: bytes) -> st.SearchStrategy[bytes]:
     return st.binary(max_size=300).map(lambda tail: prefix + tail)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=300), _after(b"\x00\x00")))
 def test_prelogin_decoder_never_raises_anything_but_tds_error(data):
     try:
@@ -24,7 +25,7 @@ def test_prelogin_decoder_never_raises_anything_but_tds_error(data):
         pass
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=300), _after(b"\x05"), st.text(max_size=200).map(
     lambda t: b"\x05" + len(t.encode("latin-1", "replace")).to_bytes(2, "little") + t.encode("latin-1", "replace"))))
 def test_browser_parser_never_raises_anything_but_tds_error(data):
@@ -34,7 +35,7 @@ def test_browser_parser_never_raises_anything_but_tds_error(data):
         pass
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=64), _after(b"\x03\x00\x00\x13")))
 def test_rdp_confirm_decoder_never_raises_anything_but_rdp_error(data):
     try:
@@ -43,7 +44,7 @@ def test_rdp_confirm_decoder_never_raises_anything_but_rdp_error(data):
         pass
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(st.one_of(st.binary(max_size=300), _after(b"\xb5"), _after(b"\xb5\x81\x80")))
 def test_init_response_decoder_never_raises_anything_but_its_own_errors(data):
     try:
@@ -56,7 +57,7 @@ def test_init_response_decoder_never_raises_anything_but_its_own_errors(data):
 YAZ_INIT_RESPONSE = bytes.fromhex("b559830200e0840300e9a28504040000008604040000008c01019f6e0238319f6f074746532f59415a9f702f352e33342e302064656330633861306237363231333234363863633832363463316232323065616531633637626437")
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, len(YAZ_INIT_RESPONSE) - 1), st.integers(0, 255)), max_size=4),
        st.integers(1, len(YAZ_INIT_RESPONSE)))
 def test_mutated_yaz_init_responses_decode_or_fail_cleanly(changes, keep):

@@ -43,6 +43,7 @@ FAILURE_CODES = {
 MAX_CONFIRM = 512
 
 ProtocolName = Literal["rdp", "ssl", "hybrid", "rdstls", "hybrid_ex"]
+CLIENT_PROTOCOLS: tuple[ProtocolName, ...] = ("ssl", "hybrid", "hybrid_ex")
 
 
 class RdpError(ValueError):
@@ -107,7 +108,7 @@ def decode_confirm(packet: bytes) -> Negotiation:
 class RdpOptions(ProberOptions):
     # What a current Windows client offers; a server that selects none of these (or answers
     # with a negotiation failure) could not serve that client.
-    request_protocols: list[ProtocolName] = Field(default_factory=lambda: ["ssl", "hybrid", "hybrid_ex"])
+    request_protocols: list[ProtocolName] = Field(default_factory=lambda: list(CLIENT_PROTOCOLS))
 
 
 async def probe_rdp(target: ProbeTarget, result: ProbeResult) -> bool:
@@ -129,10 +130,12 @@ async def probe_rdp(target: ProbeTarget, result: ProbeResult) -> bool:
         result.phases["handshake"] = time.perf_counter() - started
     finally:
         await connection.close()
+    # Both labels always, so every illiad_rdp_info series has the same label names.
     if negotiation.failure is not None:
+        result.add_info("rdp", selected_protocol="", negotiation_failure=negotiation.failure)
         # An RDP server answered (the path is open) but would not accept what a client offers.
         raise ProbeFailure(Reason.PROTOCOL, f"RDP negotiation failure: {negotiation.failure}")
-    result.add_info("rdp", selected_protocol=negotiation.selected_protocol or "rdp")
+    result.add_info("rdp", selected_protocol=negotiation.selected_protocol or "rdp", negotiation_failure="")
     return True
 
 
