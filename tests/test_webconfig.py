@@ -264,3 +264,57 @@ def test_relative_paths_are_relative_to_the_web_config_file(tmp_path, pki):
     (web_dir / "web.yml").write_text("tls_server_config: {cert_file: tls.crt, key_file: tls.key}\n")
     loaded = load_web_config(web_dir / "web.yml")
     assert loaded.scheme == "https" and loaded.auth is None
+
+
+async def serve_in_process(config: Path, web_config) -> tuple[object, str]:  # type: ignore[no-untyped-def]
+    from aiohttp import web
+
+    state = ExporterState(config, Role.WEB_SERVER)
+    state.load()
+    runner = web.AppRunner(build_app(state, web_config=web_config))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=web_config.ssl_context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"{web_config.scheme}://127.0.0.1:{port}"
+
+
+def test_rate_limit_answers_429_beyond_the_burst(tmp_path, silent_port):
+    (tmp_path / "web.yml").write_text("rate_limit: {interval: 1m, burst: 3}\n")
+    web_config = load_web_config(tmp_path / "web.yml")
+    config = site_config(tmp_path / "c.yml", "alpha", {"a_sql": silent_port})
+
+    async def scenario() -> None:
+        runner, url = await serve_in_process(config, web_config)
+        try:
+            statuses = [(await fetch(url + "/-/healthy"))[0] for _ in range(5)]
+            assert statuses == [200, 200, 200, 429, 429]
+        finally:
+            await runner.cleanup()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_client_allowed_sans_admits_only_the_named_client(tmp_path, pki, tls_ca, silent_port):
+    other = _write_cert(tls_ca, tmp_path / "other", "other", "someone-else.example.test")
+    (tmp_path / "web.yml").write_text(f"""
+tls_server_config:
+  cert_file: {pki.server.cert}
+  key_file: {pki.server.key}
+  client_ca_file: {pki.server.ca}
+  client_auth_type: RequireAndVerifyClientCert
+  client_allowed_sans: [prometheus.example.test]
+""")
+    web_config = load_web_config(tmp_path / "web.yml")
+    config = site_config(tmp_path / "c.yml", "alpha", {"a_sql": silent_port})
+
+    async def scenario() -> None:
+        runner, url = await serve_in_process(config, web_config)
+        try:
+            assert (await fetch(url + "/-/healthy", context=client_context(pki, pki.client)))[0] == 200
+            status, text, _ = await fetch(url + "/-/healthy", context=client_context(pki, other))
+            assert (status, text) == (403, "Forbidden: client certificate not allowed\n")
+        finally:
+            await runner.cleanup()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
