@@ -96,6 +96,14 @@ class ThreadedServer:
             except OSError:
                 pass
 
+    def wait_accepted(self, count: int, timeout: float = 5.0) -> int:
+        """Wait (bounded) until ``count`` connections were accepted: the kernel completes a
+        handshake before the accept thread gets to it. Returns how many were."""
+        deadline = time.monotonic() + timeout
+        while self.accepted < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.accepted
+
     def sleep(self, seconds: float) -> bool:
         """Sleep unless the server stops; True when the full time passed."""
         return not self._stop.wait(seconds)

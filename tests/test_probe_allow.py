@@ -58,7 +58,7 @@ def test_without_probe_allow_an_adhoc_target_is_refused_and_nothing_is_contacted
                                 "probe a configured site with ?site=NAME\n")
 
         asyncio.run(scenario())
-        assert listener.accepted == 0
+        assert listener.wait_accepted(1, timeout=0.3) == 0
 
 
 def test_allow_list_by_network_port_and_name_with_a_hosts_table(tmp_path):
@@ -98,7 +98,7 @@ def test_allow_list_by_network_port_and_name_with_a_hosts_table(tmp_path):
                 assert status == 200 and value(text, "illiad_port_up", host="named.test") == 1.0
 
         asyncio.run(scenario())
-        assert inside.accepted == 2 and outside.accepted == 1  # only the allowed probes connected
+        assert inside.wait_accepted(2) == 2 and outside.wait_accepted(1) == 1  # only the allowed probes connected
 
 
 def test_a_rebinding_name_is_probed_at_the_address_that_was_checked(tmp_path, monkeypatch):
@@ -125,7 +125,7 @@ def test_a_rebinding_name_is_probed_at_the_address_that_was_checked(tmp_path, mo
 
         asyncio.run(scenario())
         assert asked == ["rebind.test"]
-        assert allowed.accepted == 1 and forbidden.accepted == 0
+        assert allowed.wait_accepted(1) == 1 and forbidden.accepted == 0
 
 
 def test_adhoc_target_is_pinned_to_the_checked_addresses():
