@@ -19,7 +19,6 @@ import dataclasses
 import gc
 import multiprocessing
 import os
-import resource
 import sys
 import time
 from collections import Counter
@@ -44,6 +43,8 @@ def rss_bytes() -> int:
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
+        import resource  # POSIX; on Windows the figure is not taken
+
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == "darwin" else peak * 1024
 
