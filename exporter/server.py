@@ -20,6 +20,7 @@ from .webconfig import WebConfig
 log = logging.getLogger("illiad_exporter.server")
 
 STATE_KEY = web.AppKey("state", ExporterState)
+WEB_CONFIG_KEY = web.AppKey("web_config", WebConfig)
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 # The status page needs nothing but its own inline CSS.
 STATUS_PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'"
@@ -91,10 +92,24 @@ async def handle_ready(request: web.Request) -> web.Response:
 
 
 async def handle_reload(request: web.Request) -> web.Response:
+    web_error = reload_web_config(request.app.get(WEB_CONFIG_KEY))
     error = await request.app[STATE_KEY].reload()
     if error is not None:
         return web.Response(status=500, text=f"failed to reload config, keeping the running one:\n{error}\n")
+    if web_error is not None:
+        return web.Response(status=500, text=f"failed to reload the web config, keeping the running one:\n{web_error}\n")
     return web.Response(text="config reloaded\n")
+
+
+def reload_web_config(web_config: WebConfig | None) -> Exception | None:
+    if web_config is None:
+        return None
+    error = web_config.reload()
+    if error is not None:
+        log.error("web config reload failed, keeping the running one", extra={"errors": str(error)})
+    else:
+        log.info("web config reloaded", extra={"file": web_config.file})
+    return error
 
 
 async def handle_index(request: web.Request) -> web.Response:
@@ -113,6 +128,8 @@ def build_app(state: ExporterState, *, web_config: WebConfig | None = None) -> w
     # the web config's auth, rate limit and headers wrap every endpoint, health included
     app = web.Application(middlewares=[web_config.middleware()] if web_config is not None else [])
     app[STATE_KEY] = state
+    if web_config is not None:
+        app[WEB_CONFIG_KEY] = web_config
     app.router.add_get("/", handle_index)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/probe", handle_probe)
@@ -146,6 +163,7 @@ async def serve(state: ExporterState, listen_address: str, *, started: asyncio.E
     reloads: set[asyncio.Task[object]] = set()
 
     def reload() -> None:
+        reload_web_config(web_config)
         task = loop.create_task(state.reload())
         reloads.add(task)
         task.add_done_callback(reloads.discard)

@@ -152,12 +152,38 @@ class WebConfig:
     def scheme(self) -> str:
         return "https" if self.ssl_context is not None else "http"
 
-    def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
-        headers = dict(self.model.http_server_config.headers)
-        allowed_sans = self.model.tls_server_config.client_allowed_sans
+    def reload(self) -> ConfigError | None:
+        """Read the file again (SIGHUP, POST /-/reload), as the toolkit re-reads it: new users,
+        headers and rate limit, and a new certificate for new connections (a rotated
+        certificate needs no restart). A file that fails to load, or changes what only a
+        restart can (TLS on or off, client authentication, versions), keeps the running one."""
+        try:
+            new = load_web_config(self.file)
+        except ConfigError as error:
+            return error
+        old_tls, new_tls = self.model.tls_server_config, new.model.tls_server_config
+        fixed = ("client_auth_type", "client_ca_file", "min_version", "max_version", "prefer_server_cipher_suites")
+        changed = [key for key in fixed if getattr(old_tls, key) != getattr(new_tls, key)]
+        if (new.ssl_context is None) != (self.ssl_context is None):
+            changed.insert(0, "TLS on or off")
+        if changed:
+            return ConfigError([ConfigIssue(self.file, 0, 0, "tls_server_config",
+                                            f"changing {', '.join(changed)} needs a restart")])
+        if self.ssl_context is not None:  # the listening socket's context: new handshakes use the new pair
+            base = Path(self.file).parent
+            try:
+                self.ssl_context.load_cert_chain(base / new_tls.cert_file, base / new_tls.key_file)
+            except OSError as exc:  # replaced between the check and now: keep the running pair
+                return ConfigError([ConfigIssue(self.file, 0, 0, "tls_server_config.cert_file",
+                                                f"cannot load the new certificate: {exc}")])
+        self.model, self.auth, self.limiter = new.model, new.auth, new.limiter
+        return None
 
+    def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
         @web.middleware
         async def web_config_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+            headers = self.model.http_server_config.headers  # read per request: reloads apply at once
+            allowed_sans = self.model.tls_server_config.client_allowed_sans
             if self.limiter is not None and not self.limiter.allow():
                 return _with(web.Response(status=429, text="Too Many Requests\n"), headers)
             if allowed_sans is not None and not _client_san_allowed(request, allowed_sans):

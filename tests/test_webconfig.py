@@ -318,3 +318,59 @@ tls_server_config:
             await runner.cleanup()  # type: ignore[attr-defined]
 
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_sighup_reloads_users_and_a_rotated_certificate_without_a_restart(tmp_path, pki, tls_ca, silent_port):
+    """The certificate files are replaced (cert-manager style) and the password changed;
+    after SIGHUP new connections see the new certificate and only the new password works.
+    A web config that turns client authentication on is refused until a restart."""
+    import signal as signals
+
+    from .exporter_process import wait_until
+
+    first = _write_cert(tls_ca, tmp_path / "first", "tls", "127.0.0.1")
+    second = _write_cert(tls_ca, tmp_path / "second", "tls", "127.0.0.1")
+    live_cert, live_key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    live_cert.write_bytes(first.cert.read_bytes())
+    live_key.write_bytes(first.key.read_bytes())
+    new_hash = bcrypt.hashpw(b"rotated password", bcrypt.gensalt(4)).decode()
+    web_yml = tmp_path / "web.yml"
+    web_yml.write_text(f"tls_server_config: {{cert_file: tls.crt, key_file: tls.key}}\n"
+                       f"basic_auth_users: {{prometheus: '{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()}'}}\n")
+    config = site_config(tmp_path / "c.yml", "alpha", {"a_sql": silent_port})
+    peer, url = exporter(config, tmp_path, "--web.config.file", str(web_yml), scheme="https")
+    trust = ssl.create_default_context(cafile=str(pki.server.ca))
+
+    def served_cert() -> bytes:
+        port = int(url.rsplit(":", 1)[1])
+        import socket as sockets
+
+        with sockets.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                trust.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            return tls.getpeercert(binary_form=True) or b""
+
+    def status(password: str) -> int:
+        return asyncio.run(fetch(url + "/-/healthy", context=trust, headers=basic("prometheus", password)))[0]
+
+    def der(pem_file: Path) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(pem_file.read_text().split("-----END CERTIFICATE-----")[0]
+                                        + "-----END CERTIFICATE-----\n")
+
+    with peer:
+        assert served_cert() == der(first.cert) and status(PASSWORD) == 200
+        live_cert.write_bytes(second.cert.read_bytes())
+        live_key.write_bytes(second.key.read_bytes())
+        web_yml.write_text(f"tls_server_config: {{cert_file: tls.crt, key_file: tls.key}}\n"
+                           f"basic_auth_users: {{prometheus: '{new_hash}'}}\n")
+        peer.process.send_signal(signals.SIGHUP)  # type: ignore[union-attr]
+        wait_until(lambda: served_cert() == der(second.cert), what="the rotated certificate")
+        assert status("rotated password") == 200 and status(PASSWORD) == 401
+
+        web_yml.write_text(web_yml.read_text().replace(
+            "key_file: tls.key}", f"key_file: tls.key, client_ca_file: {pki.server.ca}, "
+                                  "client_auth_type: RequireAndVerifyClientCert}"))
+        peer.process.send_signal(signals.SIGHUP)  # type: ignore[union-attr]
+        wait_until(lambda: "web config reload failed" in log_text(peer), what="the refused web config")
+        assert status("rotated password") == 200  # still served, without client certificates
+    assert "changing client_auth_type, client_ca_file needs a restart" in log_text(peer)
