@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from .lab import Lab
+from .topology import run
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -112,6 +113,27 @@ def test_sql_exposed_to_outside_by_a_firewall_mistake_is_flagged_by_the_expectat
     assert still_closed.met == 1.0
     assert external.check_rc == 1, external
     assert "SOME EXPECTATIONS NOT MET" in external.check_output
+
+
+def test_a_route_lost_at_the_web_server_makes_the_oclc_and_vendor_paths_unreachable_there_only(lab: Lab) -> None:
+    # A routing mistake, not a firewall: the web server's route to the vendors' network is gone.
+    web_ns = lab.netns("web_server")
+    run(["ip", "-n", web_ns, "route", "add", "unreachable", "198.19.2.0/24"])
+    try:
+        seen = lab.observe(["web_server", "staff_client"])
+    finally:
+        run(["ip", "-n", web_ns, "route", "del", "unreachable", "198.19.2.0/24"])
+    web, staff = seen["web_server"], seen["staff_client"]
+
+    for path in ("oclc_webservices", "atlas_update", "article_exchange", "patron_api"):
+        web.assert_closed(path, "unreachable")
+    web.assert_open("sql")
+    web.assert_open("odyssey")  # the partner library is on another network, still routed
+    assert web.check_rc == 1, web
+
+    for path in ("oclc_webservices", "atlas_update", "sql", "web_https", "odyssey"):
+        staff.assert_open(path)
+    assert staff.check_rc == 0, staff
 
 
 def test_forty_ms_on_the_sql_link_reads_forty_ms_for_sql_while_other_paths_stay_fast(lab: Lab) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -10,7 +12,7 @@ import time
 import pytest
 
 from .lab import require_netns
-from .topology import DELAY_WIRE, PREFIX, DelayWire, Topology, run, sweep_leftovers
+from .topology import BY_ROLE, DELAY_WIRE, PREFIX, DelayWire, Topology, in_netns, run, sweep_leftovers
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -55,6 +57,27 @@ def test_destroying_the_site_removes_every_namespace_link_and_process_inside() -
         for process in (stray, wire.process):
             if process is not None and process.poll() is None:
                 process.kill()
+
+
+def test_the_site_has_no_way_out_every_address_beyond_it_is_unreachable_from_every_host() -> None:
+    require_netns()
+    topology = Topology()
+
+    def connect_outside() -> str:
+        with socket.socket() as sock:
+            sock.settimeout(5)
+            try:
+                sock.connect(("192.0.2.1", 443))  # TEST-NET-1: stands for any address outside
+            except OSError as exc:
+                return errno.errorcode.get(exc.errno or 0, str(exc))
+            return "connected"
+
+    try:
+        topology.build()
+        answers = {role: in_netns(topology.netns(role), connect_outside) for role in ("router", *BY_ROLE)}
+    finally:
+        topology.destroy()
+    assert answers == {role: "ENETUNREACH" for role in ("router", *BY_ROLE)}
 
 
 def test_a_later_run_sweeps_the_namespaces_of_a_run_that_died() -> None:

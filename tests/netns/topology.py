@@ -10,7 +10,8 @@ network stack, joined to the others through a router namespace.
     public       198.19.2.10 --+   (stands in for OCLC's and the vendors' hosts)
 
 Every address is in 198.18.0.0/15, the range set aside for network tests; nothing is added
-to the machine's own namespace, so several test runs can build this at the same time.
+to the machine's own namespace, so several test runs can build this at the same time. The
+router knows no route beyond these subnets: nothing a test sends can leave the site.
 Namespace names carry the test process's pid and a random suffix; :func:`sweep_leftovers`
 removes those whose process is gone.
 """
@@ -174,7 +175,8 @@ class Topology:
             ]) + "\n")
             router_cmds += [f"addr add {host.gateway}/24 dev {host.short}", f"link set {host.short} up"]
         run(["ip", "-n", router, "-b", "-"], stdin="\n".join(router_cmds) + "\n")
-        run(["ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        # No ICMP rate limit: a probe must hear "unreachable" every time, not one in six.
+        run(["ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"])
         return self
 
     def destroy(self) -> None:
