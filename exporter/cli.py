@@ -37,6 +37,11 @@ def _add_common(parser: argparse.ArgumentParser, *, vantage: bool) -> None:
             help="probe only the sites replica I of N owns, counted from 0 (default: $ILLIAD_EXPORTER_SHARD, "
                  "else the config's exporter.shard)",
         )
+        parser.add_argument(
+            "--event-loop", dest="event_loop", choices=["auto", "uvloop", "asyncio"],
+            default=os.environ.get("ILLIAD_EXPORTER_EVENT_LOOP", "auto"),
+            help="auto: uvloop when installed (pip install illiad-port-exporter[fast]), else asyncio's own",
+        )
     parser.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
 
@@ -130,7 +135,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        return _run(run())
+        return _run(run(), args.event_loop)
     except KeyboardInterrupt:  # Ctrl-C where the loop has no signal handlers (Windows)
         return 0
     except OSError as exc:
@@ -138,12 +143,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
 
 
-def _run(coro: object) -> int:
-    try:
-        import uvloop  # type: ignore[import-not-found]
-    except ImportError:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    return uvloop.run(coro)  # type: ignore[no-any-return]
+def _run(coro: object, event_loop: str = "auto") -> int:
+    if event_loop != "asyncio":
+        try:
+            import uvloop  # type: ignore[import-not-found]
+        except ImportError:
+            if event_loop == "uvloop":
+                raise SystemExit("error: --event-loop uvloop, but uvloop is not installed "
+                                 "(pip install illiad-port-exporter[fast])") from None
+        else:
+            return uvloop.run(coro)  # type: ignore[no-any-return]
+    return asyncio.run(coro)  # type: ignore[arg-type]
 
 
 # -- validate ----------------------------------------------------------------------------
@@ -180,7 +190,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         return await run_all(targets, budget=budget, limiter=asyncio.Semaphore(config.exporter.max_concurrency))
 
-    outcomes = _run(run())  # type: ignore[arg-type]
+    outcomes = _run(run(), args.event_loop)  # type: ignore[arg-type]
     skipped = [s for s in plan.skipped if not args.site or s.site in args.site]
     all_met = all(o.result.observed is o.target.expect for o in outcomes)  # type: ignore[union-attr]
     if args.output == "json":

@@ -1,0 +1,557 @@
+"""Benchmarks: illiad-port-exporter against the blackbox exporter, on loopback targets.
+
+    .venv/bin/python bench/run.py            # the full run (several minutes)
+    .venv/bin/python bench/run.py --quick    # a smoke run with 20 paths (seconds)
+
+Prints one table per part:
+
+  (a) throughput and CPU: N TCP paths (70% open, 25% refused, 5% silent) probed through
+      /metrics, through /probe?site= (one request per site of 10 paths) and by the blackbox
+      exporter driven as Prometheus drives it (one /probe?target= request per target, at
+      --parallel requests in flight). CPU is the exporter process's own (utime + stime from
+      /proc/PID/stat, all threads), never the load generator's; peak RSS is its VmHWM.
+  (b) the scrape floor: N-1 open paths and one HTTP path that answers only after T seconds.
+  (c) latency accuracy: a TCP connect across a delay wire between two network namespaces
+      (bench/wire.py; root only), as each exporter reports it, against the injected delay.
+  (d) memory: idle RSS against the number of configured paths and sites.
+
+Traffic goes only to 127.0.0.0/8 and, for (c), to 198.18.0.0/15 inside namespaces this
+script creates and deletes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+HERE = Path(__file__).resolve().parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SCRAPE_TIMEOUT = 30.0  # what Prometheus would send in X-Prometheus-Scrape-Timeout-Seconds
+PATHS_PER_SITE = 10
+# The vantage of the benchmark configs: no built-in path starts at sql_server, so the
+# exporter probes exactly the custom loopback paths the config lists.
+VANTAGE = "sql_server"
+
+
+# -- the exporter process, seen from /proc ----------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process (all threads), from /proc/PID/stat."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) in MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def raise_open_file_limit() -> int:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    argv: list[str]
+    ready_url: str
+    netns: str | None = None
+    log: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Proc:
+        argv = (["ip", "netns", "exec", self.netns] if self.netns else []) + self.argv
+        out = open(self.log, "wb") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                detail = self.log.read_text(errors="replace")[-1500:] if self.log else ""
+                raise RuntimeError(f"{self.argv[0]} exited ({self.process.returncode}):\n{detail}")
+            if self._ready():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.argv[0]} not ready within 120 s")
+
+    def _ready(self) -> bool:
+        if self.netns:
+            done = subprocess.run(["ip", "netns", "exec", self.netns, "curl", "-sf", "-o", "/dev/null",
+                                   self.ready_url], timeout=10)
+            return done.returncode == 0
+        try:
+            return http_get(self.ready_url, 1.0)[0] == 200
+        except OSError:
+            return False
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Farm:
+    open: int = 0
+    refused: int = 0
+    silent: int = 0
+    slow: int = 0
+    slow_after: float = 1.0
+    process: subprocess.Popen[str] | None = None
+    targets: dict = field(default_factory=dict)
+
+    def __enter__(self) -> Farm:
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "farm.py"), "--open", str(self.open), "--refused", str(self.refused),
+             "--silent", str(self.silent), "--slow", str(self.slow), "--slow-after", str(self.slow_after)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        line = self.process.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            self.process.wait(5)
+            raise RuntimeError("the target farm did not start (see its error above)")
+        self.targets = json.loads(line)
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self.targets["port"])
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def illiad_argv(config: Path, port: int, *, event_loop: str, listen: str = "127.0.0.1") -> list[str]:
+    return [sys.executable, "-m", "illiad_exporter", "serve", "--config.file", str(config), "--vantage", VANTAGE,
+            "--web.listen-address", f"{listen}:{port}", "--log.level", "warn", "--event-loop", event_loop]
+
+
+def blackbox_binary() -> str | None:
+    return shutil.which("prometheus-blackbox-exporter") or (
+        "/usr/bin/prometheus-blackbox-exporter" if Path("/usr/bin/prometheus-blackbox-exporter").exists() else None
+    )
+
+
+def blackbox_config(path: Path, *, timeout: float) -> Path:
+    path.write_text(
+        "modules:\n"
+        f"  tcp_connect: {{prober: tcp, timeout: {timeout}s, tcp: {{preferred_ip_protocol: ip4}}}}\n"
+        "  http_2xx: {prober: http, timeout: 10s, http: {preferred_ip_protocol: ip4}}\n"
+    )
+    return path
+
+
+def illiad_config(path: Path, sites: Sequence[Sequence[dict]], *, timeout: float, concurrency: int) -> Path:
+    """A config with these sites, each a list of custom paths ({host, port, prober?, ...})."""
+    lines = [
+        "defaults: {system_resolver: false, timeout: %ss}" % timeout,
+        f"exporter: {{max_concurrency: {concurrency}}}",
+        "sites:",
+    ]
+    for s, paths in enumerate(sites):
+        customs = ", ".join(
+            "{" + ", ".join([f"name: p{p}", f"from: [{VANTAGE}]"] + [f"{k}: {v}" for k, v in spec.items()]) + "}"
+            for p, spec in enumerate(paths)
+        )
+        lines.append(f"  - {{name: site{s:05d}, custom: [{customs}]}}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def chunk(items: Sequence, size: int) -> list[Sequence]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+# -- load generation (its CPU is never counted) ------------------------------------------------
+
+
+async def fetch_all(urls: Sequence[str], parallel: int, *, headers: dict[str, str]) -> list[str]:
+    """GET every URL with at most ``parallel`` in flight, over kept-alive connections."""
+    connector = aiohttp.TCPConnector(limit=parallel, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT + 30)
+    gate = asyncio.Semaphore(parallel)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async def one(url: str) -> str:
+            async with gate, session.get(url, headers=headers) as answer:
+                return await answer.text()
+
+        return await asyncio.gather(*(one(u) for u in urls))
+
+
+def timed_fetch(urls: Sequence[str], parallel: int, scrape_timeout: float = SCRAPE_TIMEOUT) -> tuple[float, list[str]]:
+    headers = {"X-Prometheus-Scrape-Timeout-Seconds": str(scrape_timeout)}
+    started = time.perf_counter()
+    bodies = asyncio.run(fetch_all(urls, parallel, headers=headers))
+    return time.perf_counter() - started, bodies
+
+
+UP_LINE = re.compile(r"^illiad_port_up\{.*\} 1\.0$", re.M)
+
+
+def count_up(bodies: Sequence[str], exporter: str) -> int:
+    if exporter == "blackbox":
+        return sum(1 for b in bodies if re.search(r"^probe_success 1$", b, re.M))
+    return sum(len(UP_LINE.findall(b)) for b in bodies)
+
+
+# -- (a) throughput and CPU ----------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    n: int
+    exporter: str
+    mode: str
+    wall: float  # median seconds of one round (all N probes)
+    cpu_per_1000: float  # exporter CPU seconds per 1,000 probes
+    rss_idle: float
+    hwm: float
+    up: int  # paths up in the last round
+    rounds: int
+
+
+def mix(n: int, silent_share: float) -> tuple[int, int, int]:
+    silent = max(1, round(n * silent_share)) if silent_share > 0 else 0
+    open_ = round(n * 0.7)
+    return open_, n - open_ - silent, silent
+
+
+def path_specs(farm: Farm, n: int, silent_share: float, timeout: float) -> list[dict]:
+    open_, refused, silent = mix(n, silent_share)
+    t = farm.targets
+    hosts = t["open"][:open_] + t["refused"][:refused] + t["silent"][:silent]
+    assert len(hosts) == n, "the farm has too few targets"
+    return [{"host": h, "port": farm.port} for h in hosts]
+
+
+def measure_rounds(pid: int, one_round, rounds: int) -> tuple[float, float, int]:
+    """Warm up once, then run ``rounds`` rounds: (median wall, CPU seconds, ups of the last)."""
+    one_round()
+    walls = []
+    cpu_before = cpu_seconds(pid)
+    up = 0
+    for _ in range(rounds):
+        wall, up = one_round()
+        walls.append(wall)
+    return statistics.median(walls), cpu_seconds(pid) - cpu_before, up
+
+
+def bench_illiad(work: Path, specs: list[dict], *, mode: str, event_loop: str, parallel: int, rounds: int,
+                 timeout: float) -> Row:
+    n = len(specs)
+    config = illiad_config(work / f"illiad-{n}.yml", chunk(specs, PATHS_PER_SITE), timeout=timeout,
+                           concurrency=parallel)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with Proc(illiad_argv(config, port, event_loop=event_loop), f"{base}/-/ready", log=work / "illiad.log") as proc:
+        rss_idle, _ = memory_mb(proc.pid)
+        if mode == "/metrics":
+            urls = [f"{base}/metrics"]
+        else:
+            urls = [f"{base}/probe?site=site{s:05d}" for s in range(math.ceil(n / PATHS_PER_SITE))]
+
+        def one_round() -> tuple[float, int]:
+            wall, bodies = timed_fetch(urls, parallel)
+            return wall, count_up(bodies, "illiad")
+
+        wall, cpu, up = measure_rounds(proc.pid, one_round, rounds)
+        _, hwm = memory_mb(proc.pid)
+    return Row(n, f"illiad ({event_loop})", mode, wall, cpu / (n * rounds) * 1000, rss_idle, hwm, up, rounds)
+
+
+def bench_blackbox(work: Path, binary: str, specs: list[dict], *, parallel: int, rounds: int, timeout: float) -> Row:
+    n = len(specs)
+    config = blackbox_config(work / "blackbox.yml", timeout=timeout)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    argv = [binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+    with Proc(argv, f"{base}/-/healthy", log=work / "blackbox.log") as proc:
+        rss_idle, _ = memory_mb(proc.pid)
+        urls = [f"{base}/probe?module=tcp_connect&target={s['host']}:{s['port']}" for s in specs]
+
+        def one_round() -> tuple[float, int]:
+            wall, bodies = timed_fetch(urls, parallel)
+            return wall, count_up(bodies, "blackbox")
+
+        wall, cpu, up = measure_rounds(proc.pid, one_round, rounds)
+        _, hwm = memory_mb(proc.pid)
+    return Row(n, "blackbox", "/probe?target=", wall, cpu / (n * rounds) * 1000, rss_idle, hwm, up, rounds)
+
+
+def uvloop_available() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def part_a(work: Path, args: argparse.Namespace, binary: str | None) -> list[str]:
+    sizes = args.sizes
+    cases = [(n, args.silent_share) for n in sizes]
+    if max(sizes) >= 10_000 and not args.quick:
+        cases.append((max(sizes), 0.0))  # the goal: a scrape of 10,000 answering paths
+    biggest = max(sizes)
+    loops = ["asyncio"] + (["uvloop"] if uvloop_available() else [])
+    rows: list[Row] = []
+    with Farm(open=round(biggest * 0.7), refused=biggest, silent=max(1, round(biggest * args.silent_share))) as farm:
+        for n, share in cases:
+            specs = path_specs(farm, n, share, args.timeout)
+            rounds = args.rounds or (2 if args.quick else max(2, min(10, math.ceil(2000 / n))))
+            case_rows: list[Row] = []
+            for loop in loops:
+                case_rows.append(bench_illiad(work, specs, mode="/metrics", event_loop=loop, parallel=args.parallel,
+                                              rounds=rounds, timeout=args.timeout))
+            if share > 0:
+                for loop in loops:
+                    case_rows.append(bench_illiad(work, specs, mode="/probe?site=", event_loop=loop,
+                                                  parallel=args.parallel, rounds=rounds, timeout=args.timeout))
+                if binary:
+                    case_rows.append(bench_blackbox(work, binary, specs, parallel=args.parallel, rounds=rounds,
+                                                    timeout=args.timeout))
+            for row in case_rows:
+                row.mode += "" if share > 0 else " (answering only)"
+            rows += case_rows
+            print(f"  (a) N={n} silent={share:.0%} done", file=sys.stderr, flush=True)
+    lines = [
+        f"(a) Throughput and CPU: {', '.join(str(n) for n in sizes)} TCP paths, 70% open, 25% refused, "
+        f"{args.silent_share:.0%} silent (timeout {args.timeout}s); {args.parallel} requests or probes in flight",
+        table(
+            ["N", "exporter", "endpoint", "rounds", "wall s/round", "CPU s/1000 probes", "RSS idle MiB",
+             "peak RSS MiB", "up/N"],
+            [[r.n, r.exporter, r.mode, r.rounds, f"{r.wall:.3f}", f"{r.cpu_per_1000:.3f}", f"{r.rss_idle:.1f}",
+              f"{r.hwm:.1f}", f"{r.up}/{r.n}"] for r in rows],
+        ),
+    ]
+    ratios = []
+    for n in sizes:
+        bb = next((r for r in rows if r.n == n and r.exporter == "blackbox"), None)
+        if bb is None:
+            continue
+        for r in rows:
+            if r.n == n and r.exporter != "blackbox" and "answering" not in r.mode:
+                cpu_ratio = r.cpu_per_1000 / bb.cpu_per_1000 if bb.cpu_per_1000 > 0 else float("nan")
+                ratios.append([n, f"{r.exporter} {r.mode}", f"{cpu_ratio:.2f}", f"{r.wall / bb.wall:.2f}"])
+    if ratios:
+        lines += ["", "    ratios to the blackbox exporter in the same run (below 1: illiad uses less)",
+                  table(["N", "illiad", "CPU per probe ratio", "wall ratio"], ratios)]
+    elif not binary:
+        lines.append("    blackbox exporter not installed (Debian prometheus-blackbox-exporter): no comparison")
+    return lines
+
+
+# -- (b) the scrape floor ------------------------------------------------------------------------
+
+
+def part_b(work: Path, args: argparse.Namespace) -> list[str]:
+    slow_after = args.slow_after
+    sizes = args.sizes
+    rows = []
+    with Farm(open=max(sizes), slow=1, slow_after=slow_after) as farm:
+        slow_spec = {"host": farm.targets["slow"][0], "port": farm.port, "prober": "http",
+                     "timeout": f"{slow_after + 5}s", "scheme": "http"}
+        for n in sizes:
+            specs = [slow_spec] + [{"host": h, "port": farm.port} for h in farm.targets["open"][: n - 1]]
+            config = illiad_config(work / f"floor-{n}.yml", chunk(specs, PATHS_PER_SITE), timeout=2.0,
+                                   concurrency=args.parallel)
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            with Proc(illiad_argv(config, port, event_loop="auto"), f"{base}/-/ready", log=work / "floor.log"):
+                walls = []
+                ups = 0
+                for i in range(3 if not args.quick else 2):
+                    wall, bodies = timed_fetch([f"{base}/metrics"], 1)
+                    ups = count_up(bodies, "illiad")
+                    if i:  # the first is a warm-up
+                        walls.append(wall)
+            wall = statistics.median(walls)
+            rows.append([n, f"{slow_after:.3f}", f"{wall:.3f}", f"{(wall - slow_after) * 1000:.0f}", f"{ups}/{n}"])
+            print(f"  (b) N={n} done", file=sys.stderr, flush=True)
+    return [
+        f"(b) Scrape floor: N paths through /metrics, the slowest an HTTP target answering after T = {slow_after}s "
+        f"(event loop: {'uvloop' if uvloop_available() else 'asyncio'})",
+        table(["N", "T s", "scrape wall s", "above T ms", "up/N"], rows),
+    ]
+
+
+# -- (c) latency accuracy ------------------------------------------------------------------------
+
+
+def part_c(work: Path, args: argparse.Namespace, binary: str | None) -> list[str]:
+    from latency import measure_latency  # bench/latency.py
+
+    return measure_latency(work, args, binary, illiad_argv=illiad_argv, blackbox_config=blackbox_config,
+                           illiad_config=illiad_config, Proc=Proc, table=table)
+
+
+# -- (d) memory ------------------------------------------------------------------------------
+
+
+def part_d(work: Path, args: argparse.Namespace) -> list[str]:
+    n = args.memory_paths
+    host = "127.0.0.1"
+
+    def idle_rss(sites: int, per_site: int) -> float:
+        spec = {"host": host, "port": 9}
+        config = illiad_config(work / f"mem-{sites}x{per_site}.yml", [[spec] * per_site] * sites, timeout=1.0,
+                               concurrency=args.parallel)
+        # the same host and port in every path: idle memory does not depend on the target
+        port = free_port()
+        with Proc(illiad_argv(config, port, event_loop="auto"), f"http://127.0.0.1:{port}/-/ready",
+                  log=work / "mem.log") as proc:
+            time.sleep(0.2)
+            return memory_mb(proc.pid)[0]
+
+    base = idle_rss(1, 1)
+    by_site = idle_rss(max(2, n // 10), 10)  # n paths in sites of 10
+    by_path = idle_rss(max(1, n // 100), 100)  # n paths in sites of 100
+    sites_10, sites_100 = max(2, n // 10), max(1, n // 100)
+    per_site = (by_site - by_path) / (sites_10 - sites_100) if sites_10 != sites_100 else float("nan")
+    per_path = (by_path - base - (sites_100 - 1) * per_site) / (sites_100 * 100 - 1)
+    rows = [
+        ["1 site x 1 path", f"{base:.1f}"],
+        [f"{sites_10} sites x 10 paths", f"{by_site:.1f}"],
+        [f"{sites_100} sites x 100 paths", f"{by_path:.1f}"],
+    ]
+    return [
+        f"(d) Memory: idle RSS of the exporter with {n} configured paths (before any scrape; after a scrape: "
+        "peak RSS in (a))",
+        table(["config", "RSS MiB"], rows),
+        f"    per configured path: {per_path * 1024:.1f} KiB; per site (beyond its paths): {per_site * 1024:.1f} KiB",
+    ]
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    text = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join("    " + line.rstrip() for line in text)
+
+
+def machine_line() -> str:
+    load = os.getloadavg()
+    return (f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start; "
+            f"Python {sys.version.split()[0]}; uvloop {'installed' if uvloop_available() else 'not installed'}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark illiad-port-exporter against the blackbox exporter.")
+    parser.add_argument("--quick", action="store_true", help="20 paths, no namespaces: a smoke run in seconds")
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                        help="path counts for (a) and (b) (default 100,1000,10000)")
+    parser.add_argument("--parallel", type=int, default=256,
+                        help="requests (blackbox, /probe?site=) or probes (max_concurrency) in flight (default 256)")
+    parser.add_argument("--rounds", type=int, default=0, help="measured rounds per case (default: by N)")
+    parser.add_argument("--timeout", type=float, default=0.5, help="probe timeout, what silent targets cost (s)")
+    parser.add_argument("--silent-share", type=float, default=0.05)
+    parser.add_argument("--slow-after", type=float, default=None, help="T of part (b) (default 1s, quick 0.3s)")
+    parser.add_argument("--memory-paths", type=int, default=None, help="paths of part (d) (default 10000)")
+    parser.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay of the wire in (c)")
+    parser.add_argument("--parts", default="abcd", help="which parts to run (default abcd; --quick: abd)")
+    args = parser.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = [20] if args.quick else [100, 1000, 10_000]
+    if args.slow_after is None:
+        args.slow_after = 0.3 if args.quick else 1.0
+    if args.memory_paths is None:
+        args.memory_paths = 200 if args.quick else 10_000
+    if args.quick and args.parts == "abcd":
+        args.parts = "abd"
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    limit = raise_open_file_limit()
+    needed = 2 * max(args.sizes) + 1000
+    if limit < needed:
+        print(f"the open-file limit is {limit}; {max(args.sizes)} paths need about {needed} (ulimit -n)",
+              file=sys.stderr)
+        return 1
+    binary = blackbox_binary()
+    print(f"illiad-port-exporter benchmarks; {machine_line()}")
+    with tempfile.TemporaryDirectory(prefix="illiad-bench-") as tmp:
+        work = Path(tmp)
+        parts = {"a": lambda: part_a(work, args, binary), "b": lambda: part_b(work, args),
+                 "c": lambda: part_c(work, args, binary), "d": lambda: part_d(work, args)}
+        for name in "abcd":
+            if name in args.parts:
+                print()
+                print("\n".join(parts[name]()), flush=True)
+    print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
