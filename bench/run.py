@@ -534,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(HERE))
     limit = raise_open_file_limit()
-    needed = 2 * max(args.sizes) + 1000
+    needed = max(args.sizes) + 2 * args.parallel + 1000  # the farm: one listener per open target
     if limit < needed:
         print(f"the open-file limit is {limit}; {max(args.sizes)} paths need about {needed} (ulimit -n)",
               file=sys.stderr)

@@ -23,19 +23,23 @@ class Outcome:
 
 async def run_probe(target: ProbeTarget, *, deadline: float, limiter: asyncio.Semaphore | None = None) -> ProbeResult:
     """Probe one target; ends by ``deadline`` (loop time) or the target's own timeout,
-    whichever comes first, and never raises."""
+    whichever comes first, and never raises. The target's timeout starts when the probe
+    does: time spent waiting for a free slot (``limiter``) counts only against ``deadline``."""
     loop = asyncio.get_running_loop()
     result = ProbeResult()
+    if limiter is not None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                await limiter.acquire()
+        except TimeoutError:
+            result.fail(Reason.TIMEOUT, "no free probe slot before the scrape deadline (exporter.max_concurrency)")
+            return result
     started = time.perf_counter()
     now = loop.time()
     end = min(deadline, now + target.timeout)
     try:
         async with asyncio.timeout_at(end):
-            if limiter is not None:
-                async with limiter:
-                    result.up = await PROBERS[target.prober].probe(target, result)
-            else:
-                result.up = await PROBERS[target.prober].probe(target, result)
+            result.up = await PROBERS[target.prober].probe(target, result)
     except TimeoutError:
         result.fail(Reason.TIMEOUT, f"no answer within {max(end - now, 0):.3g}s")
     except ProbeFailure as failure:
@@ -43,6 +47,9 @@ async def run_probe(target: ProbeTarget, *, deadline: float, limiter: asyncio.Se
     except Exception as exc:  # a prober bug must cost one path, not the scrape
         log.error("prober %s crashed on %s:%s: %r", target.prober, target.host, target.port, exc, exc_info=True)
         result.fail(Reason.ERROR, type(exc).__name__)
+    finally:
+        if limiter is not None:
+            limiter.release()
     result.duration = time.perf_counter() - started
     if not result.up and result.reason is None:
         result.fail(Reason.PROTOCOL, "prober reported failure")

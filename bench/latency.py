@@ -1,0 +1,143 @@
+"""Part (c) of the benchmarks: connect latency across a delay wire, as each exporter reports it.
+
+Two namespaces joined by bench/wire.py; the target listens in B, both exporters run in A and
+are scraped from inside A. The injected delay of a TCP connect is the wire's round trip
+(SYN across, SYN-ACK back): twice the one-way delay. A plain ``socket.connect`` timed in the
+same namespace shows what the wire itself adds; the exporter's figure less that one is the
+measurement's own overhead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SAMPLES = 15
+
+PLAIN_CONNECT = """
+import json, socket, sys, time
+out = []
+for _ in range(int(sys.argv[3])):
+    s = socket.socket(); t = time.perf_counter(); s.connect((sys.argv[1], int(sys.argv[2])))
+    out.append(time.perf_counter() - t); s.close(); time.sleep(0.02)
+print(json.dumps(out))
+"""
+
+
+def _ns(*argv: str, ns: str, timeout: float = 30) -> str:
+    done = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[0]} in {ns} failed: {done.stderr.strip()[:300]}")
+    return done.stdout
+
+
+def _metric(body: str, name: str) -> float | None:
+    match = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", body, re.M)
+    return float(match.group(1)) if match else None
+
+
+def _scrape(url: str, ns: str) -> str:
+    return _ns("curl", "-sf", "-H", "X-Prometheus-Scrape-Timeout-Seconds: 10", url, ns=ns)
+
+
+def measure_latency(work: Path, args: Any, binary: str | None, **helpers: Any) -> list[str]:
+    title = "(c) Latency accuracy: TCP connect across a userspace delay wire between two network namespaces"
+    if sys.platform != "linux" or os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("curl"):
+        return [title, "    skipped: needs Linux, root, ip (iproute2) and curl"]
+    if not Path("/dev/net/tun").exists():
+        return [title, "    skipped: no /dev/net/tun"]
+    Proc, table = helpers["Proc"], helpers["table"]
+    tag = f"{os.getpid() % 100000}{random.randrange(100):02d}"
+    ns_a, ns_b = f"ipebench{tag}a", f"ipebench{tag}b"
+    subnet = random.randrange(0, 250)
+    addr_a, addr_b = f"198.18.{subnet}.1", f"198.18.{subnet}.2"
+    target_port = 7968
+    rows = []
+    made: list[str] = []
+    try:
+        for ns in (ns_a, ns_b):
+            subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
+            made.append(ns)
+        for delay_ms in (0.0, args.delay_ms):
+            wire = subprocess.Popen(
+                [sys.executable, str(HERE / "wire.py"), "--ns-a", ns_a, "--ns-b", ns_b, "--addr-a", addr_a,
+                 "--addr-b", addr_b, "--delay-ms", str(delay_ms), "--listen-port", str(target_port)],
+                stdout=subprocess.PIPE, text=True, start_new_session=True,
+            )
+            try:
+                if wire.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+                    raise RuntimeError("the delay wire did not start")
+                rows += _one_delay(work, args, binary, helpers, ns_a, addr_b, target_port, delay_ms)
+            finally:
+                wire.terminate()
+                wire.wait(10)
+            time.sleep(0.2)  # the TUN devices go away with the wire
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], timeout=10)
+    return [
+        title + f" (one-way delay d; a connect is one round trip, 2d); {SAMPLES} samples each",
+        table(["2d ms", "measured by", "median ms", "min ms", "max ms", "median - 2d ms", "- plain connect ms"], rows),
+        "    'plain connect' is socket.connect timed in a loop in the same namespace: the wire's own share;",
+        "    the last column is each exporter's own measurement overhead.",
+    ]
+
+
+def _stats(samples: list[float]) -> tuple[float, float, float]:
+    return statistics.median(samples) * 1000, min(samples) * 1000, max(samples) * 1000
+
+
+def _one_delay(work: Path, args: Any, binary: str | None, helpers: dict[str, Any], ns: str, host: str, port: int,
+               delay_ms: float) -> list[list[str]]:
+    Proc = helpers["Proc"]
+    injected = 2 * delay_ms
+    series: dict[str, list[float]] = {}
+    series["plain connect (Python socket)"] = json.loads(
+        _ns(sys.executable, "-c", PLAIN_CONNECT, host, str(port), str(SAMPLES), ns=ns)
+    )
+    config = helpers["illiad_config"](work / "latency.yml", [[{"host": host, "port": port}]], timeout=2.0,
+                                      concurrency=16)
+    listen = 19968
+    with Proc(helpers["illiad_argv"](config, listen, event_loop="auto"), f"http://127.0.0.1:{listen}/-/ready",
+              netns=ns, log=work / "latency-illiad.log"):
+        latency, duration = [], []
+        _scrape(f"http://127.0.0.1:{listen}/metrics", ns)  # warm-up
+        for _ in range(SAMPLES):
+            body = _scrape(f"http://127.0.0.1:{listen}/metrics", ns)
+            latency.append(_metric(body, "illiad_port_latency_seconds") or float("nan"))
+            duration.append(_metric(body, "illiad_probe_duration_seconds") or float("nan"))
+        series["illiad illiad_port_latency_seconds"] = latency
+        series["illiad illiad_probe_duration_seconds"] = duration
+    if binary:
+        bb_config = helpers["blackbox_config"](work / "latency-blackbox.yml", timeout=2.0)
+        bb_listen = 19115
+        argv = [binary, f"--config.file={bb_config}", f"--web.listen-address=127.0.0.1:{bb_listen}"]
+        with Proc(argv, f"http://127.0.0.1:{bb_listen}/-/healthy", netns=ns, log=work / "latency-blackbox.log"):
+            url = f"http://127.0.0.1:{bb_listen}/probe?module=tcp_connect&target={host}:{port}"
+            total, connect = [], []
+            _scrape(url, ns)
+            for _ in range(SAMPLES):
+                body = _scrape(url, ns)
+                d = _metric(body, "probe_duration_seconds") or float("nan")
+                dns = _metric(body, "probe_dns_lookup_time_seconds") or 0.0
+                total.append(d)
+                connect.append(d - dns)
+            series["blackbox probe_duration_seconds"] = total
+            series["blackbox probe_duration - probe_dns_lookup_time"] = connect
+    plain = statistics.median(series["plain connect (Python socket)"]) * 1000
+    rows = []
+    for name, samples in series.items():
+        median, low, high = _stats(samples)
+        rows.append([f"{injected:g}", name, f"{median:.3f}", f"{low:.3f}", f"{high:.3f}", f"{median - injected:+.3f}",
+                     "" if name.startswith("plain") else f"{median - plain:+.3f}"])
+    return rows
