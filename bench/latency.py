@@ -1,6 +1,8 @@
 """Part (c) of the benchmarks: connect latency across a delay wire, as each exporter reports it.
 
-Two namespaces joined by bench/wire.py; the target listens in B, both exporters run in A and
+Two namespaces joined by the delay wire of the namespace tests (tests/netns/delay_wire.py,
+a standalone program: TUN devices in both namespaces, packets held for a fixed time); the
+target listens in B, both exporters run in A and
 are scraped from inside A. The injected delay of a TCP connect is the wire's round trip
 (SYN across, SYN-ACK back): twice the one-way delay. A plain ``socket.connect`` timed in the
 same namespace shows what the wire itself adds; the exporter's figure less that one is the
@@ -22,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+DELAY_WIRE = HERE.parent / "tests" / "netns" / "delay_wire.py"
 SAMPLES = 15
+
+LISTENER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(512); print("ready", flush=True)
+while True:
+    c, _ = s.accept(); c.close()
+"""
 
 PLAIN_CONNECT = """
 import json, socket, sys, time
@@ -54,8 +65,8 @@ def measure_latency(work: Path, args: Any, binary: str | None, **helpers: Any) -
     title = "(c) Latency accuracy: TCP connect across a userspace delay wire between two network namespaces"
     if sys.platform != "linux" or os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("curl"):
         return [title, "    skipped: needs Linux, root, ip (iproute2) and curl"]
-    if not Path("/dev/net/tun").exists():
-        return [title, "    skipped: no /dev/net/tun"]
+    if not Path("/dev/net/tun").exists() or not DELAY_WIRE.exists():
+        return [title, f"    skipped: needs /dev/net/tun and {DELAY_WIRE}"]
     Proc, table = helpers["Proc"], helpers["table"]
     tag = f"{os.getpid() % 100000}{random.randrange(100):02d}"
     ns_a, ns_b = f"ipebench{tag}a", f"ipebench{tag}b"
@@ -68,19 +79,30 @@ def measure_latency(work: Path, args: Any, binary: str | None, **helpers: Any) -
         for ns in (ns_a, ns_b):
             subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
             made.append(ns)
+        for ns in (ns_a, ns_b):
+            subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=10)
         for delay_ms in (0.0, args.delay_ms):
             wire = subprocess.Popen(
-                [sys.executable, str(HERE / "wire.py"), "--ns-a", ns_a, "--ns-b", ns_b, "--addr-a", addr_a,
-                 "--addr-b", addr_b, "--delay-ms", str(delay_ms), "--listen-port", str(target_port)],
+                [sys.executable, str(DELAY_WIRE), "--end", f"{ns_a}:dly0:{addr_a}:{addr_b}",
+                 "--end", f"{ns_b}:dly0:{addr_b}:{addr_a}", "--delay", str(delay_ms / 1000), "--lifetime", "600"],
                 stdout=subprocess.PIPE, text=True, start_new_session=True,
             )
+            listener = None
             try:
                 if wire.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
                     raise RuntimeError("the delay wire did not start")
+                listener = subprocess.Popen(
+                    ["ip", "netns", "exec", ns_b, sys.executable, "-c", LISTENER, addr_b, str(target_port)],
+                    stdout=subprocess.PIPE, text=True, start_new_session=True,
+                )
+                if listener.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+                    raise RuntimeError("the target listener did not start")
                 rows += _one_delay(work, args, binary, helpers, ns_a, addr_b, target_port, delay_ms)
             finally:
-                wire.terminate()
-                wire.wait(10)
+                for process in (listener, wire):
+                    if process is not None:
+                        process.terminate()
+                        process.wait(10)
             time.sleep(0.2)  # the TUN devices go away with the wire
     finally:
         for ns in made:

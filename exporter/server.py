@@ -13,7 +13,8 @@ from prometheus_client.exposition import choose_encoder
 
 from . import __version__, statuspage
 from .adhoc import AdhocRefused, adhoc_target, check_parameters
-from .metrics import ProbeCollector
+from .metrics import ProbeCollector, fast_format, render_outcomes
+from .scrape import Outcome
 from .state import ExporterState
 from .webconfig import WebConfig
 
@@ -34,6 +35,26 @@ def _render(request: web.Request, *collectors: object) -> web.Response:
     return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
 
 
+def _render_outcomes(
+    request: web.Request, outcomes: list[Outcome], required: frozenset[tuple[str, str]],
+    registry: CollectorRegistry | None = None,
+) -> web.Response:
+    """The path metrics (then the registry's, when given): written directly in the text and
+    OpenMetrics formats (metrics.render_outcomes, the same bytes, several times faster),
+    through prometheus_client for any other negotiated format."""
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    kind = fast_format(encoder)
+    if kind is None:
+        collectors = [ProbeCollector(outcomes, required=required)] + ([registry] if registry is not None else [])
+        return _render(request, *collectors)
+    body = render_outcomes(outcomes, required=required, openmetrics=kind == "openmetrics").encode()
+    if registry is not None:
+        body += encoder(registry)  # ends with the OpenMetrics "# EOF" where there is one
+    elif kind == "openmetrics":
+        body += b"# EOF\n"
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 async def handle_metrics(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     snapshot = state.snapshot
@@ -41,7 +62,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
     started = time.perf_counter()
     outcomes = await state.probe(snapshot.plan.targets, state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)))
     state.scrape_duration.set(time.perf_counter() - started)
-    return _render(request, ProbeCollector(outcomes, required=snapshot.plan.required), state.registry)
+    return _render_outcomes(request, outcomes, snapshot.plan.required, state.registry)
 
 
 async def handle_probe(request: web.Request) -> web.Response:
@@ -78,7 +99,7 @@ async def handle_probe(request: web.Request) -> web.Response:
             )
     outcomes = await state.probe(targets, state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)),
                                  record=path is None)
-    return _render(request, ProbeCollector(outcomes, required=snapshot.plan.required))
+    return _render_outcomes(request, outcomes, snapshot.plan.required)
 
 
 async def handle_healthy(request: web.Request) -> web.Response:

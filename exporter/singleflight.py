@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Hashable
 
 from .probers import ProbeResult, ProbeTarget, Reason
@@ -37,6 +38,9 @@ class SingleFlight:
         self._flights: dict[Hashable, asyncio.Task[ProbeResult]] = {}
         self.started = 0  # probes actually run (for tests and benchmarks)
         self.joined = 0  # requests answered by a probe already in flight
+        # id(target) -> (target, its key): a plan's targets live as long as the config, and
+        # repr() of their options is the dearest part of a key (measured at 10,000 paths)
+        self._keys: dict[int, tuple[ProbeTarget, Hashable]] = {}
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -46,13 +50,13 @@ class SingleFlight:
     ) -> ProbeResult:
         """The result of probing ``target``: a fresh probe, or the one already in flight.
         Returns by ``deadline`` (loop time) even when the shared probe runs longer."""
-        key = flight_key(target)
+        key = self.key(target)
         task = self._flights.get(key)
         if task is None:
             self.started += 1
             task = asyncio.get_running_loop().create_task(runner(target, deadline=deadline, limiter=limiter))
             self._flights[key] = task
-            task.add_done_callback(lambda done, key=key: self._forget(key, done))
+            task.add_done_callback(partial(self._forget, key))
         else:
             self.joined += 1
         started = time.perf_counter()
@@ -66,6 +70,54 @@ class SingleFlight:
             result.fail(Reason.TIMEOUT, "no answer within this scrape's deadline")
             result.duration = time.perf_counter() - started
             return result
+
+    def key(self, target: ProbeTarget) -> Hashable:
+        entry = self._keys.get(id(target))
+        if entry is not None and entry[0] is target:
+            return entry[1]
+        if len(self._keys) > 1_000_000:  # many reloads: start over rather than grow
+            self._keys.clear()
+        key = flight_key(target)
+        self._keys[id(target)] = (target, key)
+        return key
+
+    async def run_many(
+        self, targets: Sequence[ProbeTarget], *, deadline: float, limiter: asyncio.Semaphore | None,
+        runner: ProbeRunner,
+    ) -> list[ProbeResult]:
+        """:meth:`run` for a whole scrape at once: one task per probe and a single wait,
+        instead of a waiting task, a shield and a timer per target."""
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[ProbeResult]] = []
+        for target in targets:
+            key = self.key(target)
+            task = self._flights.get(key)
+            if task is None:
+                self.started += 1
+                task = loop.create_task(runner(target, deadline=deadline, limiter=limiter))
+                self._flights[key] = task
+                task.add_done_callback(partial(self._forget, key))
+            else:
+                self.joined += 1
+            tasks.append(task)
+        started = time.perf_counter()
+        pending = {task for task in tasks if not task.done()}
+        if pending:
+            # not a cancellation of the probes: other scrapes may be waiting on them
+            await asyncio.wait(pending, timeout=max(deadline - loop.time(), 0.0))
+        results: list[ProbeResult] = []
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                results.append(task.result())
+                continue
+            result = ProbeResult()
+            if task.done():  # run_probe never raises; this is a bug, or a cancelled loop
+                result.fail(Reason.ERROR, "the probe task ended without a result")
+            else:
+                result.fail(Reason.TIMEOUT, "no answer within this scrape's deadline")
+            result.duration = time.perf_counter() - started
+            results.append(result)
+        return results
 
     def _forget(self, key: Hashable, done: asyncio.Task[ProbeResult]) -> None:
         if self._flights.get(key) is done:

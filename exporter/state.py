@@ -135,6 +135,8 @@ class ExporterState:
         outcomes = await run_all(targets, budget=budget, limiter=self._limiter, flights=self.flights)
         if not record or self.snapshot is not snapshot:  # a reload came in meanwhile: one config per page
             return outcomes
-        for site in {o.target.site for o in outcomes}:
-            self.last_outcomes[site] = [o for o in outcomes if o.target.site == site]
+        by_site: dict[str, list[Outcome]] = {}
+        for outcome in outcomes:  # one pass: a consortium has thousands of sites
+            by_site.setdefault(outcome.target.site, []).append(outcome)
+        self.last_outcomes.update(by_site)
         return outcomes

@@ -172,9 +172,11 @@ class Connection:
 CONNECT_ATTEMPT_DELAY = 0.25
 
 
-async def connect(target: ProbeTarget, result: ProbeResult, *, port: int | None = None) -> Connection:
-    """Resolve and open a TCP connection. Records phases ``resolve`` and ``connect``, and
-    the address connected to.
+async def connect_socket(target: ProbeTarget, result: ProbeResult, *, port: int | None = None) -> socket.socket:
+    """Resolve and complete a TCP handshake; returns the connected non-blocking socket.
+    Records phases ``resolve`` and ``connect`` (the handshake alone, timed around the event
+    loop's own connect), and the address connected to. Probers that send nothing close the
+    socket; the rest use :func:`connect`, which wraps it in streams.
 
     Addresses are tried in order (preferred family first), Happy-Eyeballs style: each gets
     ``CONNECT_ATTEMPT_DELAY`` on its own, then the next starts beside it, and a refused one
@@ -182,17 +184,26 @@ async def connect(target: ProbeTarget, result: ProbeResult, *, port: int | None 
     second, not the probe's whole timeout, and the first to answer wins."""
     port = port if port is not None else target.port
     addresses = await resolve(target, result)
-    local_addr = (target.source_address, 0) if target.source_address else None
+    if len(addresses) == 1:  # the common case (a literal, a hosts entry): no racing tasks
+        address = addresses[0]
+        began = time.perf_counter()
+        try:
+            sock = await _open_socket(target, address, port)
+        except OSError as exc:
+            result.phases["connect"] = time.perf_counter() - began
+            raise ProbeFailure(classify_os_error(exc), f"connect to {_hostport(address, port)}: {_os_text(exc)}") from None
+        result.phases["connect"] = time.perf_counter() - began
+        result.address = address
+        result.port = port
+        return sock
     queue = list(addresses)
-    attempts: dict[asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]], tuple[str, float]] = {}
+    attempts: dict[asyncio.Task[socket.socket], tuple[str, float]] = {}
     failures: list[tuple[str, ProbeFailure]] = []
     try:
         while queue or attempts:
             if queue:
                 address = queue.pop(0)
-                task = asyncio.ensure_future(
-                    asyncio.open_connection(address, port, local_addr=local_addr, limit=DEFAULT_READ_LIMIT)
-                )
+                task = asyncio.ensure_future(_open_socket(target, address, port))
                 attempts[task] = (address, time.perf_counter())
             done, _ = await asyncio.wait(
                 attempts, timeout=CONNECT_ATTEMPT_DELAY if queue else None, return_when=asyncio.FIRST_COMPLETED
@@ -201,12 +212,10 @@ async def connect(target: ProbeTarget, result: ProbeResult, *, port: int | None 
                 address, began = attempts.pop(task)
                 exc = task.exception()
                 if exc is None:
-                    reader, writer = task.result()
                     result.phases["connect"] = time.perf_counter() - began
                     result.address = address
                     result.port = port
-                    _disable_nagle(writer)
-                    return Connection(reader, writer, address)
+                    return task.result()
                 if not isinstance(exc, OSError):
                     raise exc
                 result.phases["connect"] = time.perf_counter() - began
@@ -221,10 +230,23 @@ async def connect(target: ProbeTarget, result: ProbeResult, *, port: int | None 
     raise ProbeFailure(last.reason, f"connect failed on every address ({tried})")
 
 
-def _discard(task: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
-    def close_if_connected(done: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
+async def _open_socket(target: ProbeTarget, address: str, port: int) -> socket.socket:
+    sock = socket.socket(_family(address), socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setblocking(False)
+        if target.source_address:
+            sock.bind((target.source_address, 0))
+        await asyncio.get_running_loop().sock_connect(sock, (address, port))
+    except BaseException:  # refused, or the deadline: never leak the socket
+        sock.close()
+        raise
+    return sock
+
+
+def _discard(task: asyncio.Task[socket.socket]) -> None:
+    def close_if_connected(done: asyncio.Task[socket.socket]) -> None:
         if not done.cancelled() and done.exception() is None:
-            done.result()[1].transport.abort()
+            done.result().close()
 
     if task.done():
         close_if_connected(task)
@@ -233,13 +255,19 @@ def _discard(task: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter
         task.add_done_callback(close_if_connected)
 
 
-def _disable_nagle(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+async def connect(target: ProbeTarget, result: ProbeResult, *, port: int | None = None) -> Connection:
+    """Resolve and open a TCP connection with streams (see :func:`connect_socket`)."""
+    sock = await connect_socket(target, result, port=port)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+    try:
+        reader, writer = await asyncio.open_connection(sock=sock, limit=DEFAULT_READ_LIMIT)
+    except BaseException:
+        sock.close()
+        raise
+    return Connection(reader, writer, result.address or "")
 
 
 def _os_text(exc: OSError) -> str:

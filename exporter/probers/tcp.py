@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from .base import Prober, ProberOptions, ProbeResult, ProbeTarget
-from .net import connect
+from .net import connect_socket
 
 
 async def probe_tcp(target: ProbeTarget, result: ProbeResult) -> bool:
-    connection = await connect(target, result)
-    await connection.close()
+    # A bare socket, no streams: the handshake is the whole check (and the cheapest probe).
+    sock = await connect_socket(target, result)
+    sock.close()
     return True
 
 
