@@ -25,7 +25,6 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DELAY_WIRE = HERE.parent / "tests" / "netns" / "delay_wire.py"
-SAMPLES = 15
 
 LISTENER = """
 import socket, sys
@@ -108,7 +107,7 @@ def measure_latency(work: Path, args: Any, binary: str | None, **helpers: Any) -
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], timeout=10)
     return [
-        title + f" (one-way delay d; a connect is one round trip, 2d); {SAMPLES} samples each",
+        title + f" (one-way delay d; a connect is one round trip, 2d); {args.samples} samples each",
         table(["2d ms", "measured by", "median ms", "min ms", "max ms", "median - 2d ms", "- plain connect ms"], rows),
         "    'plain connect' is socket.connect timed in a loop in the same namespace: the wire's own share;",
         "    the last column is each exporter's own measurement overhead.",
@@ -125,7 +124,7 @@ def _one_delay(work: Path, args: Any, binary: str | None, helpers: dict[str, Any
     injected = 2 * delay_ms
     series: dict[str, list[float]] = {}
     series["plain connect (Python socket)"] = json.loads(
-        _ns(sys.executable, "-c", PLAIN_CONNECT, host, str(port), str(SAMPLES), ns=ns)
+        _ns(sys.executable, "-c", PLAIN_CONNECT, host, str(port), str(args.samples), ns=ns)
     )
     config = helpers["illiad_config"](work / "latency.yml", [[{"host": host, "port": port}]], timeout=2.0,
                                       concurrency=16)
@@ -134,7 +133,7 @@ def _one_delay(work: Path, args: Any, binary: str | None, helpers: dict[str, Any
               netns=ns, log=work / "latency-illiad.log"):
         latency, duration = [], []
         _scrape(f"http://127.0.0.1:{listen}/metrics", ns)  # warm-up
-        for _ in range(SAMPLES):
+        for _ in range(args.samples):
             body = _scrape(f"http://127.0.0.1:{listen}/metrics", ns)
             latency.append(_metric(body, "illiad_port_latency_seconds") or float("nan"))
             duration.append(_metric(body, "illiad_probe_duration_seconds") or float("nan"))
@@ -148,7 +147,7 @@ def _one_delay(work: Path, args: Any, binary: str | None, helpers: dict[str, Any
             url = f"http://127.0.0.1:{bb_listen}/probe?module=tcp_connect&target={host}:{port}"
             total, connect = [], []
             _scrape(url, ns)
-            for _ in range(SAMPLES):
+            for _ in range(args.samples):
                 body = _scrape(url, ns)
                 d = _metric(body, "probe_duration_seconds") or float("nan")
                 dns = _metric(body, "probe_dns_lookup_time_seconds") or 0.0

@@ -517,6 +517,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slow-after", type=float, default=None, help="T of part (b) (default 1s, quick 0.3s)")
     parser.add_argument("--memory-paths", type=int, default=None, help="paths of part (d) (default 10000)")
     parser.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay of the wire in (c)")
+    parser.add_argument("--samples", type=int, default=15, help="scrapes per figure in (c)")
     parser.add_argument("--parts", default="abcd", help="which parts to run (default abcd; --quick: abd)")
     args = parser.parse_args(argv)
     if args.sizes is None:

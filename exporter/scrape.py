@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from .probers import PROBERS, ProbeFailure, ProbeResult, ProbeTarget, Reason
 from .singleflight import SingleFlight
@@ -21,13 +22,16 @@ class Outcome:
     finished_at: float  # unix time
 
 
-async def run_probe(target: ProbeTarget, *, deadline: float, limiter: asyncio.Semaphore | None = None) -> ProbeResult:
+async def run_probe(
+    target: ProbeTarget, *, deadline: float, limiter: asyncio.Semaphore | None = None, slot_held: bool = False
+) -> ProbeResult:
     """Probe one target; ends by ``deadline`` (loop time) or the target's own timeout,
     whichever comes first, and never raises. The target's timeout starts when the probe
-    does: time spent waiting for a free slot (``limiter``) counts only against ``deadline``."""
+    does: time spent waiting for a free slot (``limiter``) counts only against ``deadline``.
+    With ``slot_held`` the caller has already taken the slot; it is released here."""
     loop = asyncio.get_running_loop()
     result = ProbeResult()
-    if limiter is not None:
+    if limiter is not None and not slot_held:
         try:
             if limiter.locked():  # only a wait needs a timer (one per probe is measurable at 10,000)
                 async with asyncio.timeout_at(deadline):
@@ -69,14 +73,72 @@ async def run_all(
     flights: SingleFlight | None = None,
 ) -> list[Outcome]:
     """Probe every target concurrently; returns within ``budget`` seconds (plus scheduling).
-    With ``flights``, a target already being probed by another scrape is not probed twice."""
+    With ``flights``, a target already being probed (or queued) by another scrape is not
+    probed twice.
+
+    A probe's task is created only once it has a slot (``limiter``): 10,000 targets are not
+    10,000 tasks queued on a semaphore, whose first steps alone would hold the event loop
+    long enough to time out the probes already running and skew their latency. Until then
+    a target has a placeholder future, which other scrapes join."""
     if not targets:
         return []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
-    if flights is not None:
-        results = await flights.run_many(targets, deadline=deadline, limiter=limiter, runner=run_probe)
-    else:
-        results = await asyncio.gather(*(run_probe(t, deadline=deadline, limiter=limiter) for t in targets))
+    answers: list[asyncio.Future[ProbeResult]] = []
+    queued: list[tuple[ProbeTarget, asyncio.Future[ProbeResult]]] = []
+    for target in targets:
+        shared = flights.in_flight(target) if flights is not None else None
+        if shared is None:
+            shared = loop.create_future()
+            if flights is not None:
+                flights.track(target, shared)
+            queued.append((target, shared))
+        answers.append(shared)
+    dispatched = 0
+    try:
+        async with asyncio.timeout_at(deadline):
+            for target, placeholder in queued:
+                if limiter is not None:
+                    await limiter.acquire()  # returns at once while a slot is free
+                task = loop.create_task(run_probe(target, deadline=deadline, limiter=limiter, slot_held=True))
+                task.add_done_callback(partial(_settle, placeholder))
+                dispatched += 1
+    except TimeoutError:
+        pass  # no slot came free for the targets left before the deadline
+    finally:  # also when the scrape is cancelled: never leave a placeholder for others to wait on
+        for _, placeholder in queued[dispatched:]:
+            placeholder.set_result(_failed(Reason.TIMEOUT, NO_SLOT))
+    waiting = time.perf_counter()
+    pending = {answer for answer in answers if not answer.done()}
+    if pending:
+        # asyncio.wait cancels nothing: a shared probe may still serve a later scrape
+        await asyncio.wait(pending, timeout=max(deadline - loop.time(), 0.0))
     now = time.time()
-    return [Outcome(t, r, now) for t, r in zip(targets, results)]
+    return [Outcome(target, _result_of(answer, waiting), now) for target, answer in zip(targets, answers)]
+
+
+NO_SLOT = "no free probe slot before the scrape deadline (exporter.max_concurrency)"
+
+
+def _failed(reason: Reason, detail: str) -> ProbeResult:
+    result = ProbeResult()
+    result.fail(reason, detail)
+    return result
+
+
+def _settle(placeholder: asyncio.Future[ProbeResult], task: asyncio.Task[ProbeResult]) -> None:
+    if placeholder.done():
+        return
+    if task.cancelled() or task.exception() is not None:  # run_probe never raises: a cancelled loop
+        placeholder.set_result(_failed(Reason.ERROR, "the probe ended without a result"))
+    else:
+        placeholder.set_result(task.result())
+
+
+def _result_of(answer: asyncio.Future[ProbeResult], waiting: float) -> ProbeResult:
+    if answer.done():
+        return answer.result()
+    # a shared probe started by a scrape with a later deadline
+    result = _failed(Reason.TIMEOUT, "no answer within this scrape's deadline")
+    result.duration = time.perf_counter() - waiting
+    return result

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Hashable
 
@@ -81,43 +81,19 @@ class SingleFlight:
         self._keys[id(target)] = (target, key)
         return key
 
-    async def run_many(
-        self, targets: Sequence[ProbeTarget], *, deadline: float, limiter: asyncio.Semaphore | None,
-        runner: ProbeRunner,
-    ) -> list[ProbeResult]:
-        """:meth:`run` for a whole scrape at once: one task per probe and a single wait,
-        instead of a waiting task, a shield and a timer per target."""
-        loop = asyncio.get_running_loop()
-        tasks: list[asyncio.Task[ProbeResult]] = []
-        for target in targets:
-            key = self.key(target)
-            task = self._flights.get(key)
-            if task is None:
-                self.started += 1
-                task = loop.create_task(runner(target, deadline=deadline, limiter=limiter))
-                self._flights[key] = task
-                task.add_done_callback(partial(self._forget, key))
-            else:
-                self.joined += 1
-            tasks.append(task)
-        started = time.perf_counter()
-        pending = {task for task in tasks if not task.done()}
-        if pending:
-            # not a cancellation of the probes: other scrapes may be waiting on them
-            await asyncio.wait(pending, timeout=max(deadline - loop.time(), 0.0))
-        results: list[ProbeResult] = []
-        for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is None:
-                results.append(task.result())
-                continue
-            result = ProbeResult()
-            if task.done():  # run_probe never raises; this is a bug, or a cancelled loop
-                result.fail(Reason.ERROR, "the probe task ended without a result")
-            else:
-                result.fail(Reason.TIMEOUT, "no answer within this scrape's deadline")
-            result.duration = time.perf_counter() - started
-            results.append(result)
-        return results
+    def in_flight(self, target: ProbeTarget) -> asyncio.Task[ProbeResult] | None:
+        """The probe of ``target`` running now, if any (counted as joined)."""
+        task = self._flights.get(self.key(target))
+        if task is not None:
+            self.joined += 1
+        return task
+
+    def track(self, target: ProbeTarget, task: asyncio.Task[ProbeResult]) -> None:
+        """Make ``task``, a new probe of ``target``, the one later scrapes join until it ends."""
+        key = self.key(target)
+        self.started += 1
+        self._flights[key] = task
+        task.add_done_callback(partial(self._forget, key))
 
     def _forget(self, key: Hashable, done: asyncio.Task[ProbeResult]) -> None:
         if self._flights.get(key) is done:

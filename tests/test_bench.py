@@ -1,0 +1,64 @@
+"""The benchmark script runs and prints its tables (figures are measured there, never asserted)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .peers import need_binary, need_root
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
+NUMBER = r"\d+\.\d+"
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_quick_bench_prints_figures_for_both_exporters() -> None:
+    """--quick: 20 paths (14 open, 5 refused, 1 silent) through /metrics, /probe?site= and the
+    blackbox exporter; every row has a wall time, CPU per 1,000 probes and peak RSS, and both
+    exporters found the same 14 paths up."""
+    need_binary("prometheus-blackbox-exporter", "prometheus-blackbox-exporter")
+    out = _run("--quick")
+    rows = {
+        (m.group("exporter"), m.group("endpoint")): m
+        for m in re.finditer(
+            rf"^\s+20\s+(?P<exporter>illiad \(\w+\)|blackbox)\s+(?P<endpoint>\S+)\s+\d+\s+(?P<wall>{NUMBER})\s+"
+            rf"(?P<cpu>{NUMBER})\s+(?P<idle>{NUMBER})\s+(?P<peak>{NUMBER})\s+(?P<up>\d+)/20$",
+            out, re.M,
+        )
+    }
+    assert ("illiad (asyncio)", "/metrics") in rows, out
+    assert ("illiad (asyncio)", "/probe?site=") in rows, out
+    assert ("blackbox", "/probe?target=") in rows, out
+    for row in rows.values():
+        assert row.group("up") == "14", out
+        assert float(row.group("wall")) > 0 and float(row.group("peak")) > 0
+    assert re.search(rf"^\s+20\s+illiad \(asyncio\) /metrics\s+{NUMBER}\s+{NUMBER}$", out, re.M), out  # ratios
+    # (b) the floor: all 20 up, the slow one included; (d) memory per path and per site
+    assert re.search(rf"^\s+20\s+0\.300\s+{NUMBER}\s+-?\d+\s+20/20$", out, re.M), out
+    assert re.search(rf"per configured path: -?{NUMBER} KiB; per site \(beyond its paths\): -?{NUMBER} KiB", out), out
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_latency_part_measures_both_exporters_across_the_delay_wire() -> None:
+    """Part (c) builds two namespaces and a 5 ms wire, and reports each exporter's figure."""
+    need_root("network namespaces")
+    need_binary("ip", "iproute2")
+    need_binary("prometheus-blackbox-exporter", "prometheus-blackbox-exporter")
+    out = _run("--parts", "c", "--sizes", "20", "--samples", "3", "--delay-ms", "5")
+    for name in ("plain connect", "illiad illiad_port_latency_seconds", "blackbox probe_duration_seconds"):
+        line = next((l for l in out.splitlines() if l.strip().startswith("10 ") and name in l), None)
+        assert line is not None, out
+        median = float(line.split(name)[1].split()[0])
+        assert median >= 10.0, line  # a connect cannot beat the wire's round trip
+    assert "skipped" not in out
