@@ -56,7 +56,7 @@ def test_latency_part_measures_both_exporters_across_the_delay_wire() -> None:
     need_binary("ip", "iproute2")
     need_binary("prometheus-blackbox-exporter", "prometheus-blackbox-exporter")
     out = _run("--parts", "c", "--sizes", "20", "--samples", "3", "--delay-ms", "5")
-    for name in ("plain connect", "illiad illiad_port_latency_seconds", "blackbox probe_duration_seconds"):
+    for name in ("plain connect (Python socket)", "illiad illiad_port_latency_seconds", "blackbox probe_duration_seconds"):
         line = next((l for l in out.splitlines() if l.strip().startswith("10 ") and name in l), None)
         assert line is not None, out
         median = float(line.split(name)[1].split()[0])
