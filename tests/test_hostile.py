@@ -157,8 +157,9 @@ def test_every_prober_against_a_hostile_server(case, meter):
         problems += check(name, result, elapsed, meter.by_port[servers[name].port], expected(name))
     assert problems == []
     if case == "floods_megabytes_of_garbage":
-        # the flood was real (the kernel took megabytes from each server), what probes read is not
-        assert min(s.bytes_sent for s in servers.values()) > MAX_BYTES_READ
+        # the flood was real (the kernel took megabytes from each server), what probes read is not;
+        # connect-only probers close at once, so their servers are cut off by a reset instead
+        assert min(s.bytes_sent for n, s in servers.items() if n not in CONNECT_ONLY) > MAX_BYTES_READ
     read = {name: meter.by_port[servers[name].port] for name in PROBERS}
     print(f"\n{case}: bytes read per probe: {read}")
 
