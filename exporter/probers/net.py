@@ -152,12 +152,9 @@ class Connection:
         except ssl.SSLCertVerificationError as exc:
             result.phases["tls"] = time.perf_counter() - started
             raise ProbeFailure(Reason.TLS, f"certificate not trusted: {exc.verify_message}") from None
-        except ssl.SSLError as exc:
+        except (ssl.SSLError, ConnectionResetError) as exc:
             result.phases["tls"] = time.perf_counter() - started
             raise ProbeFailure(Reason.TLS, f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}") from None
-        except ConnectionResetError as exc:  # a reset is the network's word (Reason.NETWORK), not TLS's
-            result.phases["tls"] = time.perf_counter() - started
-            raise ProbeFailure(Reason.NETWORK, f"connection reset during the TLS handshake: {exc}") from None
 
     async def close(self) -> None:
         if self.tls_aborted:
