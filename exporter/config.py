@@ -73,9 +73,10 @@ class ExporterSettings(_Strict):
     default_scrape_timeout: Duration = 10.0
     # "i/n": probe only the sites replica i of n owns (shard.py); --shard overrides it
     shard: Annotated[Shard, PlainValidator(parse_shard)] | None = None
-
-
-_COMMON_PATH_KEYS = frozenset({"enabled", "host", "port", "ports", "timeout", "prober", "expect", "required"})
+    # false for the multi-target pattern: sites are probed through /probe?site= only, and
+    # /metrics (scraped for the exporter's own health) probes nothing, so no path is probed
+    # twice and no alert fires once per job
+    probe_on_metrics: bool = True
 
 
 class PathOverride(_Strict):

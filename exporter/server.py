@@ -59,6 +59,8 @@ async def handle_metrics(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     snapshot = state.snapshot
     assert snapshot is not None
+    if not snapshot.config.exporter.probe_on_metrics:
+        return _render(request, state.registry)
     started = time.perf_counter()
     outcomes = await state.probe(snapshot.plan.targets, state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)))
     state.scrape_duration.set(time.perf_counter() - started)

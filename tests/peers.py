@@ -6,11 +6,13 @@ machine and fails in CI (CI=true), so a green CI run means the test really ran.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -61,6 +63,63 @@ def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout: float = 15.0,
     raise TimeoutError(f"nothing listened on {host}:{port} within {timeout}s")
 
 
+def _in_main_thread() -> bool:
+    # PR_SET_PDEATHSIG fires when the *thread* that started the child ends: only safe from
+    # the main thread, which lives as long as the test session.
+    return threading.current_thread() is threading.main_thread()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: end with SIGTERM if the test process is killed outright,
+    so a killed test run leaves no peer behind (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def _owns_port(pid: int, port: int) -> bool | None:
+    """Whether the process (or a child of it) holds the listening socket; None when /proc
+    cannot tell (another OS, or the peer runs in another network namespace)."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return None
+    pids = [pid] + [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()] \
+        if Path(f"/proc/{pid}/task/{pid}/children").exists() else [pid]
+    for owner in pids:
+        try:
+            links = [os.readlink(f) for f in Path(f"/proc/{owner}/fd").iterdir()]
+        except OSError:
+            return None
+        if any(link == f"socket:[{inode}]" for link in links for inode in inodes):
+            return True
+    return False
+
+
+def _wait_until_owned(process: subprocess.Popen[bytes], port: int, timeout: float) -> None:
+    """A port that answers may belong to someone else (ports are picked free, then bound
+    later, and other test runs share the machine): make sure it is our peer listening."""
+    deadline = time.monotonic() + timeout
+    while _owns_port(process.pid, port) is False:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"port {port} answers, but not from our peer (pid {process.pid})")
+        time.sleep(0.05)
+
+
 class Peer:
     """One peer process. Use as a context manager; always stopped by its own pid."""
 
@@ -80,11 +139,12 @@ class Peer:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent if _in_main_thread() else None,
         )
         if self.port is not None:
             try:
                 wait_for_port(self.port, timeout=self.ready_timeout, alive=lambda: self.process.poll() is None)  # type: ignore[union-attr]
+                _wait_until_owned(self.process, self.port, self.ready_timeout)
             except Exception:
                 self.stop()
                 detail = self.log.read_text(errors="replace")[-2000:] if self.log and self.log.exists() else ""

@@ -171,3 +171,19 @@ def test_a_bad_reload_keeps_the_running_config(tmp_path, silent_port, refusing_p
             assert value(text, "illiad_port_up", path="sql", port=str(refusing_port)) == 0.0
 
     asyncio.run(scenario())
+
+
+def test_metrics_probes_nothing_when_sites_are_scraped_through_probe(tmp_path, silent_port, refusing_port):
+    """Multi-target pattern: /metrics is the exporter's health only, /probe does the probing."""
+    config = write_config(tmp_path / "c.yml", sql_port=silent_port, web_port=refusing_port)
+    config.write_text(config.read_text().replace("defaults:", "exporter: {probe_on_metrics: false}\ndefaults:"))
+
+    async def scenario():
+        async with running(config) as (url, _):
+            _, text = await get(url + "/metrics")
+            assert samples(text, "illiad_port_up") == {}
+            assert value(text, "illiad_exporter_build_info") == 1.0
+            _, text = await get(url + "/probe", params={"site": "lib"})
+            assert value(text, "illiad_port_up", path="sql") == 1.0
+
+    asyncio.run(scenario())
