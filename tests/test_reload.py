@@ -77,7 +77,13 @@ def test_reloads_racing_scrapes_never_mix_two_configs(tmp_path, silent_port, ref
                         site_config(config, site, ports)
                     async with session.post(url + "/-/reload") as response:
                         reload_statuses.append(response.status)
-                    await asyncio.sleep(0.005 * (n % 3))
+                    # let the scrapers see this config (on a loaded machine they could miss it)
+                    # but not all at once: some scrapes still straddle the next reload
+                    seen_before = len(seen)
+                    for _ in range(200):
+                        if len(seen) >= seen_before + 1 + n % 3:
+                            break
+                        await asyncio.sleep(0.005)
                 done.set()
 
             async with aiohttp.ClientSession() as session:
