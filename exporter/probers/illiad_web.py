@@ -1,8 +1,10 @@
 """The ILLiad web server: the logon page and the Web Platform's version, over HTTPS.
 
 Two GETs a browser or the ILLiad client would make anyway, each on its own connection.
-The client context accepts TLS 1.0 and 1.1 so that a server stuck on them is *seen* and
-reported (reason ``tls``, ``illiad_tls_info{version}``), rather than looking unreachable.
+When the usual TLS 1.2+ handshake fails, a second one that can negotiate TLS 1.0 and 1.1
+finds out whether the server is stuck on them, so it is *seen* and reported (reason
+``tls``, ``illiad_tls_info{version}``) rather than looking merely broken. Certificates are
+always judged by the modern context's rules, except where a site lowers ``min_tls_version``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pydantic import field_validator
 
 from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
 from .http import host_header, open_http, request
+from .net import Connection
 from .tlsinfo import TlsOptions, client_context
 
 TlsVersion = Literal["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
@@ -46,7 +49,7 @@ async def _get(target: ProbeTarget, result: ProbeResult, options: IlliadWebOptio
     # Only the first connection's connect and TLS facts are kept: they are what a patron's
     # browser meets; the second request adds to the handshake time alone.
     timing = result if first else ProbeResult()
-    connection = await open_http(target, timing, options, https=True, context=client_context(options, legacy=True))
+    connection = await _open(target, timing, options)
     try:
         if first:
             _check_tls_version(result, options)
@@ -55,6 +58,27 @@ async def _get(target: ProbeTarget, result: ProbeResult, options: IlliadWebOptio
     finally:
         await connection.close()
     return response.status, response.body
+
+
+async def _open(target: ProbeTarget, result: ProbeResult, options: IlliadWebOptions) -> Connection:
+    """Connect with the usual client context (TLS 1.2+, modern ciphers and key sizes, as a
+    browser); if that handshake fails, look again with one that can negotiate TLS 1.0/1.1,
+    so an old server is reported as such instead of as a bare handshake failure."""
+    legacy_allowed = _TLS_ORDER[options.min_tls_version] < _TLS_ORDER["TLSv1.2"]
+    if legacy_allowed:
+        return await open_http(target, result, options, https=True, context=client_context(options, legacy=True))
+    try:
+        return await open_http(target, result, options, https=True)
+    except ProbeFailure as failure:
+        if failure.reason is not Reason.TLS or failure.detail.startswith("certificate"):
+            raise
+        connection = await open_http(target, result, options, https=True, context=client_context(options, legacy=True))
+        version = result.tls.version if result.tls is not None else "unknown"
+        if _TLS_ORDER.get(version, -1) < _TLS_ORDER[options.min_tls_version]:
+            return connection  # the caller reports the old version
+        # A modern version after all: the first failure (a weak cipher or key) is the verdict.
+        await connection.close()
+        raise failure from None
 
 
 def _check_tls_version(result: ProbeResult, options: IlliadWebOptions) -> None:
