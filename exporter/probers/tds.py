@@ -101,7 +101,9 @@ def encode_prelogin(message: Prelogin) -> bytes:
 
 
 def client_prelogin(*, encryption: int = ENCRYPT_OFF) -> bytes:
-    """The whole PRELOGIN packet this probe sends: the least a real client sends."""
+    """The whole PRELOGIN packet this probe sends: the least a real client sends. Offering
+    encryption off makes the answer tell the server's own stance: ``off`` (login encrypted
+    only), ``required`` (force encryption) or ``not_supported``."""
     return encode_packet(PACKET_PRELOGIN, encode_prelogin(Prelogin(CLIENT_VERSION, encryption, b"", 0, False)))
 
 
