@@ -14,13 +14,18 @@ FROM ${BASE_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
-RUN python3 -m venv /opt/illiad-exporter
 WORKDIR /src
-COPY pyproject.toml README.md LICENSE ./
+# The dependencies first, in a layer of their own that a code change does not invalidate.
+COPY pyproject.toml ./
+RUN python3 -m venv /opt/illiad-exporter \
+ && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+      > /tmp/requirements.txt \
+ && /opt/illiad-exporter/bin/pip install --requirement /tmp/requirements.txt
+COPY README.md LICENSE ./
 COPY exporter/ exporter/
-# A wheel first, then an install of that wheel alone: the venv holds no build tools or sources.
+# Then a wheel of the project alone: the venv holds no build tools or sources.
 RUN /opt/illiad-exporter/bin/pip wheel --no-deps --wheel-dir /wheels . \
- && /opt/illiad-exporter/bin/pip install /wheels/*.whl \
+ && /opt/illiad-exporter/bin/pip install --no-deps /wheels/*.whl \
  && /opt/illiad-exporter/bin/pip uninstall --yes pip \
  && /opt/illiad-exporter/bin/illiad-exporter --version
 

@@ -172,12 +172,22 @@ def docker_engine() -> Iterator[Engine]:
     with _session_lock():
         engine = _start_dockerd()
         try:
+            _remove_leftovers(engine)
             yield engine
         finally:
             # Keep the base image and the latest build; drop what earlier builds left.
             engine.cli("image", "prune", "--force", check=False)
-            engine.cli("builder", "prune", "--force", "--keep-storage", "2GB", check=False)
+            engine.cli("builder", "prune", "--force", "--keep-storage", "8GB", check=False)
             _stop_pid(engine.started_pid)  # type: ignore[arg-type]
+
+
+def _remove_leftovers(engine: Engine) -> None:
+    """What a killed session left in this engine's data-root: stopped containers and test
+    networks (whose bridges would otherwise stay on the host). Under the lock, none is in use."""
+    engine.cli("container", "prune", "--force", check=False)
+    names = engine.cli("network", "ls", "--filter", "name=illiad-test-", "--format", "{{.Name}}", check=False)
+    for name in names.stdout.split():
+        engine.cli("network", "rm", name, check=False)
 
 
 def ensure_base_image(engine: Engine, name: str = BASE_IMAGE) -> str:

@@ -206,9 +206,13 @@ def running_exporter(built_image: Built, test_network: ContainerNet,
                               listener_config(test_network.gateway, open_port, closed_port))
         host_port = free_port()
         container = exporter_container(built_image, test_network, config, host_port)
-        # Only the health check's timing is shortened; its test is the image's (an empty test inherits it).
+        # Only the health check's timing is shortened; its test is the image's (an empty test
+        # inherits it). Hardened as the Helm chart runs it: read-only root filesystem, no
+        # capabilities, no privilege escalation.
         container.with_kwargs(network=test_network.name,
-                              healthcheck={"interval": 1_000_000_000, "start_period": 1_000_000_000, "retries": 3})
+                              healthcheck={"interval": 1_000_000_000, "start_period": 1_000_000_000, "retries": 3},
+                              read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges:true"])
+        container.tmpfs["/tmp"] = "size=16m"  # docker-py takes mount options here
         with container:
             yield RunningExporter(container, f"http://127.0.0.1:{host_port}", test_network.gateway, open_port,
                                   closed_port)
@@ -229,6 +233,20 @@ def test_container_reports_a_path_to_a_listener_on_the_host(running_exporter: Ru
     assert sample(metrics, "illiad_exporter_vantage_info", vantage="web_server") == 1.0
 
 
+def test_container_serves_with_the_charts_hardening(built_image: Built, running_exporter: RunningExporter) -> None:
+    """Under a read-only root filesystem, with every capability dropped and no privilege
+    escalation (the chart's securityContext), the exporter is ready and probes."""
+    host_config = built_image.engine.inspect(running_exporter.container.get_container_id())["HostConfig"]
+    assert host_config["ReadonlyRootfs"] is True  # type: ignore[index]
+    assert host_config["CapDrop"] == ["ALL"]  # type: ignore[index]
+    assert wait_http(f"{running_exporter.url}/-/ready")[0] == 200
+    status, metrics = wait_http(f"{running_exporter.url}/metrics")
+    assert sample(metrics, "illiad_port_up", path="host_listener") == 1.0
+    # A write to the image's own files fails: the root filesystem really is read-only.
+    result = running_exporter.container.exec(["touch", "/opt/illiad-exporter/probe"])
+    assert result.exit_code != 0 and b"Read-only file system" in result.output
+
+
 def test_container_runs_as_a_non_root_user(built_image: Built, running_exporter: RunningExporter) -> None:
     """The image declares a numeric non-root user and the exporter process runs as it."""
     image = built_image.engine.inspect(built_image.image)
@@ -241,6 +259,17 @@ def test_container_runs_as_a_non_root_user(built_image: Built, running_exporter:
     assert "illiad-exporter" in running_exporter.container.exec(["cat", "/proc/1/cmdline"]).output.decode()
     uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
     assert set(uids) == {"10001"}
+
+
+def test_image_holds_no_compiler_build_tools_or_sources(running_exporter: RunningExporter) -> None:
+    """The final stage got the built venv only: no C compiler, no pip in the venv, no source
+    tree or wheels (the base's own pip, where it has one, is the base's)."""
+    script = ("for tool in gcc cc c++ /opt/illiad-exporter/bin/pip; do command -v $tool; done;"
+              " ls -d /src /wheels 2>/dev/null; true")
+    result = running_exporter.container.exec(["sh", "-c", script])
+    assert result.exit_code == 0
+    assert result.output.decode().strip() == ""
+    assert running_exporter.container.exec(["python", "-c", "import illiad_exporter"]).exit_code == 0
 
 
 def test_container_health_check_passes_on_a_running_exporter(built_image: Built,

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ class Helm:
             names = {0: "unknown", 1: "info", 2: "warning", 3: "error"}
             return [{"severity": names[m["severity"]], "path": m["path"], "message": m["error"]}
                     for m in report["messages"]]
-        proc = self._run("lint", "--strict", str(CHART), "--values", "-", stdin=values, check=False)
+        proc = self._run("lint", "--strict", str(CHART), values=values, check=False)
         findings = []
         for line in proc.stdout.splitlines():
             if line.startswith("[") and "]" in line:
@@ -75,19 +76,23 @@ class Helm:
                 rendered = loaded.render(values, name=release, namespace=NAMESPACE, is_install=True)
             texts = [text for path, text in sorted(rendered.items()) if not path.endswith("NOTES.txt")]
         else:
-            texts = [self._run("template", release, str(chart), "--namespace", NAMESPACE, "--values", "-",
-                               stdin=values).stdout]
+            texts = [self._run("template", release, str(chart), "--namespace", NAMESPACE, values=values).stdout]
         return [doc for text in texts for doc in yaml.safe_load_all(text) if doc]
 
     def package(self, destination: Path) -> Path:
         if self.sdk is not None:
             return Path(self.sdk.package(CHART, destination=destination))
-        out = self._run("package", str(CHART), "--destination", str(destination), stdin=None).stdout
+        out = self._run("package", str(CHART), "--destination", str(destination), values=None).stdout
         return Path(out.strip().rsplit(": ", 1)[-1])
 
-    def _run(self, *args: str, stdin: dict[str, Any] | None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([self.binary, *args], input=yaml.safe_dump(stdin) if stdin is not None else None,  # type: ignore[list-item]
-                              capture_output=True, text=True, timeout=120)
+    def _run(self, *args: str, values: dict[str, Any] | None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        with tempfile.TemporaryDirectory() as tmp:
+            extra = []
+            if values is not None:
+                (Path(tmp) / "values.yaml").write_text(yaml.safe_dump(values))
+                extra = ["--values", str(Path(tmp) / "values.yaml")]
+            proc = subprocess.run([self.binary, *args, *extra], capture_output=True, text=True,  # type: ignore[list-item]
+                                  timeout=120)
         if check and proc.returncode != 0:
             raise RuntimeError(f"helm {args[0]} exited {proc.returncode}: {proc.stderr}")
         return proc
