@@ -22,6 +22,28 @@ def exporter(config: Path, workdir: Path, *extra: str, vantage: str = "web_serve
     return peer, f"{scheme}://127.0.0.1:{port}"
 
 
+def loopback_site_config(path: Path, *, custom: str = "", paths: str = "", timeout: str = "2s", top: str = "",
+                         site: str = "lib") -> Path:
+    """One site on 127.0.0.1 with none of the default paths on: only the given ``paths``
+    overrides and ``custom`` entries (YAML lines, indented as they stand under those keys);
+    ``top`` adds top-level sections. Names never reach DNS (system_resolver: false)."""
+    path.write_text(f"""
+defaults: {{timeout: {timeout}, system_resolver: false}}
+{top}sites:
+  - name: {site}
+    hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
+    paths:
+      sql: {{enabled: false}}
+      oclc_webservices: {{enabled: false}}
+      atlas_update: {{enabled: false}}
+      article_exchange: {{enabled: false}}
+      odyssey: {{enabled: false}}
+{paths}    custom:
+{custom}
+""")
+    return path
+
+
 def log_text(peer: Peer) -> str:
     assert peer.log is not None
     return peer.log.read_text(errors="replace") if peer.log.exists() else ""

@@ -8,31 +8,22 @@ import os
 import subprocess
 import sys
 
+from .exporter_process import loopback_site_config
+
 CLI = [sys.executable, "-m", "illiad_exporter"]
 
 
 def test_check_shows_the_library_peers_up_with_their_versions(tmp_path, slapd, nginx, library_nginx):
     ca = slapd.certs.ca
     config = tmp_path / "illiad.yml"
-    config.write_text(f"""
-defaults: {{timeout: 3s, system_resolver: false}}
-sites:
-  - name: lib
-    hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
-    paths:
-      sql: {{enabled: false}}
-      oclc_webservices: {{enabled: false}}
-      atlas_update: {{enabled: false}}
-      article_exchange: {{enabled: false}}
-      odyssey: {{enabled: false}}
+    loopback_site_config(config, timeout="3s", paths=f"""\
       ldap: {{host: 127.0.0.1, port: {slapd.ldaps_port}, tls_mode: ldaps, ca_file: "{ca}",
               bind_dn: "{slapd.user_dn}", password: {{env: ILLIAD_LDAP_PASSWORD}}}}
       patron_api: {{host: 127.0.0.1, port: {library_nginx.http_port}}}
       symphony_api: {{host: 127.0.0.1, port: {library_nginx.http_port}, base_path: /symws/}}
-    custom:
+""", custom=f"""\
       - {{name: illiad_web_local, from: [web_server], role: web_server, port: {nginx.https_port},
-          prober: illiad_web, ca_file: "{ca}"}}
-""")
+          prober: illiad_web, ca_file: "{ca}"}}""")
     env = {**os.environ, "ILLIAD_LDAP_PASSWORD": slapd.user_password}
     run = subprocess.run([*CLI, "check", "--config.file", str(config), "--vantage", "web_server", "--output", "json"],
                          capture_output=True, text=True, timeout=60, env=env)

@@ -15,7 +15,7 @@ from illiad_exporter.scrape import run_all
 from illiad_exporter.singleflight import SingleFlight
 
 from .conftest import make_target
-from .exporter_process import exporter, open_fds
+from .exporter_process import exporter, loopback_site_config, open_fds
 from .fakes import ThreadedServer, slow_http_ok
 from .test_server import running, value
 
@@ -23,22 +23,9 @@ CONCURRENT_SCRAPES = 50
 
 
 def two_path_config(path, port_a: int, port_b: int, *, max_concurrency: int = 256, timeout: str = "5s"):
-    path.write_text(f"""
-defaults: {{timeout: {timeout}, system_resolver: false}}
-exporter: {{max_concurrency: {max_concurrency}}}
-sites:
-  - name: lib
-    hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
-    paths:
-      sql: {{enabled: false}}
-      oclc_webservices: {{enabled: false}}
-      atlas_update: {{enabled: false}}
-      article_exchange: {{enabled: false}}
-      odyssey: {{enabled: false}}
-    custom:
+    loopback_site_config(path, timeout=timeout, top=f"exporter: {{max_concurrency: {max_concurrency}}}\n", custom=f"""\
       - {{name: api_a, from: [web_server], host: 127.0.0.1, port: {port_a}, prober: http}}
-      - {{name: api_b, from: [web_server], host: 127.0.0.1, port: {port_b}, prober: http}}
-""")
+      - {{name: api_b, from: [web_server], host: 127.0.0.1, port: {port_b}, prober: http}}""")
     return path
 
 

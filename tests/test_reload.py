@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .exporter_process import exporter, fetch, log_text, wait_until
+from .exporter_process import exporter, fetch, log_text, loopback_site_config, wait_until
 from .test_server import running, samples, value
 
 
@@ -20,20 +20,7 @@ def site_config(path: Path, site: str, ports: dict[str, int], *, timeout: str = 
         f"      - {{name: {name}, from: [web_server], host: 127.0.0.1, port: {port}, prober: tcp}}"
         for name, port in ports.items()
     )
-    path.write_text(f"""
-defaults: {{timeout: {timeout}, system_resolver: false}}
-sites:
-  - name: {site}
-    hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
-    paths:
-      sql: {{enabled: false}}
-      oclc_webservices: {{enabled: false}}
-      atlas_update: {{enabled: false}}
-      article_exchange: {{enabled: false}}
-      odyssey: {{enabled: false}}
-    custom:
-{custom}
-""")
+    loopback_site_config(path, timeout=timeout, site=site, custom=custom)
     return path
 
 

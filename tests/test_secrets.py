@@ -10,31 +10,18 @@ import uuid
 
 import pytest
 
-from .exporter_process import exporter, fetch, log_text
+from .exporter_process import exporter, fetch, log_text, loopback_site_config
 from .test_server import value
 
 
 def secret_config(path, slapd, password_file, refusing_port: int):  # type: ignore[no-untyped-def]
-    path.write_text(f"""
-defaults: {{timeout: 2s, system_resolver: false}}
-probe_allow: ["127.0.0.1/32"]
-sites:
-  - name: lib
-    hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
-    paths:
-      sql: {{enabled: false}}
-      oclc_webservices: {{enabled: false}}
-      atlas_update: {{enabled: false}}
-      article_exchange: {{enabled: false}}
-      odyssey: {{enabled: false}}
-    custom:
+    loopback_site_config(path, timeout="2s", top="probe_allow: [\"127.0.0.1/32\"]\n", custom=f"""\
       - {{name: ldap_env, from: [web_server], host: 127.0.0.1, port: {slapd.ldap_port}, prober: ldap,
           bind_dn: "{slapd.user_dn}", password: {{env: ILLIAD_TEST_SECRET}}}}
       - {{name: ldap_file, from: [web_server], host: 127.0.0.1, port: {slapd.ldap_port}, prober: ldap,
           bind_dn: "{slapd.user_dn}", password: {{file: {password_file}}}}}
       - {{name: ldap_closed, from: [web_server], host: 127.0.0.1, port: {refusing_port}, prober: ldap,
-          bind_dn: "{slapd.user_dn}", password: {{env: ILLIAD_TEST_SECRET}}}}
-""")
+          bind_dn: "{slapd.user_dn}", password: {{env: ILLIAD_TEST_SECRET}}}}""")
     return path
 
 

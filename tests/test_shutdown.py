@@ -9,26 +9,13 @@ import time
 
 import pytest
 
-from .exporter_process import exporter, fetch, log_text
+from .exporter_process import exporter, fetch, log_text, loopback_site_config
 from .test_server import value
 
 
 def slow_config(path, port: int):
-    path.write_text(f"""
-defaults: {{timeout: 2s, system_resolver: false}}
-sites:
-  - name: lib
-    hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
-    paths:
-      sql: {{enabled: false}}
-      oclc_webservices: {{enabled: false}}
-      atlas_update: {{enabled: false}}
-      article_exchange: {{enabled: false}}
-      odyssey: {{enabled: false}}
-    custom:
-      - {{name: slow, from: [web_server], host: 127.0.0.1, port: {port}, prober: http}}
-""")
-    return path
+    return loopback_site_config(path, custom=f"""\
+      - {{name: slow, from: [web_server], host: 127.0.0.1, port: {port}, prober: http}}""")
 
 
 @pytest.mark.slow
