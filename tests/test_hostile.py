@@ -157,9 +157,12 @@ def test_every_prober_against_a_hostile_server(case, meter):
         problems += check(name, result, elapsed, meter.by_port[servers[name].port], expected(name))
     assert problems == []
     if case == "floods_megabytes_of_garbage":
-        # the flood was real (the kernel took megabytes from each server), what probes read is not;
-        # connect-only probers close at once, so their servers are cut off by a reset instead
-        assert min(s.bytes_sent for n, s in servers.items() if n not in CONNECT_ONLY) > MAX_BYTES_READ
+        # every reading prober stopped while the flood still came: its server got more into the
+        # kernel than the probe took out (how much more depends on socket buffers and load, so
+        # no fixed figure); connect-only probers close at once and are cut off by a reset
+        short = {n: (s.bytes_sent, meter.by_port[s.port]) for n, s in servers.items()
+                 if n not in CONNECT_ONLY and not s.bytes_sent > meter.by_port[s.port]}
+        assert short == {}, "(sent, read) where the probe read all that was sent"
     read = {name: meter.by_port[servers[name].port] for name in PROBERS}
     print(f"\n{case}: bytes read per probe: {read}")
 
