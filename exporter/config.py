@@ -265,15 +265,18 @@ _TOP_LEVEL = ("defaults", "exporter", "sites")
 EXTRA_SECTIONS: dict[str, type[BaseModel]] = {"probe_allow": ProbeAllow}
 
 
-def load_config(path: str | Path) -> Config:
-    file = str(path)
+def read_text(path: str | Path, what: str = "config") -> str:
+    """The file's text, or a ConfigError naming the file and why it cannot be read."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([ConfigIssue(file, 0, 0, "", f"cannot read config: {exc.strerror or exc}")]) from None
+        raise ConfigError([ConfigIssue(str(path), 0, 0, "", f"cannot read {what}: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError([ConfigIssue(file, 0, 0, "", f"config is not UTF-8 text: {exc.reason}")]) from None
-    return parse_config(text, file)
+        raise ConfigError([ConfigIssue(str(path), 0, 0, "", f"{what} is not UTF-8 text: {exc.reason}")]) from None
+
+
+def load_config(path: str | Path) -> Config:
+    return parse_config(read_text(path), str(path))
 
 
 def _compose(text: str) -> yaml.Node | None:
@@ -287,14 +290,17 @@ def _compose(text: str) -> yaml.Node | None:
     return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
-def parse_config(text: str, file: str = "<string>") -> Config:
+def compose_yaml(text: str, file: str) -> tuple[Any, _Builder]:
+    """Plain data from YAML text (None when empty), with the builder that knows where each
+    key stands; any YAML error is a ConfigError with its line and column, on one line."""
     builder = _Builder(file)
     try:
         node = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise ConfigError([ConfigIssue(file, line, column, "", f"invalid YAML: {exc.problem or exc}")]) from None
+        problem = " ".join(str(exc.problem or exc).split())
+        raise ConfigError([ConfigIssue(file, line, column, "", f"invalid YAML: {problem}")]) from None
     except yaml.reader.ReaderError as exc:  # a control character: point at it, on one line
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
@@ -303,7 +309,7 @@ def parse_config(text: str, file: str = "<string>") -> Config:
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue(file, 0, 0, "", f"invalid YAML: {' '.join(str(exc).split())}")]) from None
     if node is None:
-        raise ConfigError([ConfigIssue(file, 1, 1, "", "config is empty: it needs at least one site under sites:")])
+        return None, builder
     try:
         raw = builder.build(node, ())
         del node  # the node tree of a consortium's config is large: free it before validating
@@ -314,6 +320,13 @@ def parse_config(text: str, file: str = "<string>") -> Config:
         raise ConfigError([ConfigIssue(file, line, column, "", f"invalid YAML value: {problem}")]) from None
     except (yaml.YAMLError, ValueError) as exc:
         raise ConfigError([ConfigIssue(file, 0, 0, "", f"invalid YAML value: {' '.join(str(exc).split())}")]) from None
+    return raw, builder
+
+
+def parse_config(text: str, file: str = "<string>") -> Config:
+    raw, builder = compose_yaml(text, file)
+    if raw is None:
+        raise ConfigError([ConfigIssue(file, 1, 1, "", "config is empty: it needs at least one site under sites:")])
     return _Validator(file, builder).validate(raw)
 
 

@@ -40,11 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from .config import ConfigError, ConfigIssue, Loc, _Builder, _message, format_loc, parse_duration
+from .config import (
+    ConfigError, ConfigIssue, Loc, _Builder, _message, compose_yaml, format_loc, parse_duration, read_text,
+)
 
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -307,22 +308,7 @@ class _Issues:
 def load_web_config(path: str | Path) -> WebConfig:
     """Read and check a web config; ConfigError (file:line: key: reason) when it is wrong."""
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([ConfigIssue(file, 0, 0, "", f"cannot read web config: {exc.strerror or exc}")]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([ConfigIssue(file, 0, 0, "", f"web config is not UTF-8 text: {exc.reason}")]) from None
-    builder = _Builder(file)
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = builder.build(node, ()) if node is not None else {}
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise ConfigError([ConfigIssue(file, line, column, "", f"invalid YAML: {' '.join(str(exc.problem or exc).split())}")]) from None
-    except (yaml.YAMLError, ValueError) as exc:
-        raise ConfigError([ConfigIssue(file, 0, 0, "", f"invalid YAML: {' '.join(str(exc).split())}")]) from None
+    raw, builder = compose_yaml(read_text(path, "web config"), file)
     issues = _Issues(file, builder, list(builder.issues))
     if raw is None:
         raw = {}

@@ -61,7 +61,8 @@ class End:
         return cls(netns, device, address, peer)
 
 
-def _setns(fd: int) -> None:
+def setns_net(fd: int) -> None:
+    """Move the calling thread into the network namespace open at ``fd``."""
     if hasattr(os, "setns"):  # Python 3.12+
         os.setns(fd, CLONE_NEWNET)
         return
@@ -77,12 +78,12 @@ def open_tun(end: End) -> int:
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{end.netns}", os.O_RDONLY)
     try:
-        _setns(target)
+        setns_net(target)
         try:
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
             fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", end.device.encode(), IFF_TUN | IFF_NO_PI))
         finally:
-            _setns(home)
+            setns_net(home)
     finally:
         os.close(target)
         os.close(home)

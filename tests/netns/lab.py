@@ -35,13 +35,14 @@ NAMES = {
     "illiad.example.edu": "web_server",
     "sql.example.edu": "sql_server",
     "partner.example.org": "external",
-    # The real public defaults of the catalog, pointed at the stand-in host.
-    "webservices.oclc.org": "public",
-    "update.atlas-sys.com": "public",
-    "ill.sd00.worldcat.org": "public",
+    # The real public defaults of the catalog, overridden: pointed at the stand-in host.
+    "webservices.oclc.org": "public",  # override of the default
+    "update.atlas-sys.com": "public",  # override of the default
+    "ill.sd00.worldcat.org": "public",  # override of the default
     "patronapi.example.edu": "public",  # a vendor-hosted ILS
 }
-PUBLIC_TLS_NAMES = ("webservices.oclc.org", "update.atlas-sys.com", "ill.sd00.worldcat.org")
+PUBLIC_TLS_NAMES = (  # the defaults, overridden to the stand-in
+    "webservices.oclc.org", "update.atlas-sys.com", "ill.sd00.worldcat.org")
 PATRON_API_PORT = 4500
 
 CONFIG = """\

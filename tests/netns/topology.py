@@ -18,7 +18,6 @@ removes those whose process is gone.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import secrets
 import selectors
@@ -32,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from .delay_wire import setns_net
+
 T = TypeVar("T")
 
 PREFIX = "ipxn"  # illiad-port-exporter netns tests; leftovers are swept by this prefix
-CLONE_NEWNET = 0x40000000
 DELAY_WIRE = Path(__file__).with_name("delay_wire.py")
 
 
@@ -65,16 +65,6 @@ def run(argv: list[str], *, stdin: str | None = None, timeout: float = 15.0) -> 
     return done.stdout
 
 
-def _setns(fd: int) -> None:
-    if hasattr(os, "setns"):  # Python 3.12+
-        os.setns(fd, CLONE_NEWNET)
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 def in_netns(netns: str, fn: Callable[[], T], *, timeout: float = 30.0) -> T:
     """Call ``fn`` with its sockets in ``netns``: a network namespace is per thread, so a
     fresh thread steps in and ends afterwards; the test's own threads stay where they are."""
@@ -84,7 +74,7 @@ def in_netns(netns: str, fn: Callable[[], T], *, timeout: float = 30.0) -> T:
         try:
             fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
             try:
-                _setns(fd)
+                setns_net(fd)
             finally:
                 os.close(fd)
             box["value"] = fn()
