@@ -126,17 +126,25 @@ def host_header(target: ProbeTarget, options: TlsOptions, https: bool) -> str:
     return host if target.port == default_port else f"{host}:{target.port}"
 
 
+async def fetch(
+    target: ProbeTarget, result: ProbeResult, options: TlsOptions, path: str, *, https: bool, method: str = "GET",
+    max_body: int = MAX_BODY_BYTES, connect_facts: ProbeResult | None = None,
+) -> HttpResponse:
+    """One request on a connection of its own, closed afterwards. The connect and TLS facts
+    go to ``connect_facts`` when given (a second request must not overwrite the first's)."""
+    connection = await open_http(target, connect_facts or result, options, https=https)
+    try:
+        return await request(connection, result, host=host_header(target, options, https), path=path,
+                             method=method, max_body=max_body)
+    finally:
+        await connection.close()
+
+
 async def probe_http(target: ProbeTarget, result: ProbeResult) -> bool:
     options = target.options
     assert isinstance(options, HttpOptions)
     https = options.scheme_for(target.port) == "https"
-    connection = await open_http(target, result, options, https=https)
-    try:
-        response = await request(
-            connection, result, host=host_header(target, options, https), path=options.path, method=options.method
-        )
-    finally:
-        await connection.close()
+    response = await fetch(target, result, options, options.path, https=https, method=options.method)
     if not options.status_ok(response.status):
         raise ProbeFailure(Reason.HTTP_STATUS, f"{options.method} {options.path} answered {response.status}")
     return True

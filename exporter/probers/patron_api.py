@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field
 
 from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
-from .http import host_header, open_http, request
+from .http import fetch
 from .tlsinfo import TlsOptions
 
 # Obviously not a library's barcode (those are digits), so the lookup finds no one.
@@ -61,12 +61,7 @@ async def probe_patron_api(target: ProbeTarget, result: ProbeResult) -> bool:
     options = target.options
     assert isinstance(options, PatronApiOptions)
     https = options.scheme_for(target.port) == "https"
-    connection = await open_http(target, result, options, https=https)
-    try:
-        response = await request(connection, result, host=host_header(target, options, https),
-                                 path=dump_path(options.barcode), max_body=MAX_BODY)
-    finally:
-        await connection.close()
+    response = await fetch(target, result, options, dump_path(options.barcode), https=https, max_body=MAX_BODY)
     recognise(response.status, response.body)
     return True
 

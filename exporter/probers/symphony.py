@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
-from .http import host_header, open_http, request
+from .http import fetch
 from .tlsinfo import TlsOptions
 
 MAX_BODY = 16 * 1024  # the body is not looked at; read a little so the server is not cut off
@@ -41,12 +41,8 @@ async def _get(target: ProbeTarget, result: ProbeResult, options: SymphonyOption
                first: bool) -> int:
     https = options.scheme_for(target.port) == "https"
     # The first connection's connect and TLS facts are the ones reported.
-    connection = await open_http(target, result if first else ProbeResult(), options, https=https)
-    try:
-        response = await request(connection, result, host=host_header(target, options, https), path=path,
-                                 max_body=MAX_BODY)
-    finally:
-        await connection.close()
+    response = await fetch(target, result, options, path, https=https, max_body=MAX_BODY,
+                           connect_facts=None if first else ProbeResult())
     return response.status
 
 
