@@ -1,12 +1,14 @@
 """Soak: thousands of probes against hostile servers; is anything left behind?
 
-Every prober in the table is run, round after round, against loopback servers that never
-answer, trickle, flood garbage, reset at accept and after the first bytes, and a hosts-table
-name whose first address drops SYNs. After a warm-up round, the process's resident memory
-and open file descriptors are taken; after the soak (and a garbage collection) again. Flat is
-the goal: a leaked socket or task shows up as descriptors or memory that grow with N.
+Every prober in the table (and, for those that can, once more starting with TLS) is run
+against loopback servers that never answer, trickle, flood garbage, reset at accept and
+after the first bytes, and a hosts-table name whose first address drops SYNs. The probes go
+through the exporter's own scrape path (``scrape.run_all`` with its concurrency limit), from
+a few scrapes at once. After a warm-up, resident memory, open file descriptors and the
+number of live Python objects are taken at ten checkpoints: flat is the goal. A leaked
+socket, task or buffer shows up as a column that grows with the probe count.
 
-    python bench/soak.py --probes 5000 --concurrency 200 --timeout 0.3
+    python bench/soak.py --probes 30000 --concurrency 200 --timeout 0.5
 
 Prints figures; asserts nothing (tests/test_soak_script.py runs a tiny N to keep it working).
 """
@@ -29,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from illiad_exporter.catalog import Expect  # noqa: E402
 from illiad_exporter.probers import PROBERS, ProbeTarget  # noqa: E402
-from illiad_exporter.scrape import run_probe  # noqa: E402
+from illiad_exporter.scrape import run_all  # noqa: E402
 from tests.fakes import (DroppingListener, ThreadedServer, garbage, hold_silently, reset_after_first_bytes,  # noqa: E402
-                         reset_at_once, trickle)
+                         reset_at_once, tls_first_options, trickle)
 
 HANDLERS = {"silent": hold_silently, "trickle": trickle, "garbage": garbage, "reset": reset_at_once,
             "reset_after_hello": reset_after_first_bytes}
@@ -57,38 +59,57 @@ def open_fds() -> int:
 
 
 def target(prober: str, port: int, timeout: float, *, host: str = "127.0.0.1",
-           addresses: tuple[str, ...] = ()) -> ProbeTarget:
-    return ProbeTarget(site="soak", path=prober, vantage="web_server", host=host, port=port, prober=prober,
-                       expect=Expect.OPEN, timeout=timeout, options=PROBERS[prober].options(),
+           addresses: tuple[str, ...] = (), tls_first: bool = False) -> ProbeTarget:
+    options = PROBERS[prober].options.model_validate(tls_first_options(prober) if tls_first else {})
+    return ProbeTarget(site="soak", path=prober + ("_tls" if tls_first else ""), vantage="web_server", host=host,
+                       port=port, prober=prober, expect=Expect.OPEN, timeout=timeout, options=options,
                        static_addresses=addresses, system_resolver=not addresses)
 
 
-async def soak(targets: list[ProbeTarget], count: int, concurrency: int) -> Counter[str]:
-    reasons: Counter[str] = Counter()
+@dataclasses.dataclass
+class Checkpoint:
+    probes: int  # probes run so far in the measured soak
+    rss: int
+    fds: int
+    objects: int  # live objects the garbage collector tracks (no collection forced)
+
+
+async def scrape(targets: list[ProbeTarget], count: int, concurrency: int, limiter: asyncio.Semaphore,
+                 budget: float, reasons: Counter[str]) -> int:
+    """At least ``count`` probes, as scrapes of every target, a few scrapes at once so that
+    the limiter's slots stay full; returns how many were run."""
+    started = 0
+
+    async def scraper() -> None:
+        nonlocal started
+        while started < count:
+            started += len(targets)
+            for outcome in await run_all(targets, budget=budget, limiter=limiter):
+                result = outcome.result
+                reasons[str(result.reason) if result.reason else "up"] += 1
+
+    scrapers = -(-concurrency // len(targets)) + 1  # ceil, plus one to fill the gaps
+    await asyncio.gather(*(scraper() for _ in range(scrapers)))
+    return started
+
+
+async def measured(targets: list[ProbeTarget], count: int, concurrency: int, warmup: int, budget: float
+                   ) -> tuple[list[Checkpoint], Checkpoint, float, Counter[str]]:
+    """Warm up, then soak in ten steps with a checkpoint after each: all in one event loop,
+    as the exporter runs. The last figure is taken again after a full garbage collection."""
     limiter = asyncio.Semaphore(concurrency)
-    loop = asyncio.get_running_loop()
-
-    async def one(t: ProbeTarget) -> None:
-        async with limiter:  # outside run_probe: waiting for a slot is not the probe's time
-            result = await run_probe(t, deadline=loop.time() + t.timeout + 1)
-        reasons[str(result.reason) if result.reason else "up"] += 1
-
-    await asyncio.gather(*(one(targets[i % len(targets)]) for i in range(count)))
-    return reasons
-
-
-async def measured(targets: list[ProbeTarget], count: int, concurrency: int
-                   ) -> tuple[int, int, int, int, float, Counter[str]]:
-    """Warm up, measure, soak, measure: all in one event loop, as the exporter runs."""
-    # warm-up at full concurrency: imports, TLS contexts, the allocator's high-water mark
-    await soak(targets, max(len(targets), 3 * concurrency), concurrency)
-    gc.collect()
-    rss_before, fds_before = rss_bytes(), open_fds()
+    await scrape(targets, warmup, concurrency, limiter, budget, Counter())  # imports, TLS contexts, the allocator's high-water mark
+    reasons: Counter[str] = Counter()
+    checkpoints = [Checkpoint(0, rss_bytes(), open_fds(), len(gc.get_objects()))]
+    done = 0
     started = time.perf_counter()
-    reasons = await soak(targets, count, concurrency)
+    for step in range(1, 11):
+        done += await scrape(targets, count * step // 10 - done, concurrency, limiter, budget, reasons)
+        checkpoints.append(Checkpoint(done, rss_bytes(), open_fds(), len(gc.get_objects())))
     elapsed = time.perf_counter() - started
     gc.collect()
-    return rss_before, fds_before, rss_bytes(), open_fds(), elapsed, reasons
+    collected = Checkpoint(done, rss_bytes(), open_fds(), len(gc.get_objects()))
+    return checkpoints, collected, elapsed, reasons
 
 
 def serve_hostile(pipe: Connection) -> None:
@@ -105,15 +126,21 @@ def serve_hostile(pipe: Connection) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--probes", type=int, default=5000, help="probes in the measured soak")
-    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--probes", type=int, default=10000, help="probes in the measured soak")
+    parser.add_argument("--warmup", type=int, default=3000, help="probes before the first checkpoint")
+    parser.add_argument("--concurrency", type=int, default=200, help="probes in flight (exporter.max_concurrency)")
     parser.add_argument("--timeout", type=float, default=0.5, help="each probe's timeout, seconds")
     parser.add_argument("--case", action="append", choices=[*HANDLERS, "multi_address"],
                         help="only this hostile case (repeatable; default all)")
     parser.add_argument("--prober", action="append", choices=sorted(PROBERS), help="only this prober (repeatable)")
+    parser.add_argument("--no-tls-first", dest="tls_first", action="store_false",
+                        help="skip the second round of targets that start with a TLS handshake")
     args = parser.parse_args(argv)
     cases = args.case or [*HANDLERS, "multi_address"]
     probers = args.prober or list(PROBERS)
+    variants = [(p, False) for p in probers]
+    if args.tls_first:
+        variants += [(p, True) for p in probers if tls_first_options(p)]  # tls and illiad_web always start so
 
     pipe, child_end = multiprocessing.Pipe()
     child = multiprocessing.get_context("spawn").Process(target=serve_hostile, args=(child_end,), daemon=True)
@@ -122,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         if not pipe.poll(30):
             raise SystemExit("the hostile servers did not start")
         ports: dict[str, int] = pipe.recv()
-        targets = [target(p, port, args.timeout) for p in probers for case, port in ports.items() if case in cases]
+        targets = [target(p, port, args.timeout, tls_first=tls) for p, tls in variants
+                   for case, port in ports.items() if case in cases]
         if "multi_address" in cases:
-            targets += [target(p, ports["silent"], args.timeout, host="multi.test",
-                               addresses=("127.0.0.2", "127.0.0.1")) for p in probers]
-        rss_before, fds_before, rss_after, fds_after, elapsed, reasons = asyncio.run(
-            measured(targets, args.probes, args.concurrency))
+            targets += [target(p, ports["silent"], args.timeout, host="multi.test", addresses=("127.0.0.2", "127.0.0.1"),
+                               tls_first=tls) for p, tls in variants]
+        checkpoints, collected, elapsed, reasons = asyncio.run(
+            measured(targets, args.probes, args.concurrency, args.warmup, budget=args.timeout + 1))
         pipe.send("stop")
         garbage_offered = pipe.recv() if pipe.poll(30) else 0
     finally:
@@ -136,13 +164,21 @@ def main(argv: list[str] | None = None) -> int:
             child.terminate()
             child.join(5)
 
-    print(f"probes:           {args.probes} ({len(probers)} probers x {len(cases)} hostile cases), "
-          f"concurrency {args.concurrency}, timeout {args.timeout}s")
-    print(f"elapsed:          {elapsed:.2f} s ({args.probes / elapsed:.0f} probes/s)")
+    first, last = checkpoints[0], checkpoints[-1]
+    tls_note = f" + {len(variants) - len(probers)} starting with TLS" if len(variants) > len(probers) else ""
+    print(f"probes:           {last.probes} ({len(probers)} probers{tls_note} x {len(cases)} hostile cases), "
+          f"concurrency {args.concurrency}, timeout {args.timeout}s, after {args.warmup} to warm up")
+    print(f"elapsed:          {elapsed:.2f} s ({last.probes / elapsed:.0f} probes/s)")
     print(f"outcomes:         {dict(sorted(reasons.items()))}")
-    print(f"rss before/after: {rss_before / 2**20:.1f} MiB / {rss_after / 2**20:.1f} MiB "
-          f"(drift {(rss_after - rss_before) / 2**20:+.1f} MiB)")
-    print(f"fds before/after: {fds_before} / {fds_after} (drift {fds_after - fds_before:+d})")
+    print("checkpoints:      probes    RSS MiB  fds  gc objects")
+    for point in checkpoints:
+        print(f"                  {point.probes:6d}  {point.rss / 2**20:9.1f}  {point.fds:3d}  {point.objects:10d}")
+    print(f"  after gc.collect {collected.probes:5d}  {collected.rss / 2**20:9.1f}  {collected.fds:3d}  "
+          f"{collected.objects:10d}")
+    print(f"rss before/after: {first.rss / 2**20:.1f} MiB / {last.rss / 2**20:.1f} MiB "
+          f"(drift {(last.rss - first.rss) / 2**20:+.1f} MiB)")
+    print(f"fds before/after: {first.fds} / {last.fds} (drift {last.fds - first.fds:+d})")
+    print(f"objects after gc: {checkpoints[0].objects} at the first checkpoint, {collected.objects} at the end")
     print(f"garbage offered:  {garbage_offered / 2**20:.1f} MiB in total")
     return 0
 

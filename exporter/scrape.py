@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from .probers import PROBERS, ProbeFailure, ProbeResult, ProbeTarget, Reason
+from .probers import PROBERS, ProbeFailure, ProbeResult, ProbeTarget, Reason, release_frames
 from .singleflight import SingleFlight
 
 log = logging.getLogger("illiad_exporter.scrape")
@@ -47,13 +47,16 @@ async def run_probe(
     try:
         async with asyncio.timeout_at(end):
             result.up = await PROBERS[target.prober].probe(target, result)
-    except TimeoutError:
+    except TimeoutError as timeout:
         result.fail(Reason.TIMEOUT, f"no answer within {max(end - now, 0):.3g}s")
+        release_frames(timeout)
     except ProbeFailure as failure:
         result.fail(failure.reason, failure.detail)
+        release_frames(failure)
     except Exception as exc:  # a prober bug must cost one path, not the scrape
         log.error("prober %s crashed on %s:%s: %r", target.prober, target.host, target.port, exc, exc_info=True)
         result.fail(Reason.ERROR, type(exc).__name__)
+        release_frames(exc)
     finally:
         if limiter is not None:
             limiter.release()

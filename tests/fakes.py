@@ -13,6 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from illiad_exporter.probers import PROBERS
+from illiad_exporter.probers.tlsinfo import TlsOptions
+
 
 class ThreadedServer:
     """Accepts on 127.0.0.1 (or ``host``); each connection is handled by ``handler`` in its
@@ -221,3 +224,23 @@ def tls_then_silence(cert: str, key: str) -> Callable[[socket.socket, ThreadedSe
             pass  # the client refused our certificate: that is the point
 
     return handler
+
+
+# -- pointing probers at them -------------------------------------------------------------------
+
+
+def tls_first_options(name: str) -> dict[str, object] | None:
+    """Options that make this prober start with a TLS handshake; None if it cannot."""
+    options = PROBERS[name].options
+    if not issubclass(options, TlsOptions):
+        return None
+    fields = options.model_fields
+    if name in ("tls", "illiad_web"):
+        return {}
+    if "scheme" in fields:
+        return {"scheme": "https"}
+    if "tls_mode" in fields:
+        return {"tls_mode": "ldaps"}
+    if "strict" in fields:
+        return {"strict": True}
+    raise AssertionError(f"prober {name} takes TLS options: teach tls_first_options how it starts with TLS")

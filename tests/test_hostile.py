@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import socket
 import subprocess
 import threading
 import time
+import types
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,12 +25,11 @@ import pytest
 import trustme
 
 from illiad_exporter.probers import PROBERS, ProbeResult, ProbeTarget, Reason
-from illiad_exporter.probers.tlsinfo import TlsOptions
 from illiad_exporter.scrape import run_probe
 
 from .conftest import CertFiles, _write_cert, make_target
 from .fakes import (DroppingListener, ThreadedServer, garbage, hold_silently, reset_after_first_bytes, reset_at_once,
-                    tls_then_silence, trickle)
+                    tls_first_options, tls_then_silence, trickle)
 from .peers import free_port, need_binary
 
 TIMEOUT = 1.0
@@ -37,23 +38,6 @@ MAX_BYTES_READ = 1024 * 1024  # far below the 8 MiB the garbage server offers
 
 CONNECT_ONLY = frozenset(name for name, p in PROBERS.items() if p.probe is PROBERS["tcp"].probe)
 SPEAKING = sorted(set(PROBERS) - CONNECT_ONLY)
-
-
-def tls_first_options(name: str) -> dict[str, object] | None:
-    """Options that make this prober start with a TLS handshake; None if it cannot."""
-    options = PROBERS[name].options
-    if not issubclass(options, TlsOptions):
-        return None
-    fields = options.model_fields
-    if name in ("tls", "illiad_web"):
-        return {}
-    if "scheme" in fields:
-        return {"scheme": "https"}
-    if "tls_mode" in fields:
-        return {"tls_mode": "ldaps"}
-    if "strict" in fields:
-        return {"strict": True}
-    raise AssertionError(f"prober {name} takes TLS options: teach tls_first_options how it starts with TLS")
 
 
 TLS_FIRST = {name: opts for name in PROBERS if (opts := tls_first_options(name)) is not None}
@@ -174,6 +158,55 @@ def test_reset_mid_tls_handshake_is_a_tls_failure(name, meter):
             [make_target(name, server.port, timeout=TIMEOUT, **TLS_FIRST[name])])  # type: ignore[arg-type]
     assert check(name, result, elapsed, meter.by_port[server.port], {Reason.TLS, Reason.NETWORK}) == []
     assert "reset" in result.detail.lower()
+
+
+def cycle_garbage_left_by(targets: list[ProbeTarget]) -> Counter[str]:
+    """What the probes leave for the cycle collector: run them one by one with automatic
+    collection off, then collect and name what only the collector could free."""
+    async def probe_all() -> Counter[str]:
+        loop = asyncio.get_running_loop()
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # keep what a collection finds, to name it
+        try:
+            for target in targets:
+                await run_probe(target, deadline=loop.time() + TIMEOUT + 5)
+            await asyncio.sleep(0.1)  # the transports' close callbacks
+            gc.collect()
+            return Counter(type(o).__name__ for o in gc.garbage if isinstance(o, HEAVY_GARBAGE))
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return asyncio.run(probe_all())
+    finally:
+        if enabled:
+            gc.enable()
+
+
+# What a dead connection must not leave in a reference cycle: its frames, futures, errors,
+# protocols and buffers (an asyncio SSL protocol alone holds a 256 KiB read buffer). Python
+# 3.11's socket transport refers to itself through a bound method; that small cycle of a
+# closed transport and socket is the standard library's and is allowed.
+HEAVY_GARBAGE = (types.FrameType, types.TracebackType, asyncio.Future, BaseException, asyncio.BaseProtocol,
+                 asyncio.StreamReader, asyncio.StreamWriter, bytearray, memoryview)
+
+
+@pytest.mark.parametrize("case", ["floods_megabytes_of_garbage", "resets_at_accept", "resets_after_the_first_bytes",
+                                  "accepts_and_never_answers"])
+def test_a_failed_probe_leaves_no_connection_for_the_cycle_collector(case):
+    """Against targets that reset or flood, hundreds of dead connections with their buffers
+    piled up between collections: the soak's resident memory grew with the probe count."""
+    handler, _ = CASES[case]
+    timeout = 0.2  # the silent server's probes run to it, one after another
+    with ThreadedServer(handler) as server:
+        targets = [make_target(name, server.port, timeout=timeout) for name in SPEAKING]
+        targets += [make_target(name, server.port, timeout=timeout, **TLS_FIRST[name])  # type: ignore[arg-type]
+                    for name in sorted(TLS_FIRST)]
+        left = cycle_garbage_left_by(targets)
+    assert left == Counter()
 
 
 # --- certificates ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from types import MappingProxyType
 from . import connect_only, http, tcp, tls
 from . import illiad_web, ldap, patron_api, symphony  # issue 3, part B
 from . import rdp, tds, z3950  # issue 3, part A
-from .base import Prober, ProbeFailure, ProberOptions, ProbeResult, ProbeTarget, Reason
+from .base import Prober, ProbeFailure, ProberOptions, ProbeResult, ProbeTarget, Reason, release_frames
 
 PROBERS: Mapping[str, Prober] = MappingProxyType(
     {
@@ -25,4 +25,4 @@ PROBERS: Mapping[str, Prober] = MappingProxyType(
     }
 )
 
-__all__ = ["PROBERS", "Prober", "ProbeFailure", "ProberOptions", "ProbeResult", "ProbeTarget", "Reason"]
+__all__ = ["PROBERS", "Prober", "ProbeFailure", "ProberOptions", "ProbeResult", "ProbeTarget", "Reason", "release_frames"]

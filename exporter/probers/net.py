@@ -15,7 +15,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from .base import ProbeFailure, ProbeResult, ProbeTarget, Reason
+from .base import ProbeFailure, ProbeResult, ProbeTarget, Reason, release_frames
 from .tlsinfo import tls_facts
 
 # Bytes any single protocol answer may take before it is called garbage.
@@ -163,8 +163,8 @@ class Connection:
         self.writer.close()
         try:
             await asyncio.wait_for(self.writer.wait_closed(), 1.0)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError):
-            pass  # the probe's verdict is made; a messy close changes nothing
+        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            release_frames(exc)  # the probe's verdict is made; a messy close changes nothing
 
 
 # RFC 8305's recommended "Connection Attempt Delay": how long one address gets before the
