@@ -77,7 +77,7 @@ async def run_all(
 ) -> list[Outcome]:
     """Probe every target concurrently; returns within ``budget`` seconds (plus scheduling).
     With ``flights``, a target already being probed (or queued) by another scrape is not
-    probed twice.
+    probed twice, unless that scrape's earlier deadline would cut the probe short.
 
     A probe's task is created only once it has a slot (``limiter``): 10,000 targets are not
     10,000 tasks queued on a semaphore, whose first steps alone would hold the event loop
@@ -90,11 +90,11 @@ async def run_all(
     answers: list[asyncio.Future[ProbeResult]] = []
     queued: list[tuple[ProbeTarget, asyncio.Future[ProbeResult]]] = []
     for target in targets:
-        shared = flights.in_flight(target) if flights is not None else None
+        shared = flights.in_flight(target, deadline) if flights is not None else None
         if shared is None:
             shared = loop.create_future()
             if flights is not None:
-                flights.track(target, shared)
+                flights.track(target, shared, deadline)
             queued.append((target, shared))
         answers.append(shared)
     dispatched = 0

@@ -5,6 +5,11 @@ same moment; without sharing, each would open its own connection to the library'
 Server or LDAP. A scrape that arrives while a probe of the same target is running waits
 for that probe's result instead (bounded by its own deadline) and gets the same answer.
 
+A probe ends by the deadline of the scrape that started it. A later scrape with more time
+joins it only if that deadline leaves the probe as long as the later scrape would give it;
+otherwise the shared answer could be a timeout that is only the other scrape's impatience,
+so the later scrape starts its own probe, and scrapes after it join that one.
+
 The probe runs in its own task, so a scrape whose client goes away does not cancel it for
 the scrapes still waiting on it.
 """
@@ -12,14 +17,15 @@ the scrapes still waiting on it.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Hashable
 
-from .probers import ProbeResult, ProbeTarget, Reason
+from .probers import ProbeResult, ProbeTarget
 
-ProbeRunner = Callable[..., Awaitable[ProbeResult]]
+# Scrapes that arrive together (an HA pair of Prometheus servers, a burst) share a probe
+# although their deadlines differ by a few milliseconds.
+JOIN_SLACK = 0.25
 
 
 def flight_key(target: ProbeTarget) -> Hashable:
@@ -33,9 +39,15 @@ def flight_key(target: ProbeTarget) -> Hashable:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Flight:
+    answer: asyncio.Future[ProbeResult]
+    deadline: float  # loop time by which the probe ends, whatever its own timeout
+
+
 class SingleFlight:
     def __init__(self) -> None:
-        self._flights: dict[Hashable, asyncio.Task[ProbeResult]] = {}
+        self._flights: dict[Hashable, _Flight] = {}
         self.started = 0  # probes actually run (for tests and benchmarks)
         self.joined = 0  # requests answered by a probe already in flight
         # id(target) -> (target, its key): a plan's targets live as long as the config, and
@@ -44,32 +56,6 @@ class SingleFlight:
 
     def __len__(self) -> int:
         return len(self._flights)
-
-    async def run(
-        self, target: ProbeTarget, *, deadline: float, limiter: asyncio.Semaphore | None, runner: ProbeRunner
-    ) -> ProbeResult:
-        """The result of probing ``target``: a fresh probe, or the one already in flight.
-        Returns by ``deadline`` (loop time) even when the shared probe runs longer."""
-        key = self.key(target)
-        task = self._flights.get(key)
-        if task is None:
-            self.started += 1
-            task = asyncio.get_running_loop().create_task(runner(target, deadline=deadline, limiter=limiter))
-            self._flights[key] = task
-            task.add_done_callback(partial(self._forget, key))
-        else:
-            self.joined += 1
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await asyncio.shield(task)
-        except TimeoutError:
-            # The shared probe was started by a scrape with a later deadline; this scrape
-            # reports what it would have seen had it probed alone: no answer in time.
-            result = ProbeResult()
-            result.fail(Reason.TIMEOUT, "no answer within this scrape's deadline")
-            result.duration = time.perf_counter() - started
-            return result
 
     def key(self, target: ProbeTarget) -> Hashable:
         entry = self._keys.get(id(target))
@@ -81,22 +67,29 @@ class SingleFlight:
         self._keys[id(target)] = (target, key)
         return key
 
-    def in_flight(self, target: ProbeTarget) -> asyncio.Task[ProbeResult] | None:
-        """The probe of ``target`` running now, if any (counted as joined)."""
-        task = self._flights.get(self.key(target))
-        if task is not None:
-            self.joined += 1
-        return task
+    def in_flight(self, target: ProbeTarget, deadline: float) -> asyncio.Future[ProbeResult] | None:
+        """The probe of ``target`` running (or queued) now that a scrape ending at
+        ``deadline`` can join without losing time, if any (counted as joined)."""
+        flight = self._flights.get(self.key(target))
+        if flight is None:
+            return None
+        time_wanted = min(deadline, asyncio.get_running_loop().time() + target.timeout)
+        if flight.deadline < time_wanted - JOIN_SLACK:
+            return None  # it would be cut short by another scrape's deadline
+        self.joined += 1
+        return flight.answer
 
-    def track(self, target: ProbeTarget, task: asyncio.Task[ProbeResult]) -> None:
-        """Make ``task``, a new probe of ``target``, the one later scrapes join until it ends."""
+    def track(self, target: ProbeTarget, answer: asyncio.Future[ProbeResult], deadline: float) -> None:
+        """Make ``answer``, a new probe of ``target`` ending by ``deadline``, the one later
+        scrapes join until it ends."""
         key = self.key(target)
         self.started += 1
-        self._flights[key] = task
-        task.add_done_callback(partial(self._forget, key))
+        self._flights[key] = _Flight(answer, deadline)
+        answer.add_done_callback(partial(self._forget, key))
 
-    def _forget(self, key: Hashable, done: asyncio.Task[ProbeResult]) -> None:
-        if self._flights.get(key) is done:
+    def _forget(self, key: Hashable, done: asyncio.Future[ProbeResult]) -> None:
+        flight = self._flights.get(key)
+        if flight is not None and flight.answer is done:  # not a newer flight that replaced it
             del self._flights[key]
         if not done.cancelled():
             done.exception()  # mark any exception retrieved; run_probe never raises

@@ -129,6 +129,27 @@ def test_a_scrape_with_an_earlier_deadline_stops_waiting_for_a_shared_probe(sile
     asyncio.run(scenario())
 
 
+def test_a_scrape_with_a_later_deadline_does_not_take_a_probe_cut_short_by_an_earlier_one():
+    """A path that answers in 0.7 s: a scrape with 0.4 s gets its timeout, but a scrape with
+    3 s arriving meanwhile probes afresh and sees the path up, and a third one joins it."""
+    with ThreadedServer(slow_http_ok(0.7)) as server:
+        async def scenario() -> None:
+            flights = SingleFlight()
+            target = make_target("http", server.port, timeout=2.0)
+            hurried = asyncio.create_task(run_all([target], budget=0.4, flights=flights))
+            await asyncio.sleep(0.1)
+            patient = asyncio.create_task(run_all([target], budget=3.0, flights=flights))
+            await asyncio.sleep(0.1)
+            [joiner] = await run_all([target], budget=3.0, flights=flights)
+            [cut], [full] = await hurried, await patient
+            assert cut.result.reason is not None and cut.result.reason.value == "timeout"
+            assert (full.result.up, joiner.result.up) == (True, True)
+            assert (flights.started, flights.joined) == (2, 1)
+
+        asyncio.run(scenario())
+    assert server.accepted == 2
+
+
 def test_a_client_that_hangs_up_does_not_cancel_the_probe_others_wait_for(tmp_path):
     """The probe runs in its own task: cancelling the scrape that started it leaves the
     scrapes that joined it with a real answer."""
