@@ -8,7 +8,12 @@ a few scrapes at once. After a warm-up, resident memory, open file descriptors a
 number of live Python objects are taken at ten checkpoints: flat is the goal. A leaked
 socket, task or buffer shows up as a column that grows with the probe count.
 
-    python bench/soak.py --probes 30000 --concurrency 200 --timeout 0.5
+With ``--peer``, the probes the blackbox exporter also has (TCP connect, TLS handshake, HTTP
+GET) are then run against the same servers by both exporters as processes, driven over HTTP
+as Prometheus drives them (one request in flight per path, so no probe is shared), and
+their RSS and descriptors are printed side by side.
+
+    python bench/soak.py --probes 30000 --concurrency 200 --timeout 0.5 [--peer]
 
 Prints figures; asserts nothing (tests/test_soak_script.py runs a tiny N to keep it working).
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import tempfile
 import dataclasses
 import gc
 import multiprocessing
@@ -28,10 +34,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from illiad_exporter.catalog import Expect  # noqa: E402
 from illiad_exporter.probers import PROBERS, ProbeTarget  # noqa: E402
 from illiad_exporter.scrape import run_all  # noqa: E402
+from run import Proc, blackbox_binary, free_port, illiad_argv, illiad_config, memory_mb  # noqa: E402
 from tests.fakes import (DroppingListener, ThreadedServer, garbage, hold_silently, reset_after_first_bytes,  # noqa: E402
                          reset_at_once, tls_first_options, trickle)
 
@@ -124,6 +132,93 @@ def serve_hostile(pipe: Connection) -> None:
         server.stop()
 
 
+# -- side by side with the blackbox exporter ---------------------------------------------------
+
+# illiad's prober -> the blackbox module that does the same
+PEER_MODULES = {"tcp": "tcp_connect", "tls": "tls_connect", "http": "http_get"}
+PEER_CASES = ["silent", "trickle", "garbage", "reset", "reset_after_hello"]
+
+
+def blackbox_modules(path: Path, timeout: float) -> Path:
+    path.write_text(
+        "modules:\n"
+        f"  tcp_connect: {{prober: tcp, timeout: {timeout}s, tcp: {{preferred_ip_protocol: ip4}}}}\n"
+        f"  tls_connect: {{prober: tcp, timeout: {timeout}s, tcp: {{preferred_ip_protocol: ip4, tls: true}}}}\n"
+        f"  http_get: {{prober: http, timeout: {timeout}s, http: {{preferred_ip_protocol: ip4}}}}\n"
+    )
+    return path
+
+
+async def drive(urls: list[str], count: int, timeout: float) -> int:
+    """GET the URLs round and round, one request in flight per URL, ``count`` in all."""
+    import aiohttp
+
+    headers = {"X-Prometheus-Scrape-Timeout-Seconds": str(timeout + 1)}
+    done = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                     timeout=aiohttp.ClientTimeout(total=timeout + 10)) as session:
+        async def stream(url: str) -> None:
+            nonlocal done
+            while done < count:
+                done += 1
+                async with session.get(url, headers=headers) as answer:
+                    await answer.read()
+
+        await asyncio.gather(*(stream(url) for url in urls))
+    return done
+
+
+def soak_process(proc: Proc, urls: list[str], count: int, warmup: int, timeout: float) -> list[Checkpoint]:
+    def checkpoint(done: int) -> Checkpoint:
+        time.sleep(0.5)  # the server closes the driver's kept-alive connections after it hangs up
+        return Checkpoint(done, int(memory_mb(proc.pid)[0] * 2**20), len(os.listdir(f"/proc/{proc.pid}/fd")), 0)
+
+    asyncio.run(drive(urls, warmup, timeout))
+    checkpoints = [checkpoint(0)]
+    done = 0
+    for step in range(1, 11):
+        done += asyncio.run(drive(urls, count * step // 10 - done, timeout))
+        checkpoints.append(checkpoint(done))
+    return checkpoints
+
+
+def side_by_side(ports: dict[str, int], args: argparse.Namespace) -> list[str]:
+    binary = blackbox_binary()
+    if binary is None:
+        return ["side by side: the blackbox exporter is not installed (Debian prometheus-blackbox-exporter)"]
+    combos = [(prober, ports[case]) for prober in PEER_MODULES for case in PEER_CASES]
+    paths = [combos[i % len(combos)] for i in range(args.concurrency)]  # one stream each: none shared
+    with tempfile.TemporaryDirectory(prefix="illiad-soak-") as tmp:
+        work = Path(tmp)
+        config = illiad_config(work / "illiad.yml", [[{"host": "127.0.0.1", "port": port, "prober": prober}
+                                                      for prober, port in paths]],
+                               timeout=args.timeout, concurrency=args.concurrency)
+        port = free_port()
+        with Proc(illiad_argv(config, port, event_loop="asyncio"), f"http://127.0.0.1:{port}/-/ready",
+                  log=work / "illiad.log") as proc:
+            urls = [f"http://127.0.0.1:{port}/probe?site=site00000&path=p{i}" for i in range(len(paths))]
+            illiad = soak_process(proc, urls, args.probes, args.warmup, args.timeout)
+        port = free_port()
+        argv = [binary, f"--config.file={blackbox_modules(work / 'blackbox.yml', args.timeout)}",
+                f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+        with Proc(argv, f"http://127.0.0.1:{port}/-/healthy", log=work / "blackbox.log") as proc:
+            urls = [f"http://127.0.0.1:{port}/probe?module={PEER_MODULES[prober]}&target="
+                    + (f"http://127.0.0.1:{target}/" if prober == "http" else f"127.0.0.1:{target}")
+                    for prober, target in paths]
+            blackbox = soak_process(proc, urls, args.probes, args.warmup, args.timeout)
+    lines = [f"side by side: {args.probes} probes each (tcp, tls, http x {len(PEER_CASES)} hostile cases), "
+             f"{len(paths)} requests in flight, one per path, timeout {args.timeout}s; both as processes",
+             "                  illiad-port-exporter   blackbox exporter",
+             "          probes   RSS MiB  fds           RSS MiB  fds"]
+    for ours, theirs in zip(illiad, blackbox):
+        lines.append(f"          {ours.probes:6d}  {ours.rss / 2**20:8.1f}  {ours.fds:3d}          "
+                     f"{theirs.rss / 2**20:8.1f}  {theirs.fds:3d}")
+    for name, points in (("illiad-port-exporter", illiad), ("blackbox exporter", blackbox)):
+        lines.append(f"  {name + ':':21} rss drift {(points[-1].rss - points[0].rss) / 2**20:+.1f} MiB, "
+                     f"fds drift {points[-1].fds - points[0].fds:+d}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probes", type=int, default=10000, help="probes in the measured soak")
@@ -135,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prober", action="append", choices=sorted(PROBERS), help="only this prober (repeatable)")
     parser.add_argument("--no-tls-first", dest="tls_first", action="store_false",
                         help="skip the second round of targets that start with a TLS handshake")
+    parser.add_argument("--peer", action="store_true",
+                        help="then soak both exporters as processes with tcp, tls and http probes, side by side")
     args = parser.parse_args(argv)
     cases = args.case or [*HANDLERS, "multi_address"]
     probers = args.prober or list(PROBERS)
@@ -156,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                                tls_first=tls) for p, tls in variants]
         checkpoints, collected, elapsed, reasons = asyncio.run(
             measured(targets, args.probes, args.concurrency, args.warmup, budget=args.timeout + 1))
+        peer_lines = side_by_side(ports, args) if args.peer else []
         pipe.send("stop")
         garbage_offered = pipe.recv() if pipe.poll(30) else 0
     finally:
@@ -180,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fds before/after: {first.fds} / {last.fds} (drift {last.fds - first.fds:+d})")
     print(f"objects after gc: {checkpoints[0].objects} at the first checkpoint, {collected.objects} at the end")
     print(f"garbage offered:  {garbage_offered / 2**20:.1f} MiB in total")
+    if peer_lines:
+        print()
+        print("\n".join(peer_lines))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""bench/soak.py keeps working: a tiny run prints its figures (the real soak is run by hand)."""
+"""bench/soak.py keeps working: tiny runs print its figures (the real soak is run by hand)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+from .peers import need_binary
 
 SOAK = Path(__file__).parent.parent / "bench" / "soak.py"
 
@@ -32,3 +34,20 @@ def test_soak_script_runs_the_cases_and_prints_its_figures():
     fds = re.search(r"^fds before/after: (\d+) / (\d+) \(drift ([+-]\d+)\)$", out, re.M)
     assert fds is not None, out
     assert int(fds.group(3)) == int(fds.group(2)) - int(fds.group(1))
+
+
+def test_soak_script_soaks_itself_and_the_blackbox_exporter_side_by_side():
+    need_binary("prometheus-blackbox-exporter", "prometheus-blackbox-exporter")
+    result = subprocess.run([sys.executable, str(SOAK), "--probes", "40", "--warmup", "10", "--concurrency", "15",
+                             "--timeout", "0.2", "--prober", "tcp", "--case", "reset", "--peer"],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"^side by side: 40 probes each \(tcp, tls, http x 5 hostile cases\), 15 requests in flight",
+                     out, re.M), out
+    table = out[out.index("side by side:"):]
+    rows = re.findall(r"^ +(\d+) +([\d.]+) +(\d+) +([\d.]+) +(\d+)$", table, re.M)
+    assert [int(row[0]) for row in rows] == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40], table
+    assert all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows), "an exporter's RSS was not read"
+    for name in ("illiad-port-exporter", "blackbox exporter"):
+        assert re.search(rf"^  {name}: +rss drift [+-][\d.]+ MiB, fds drift [+-]\d+$", table, re.M), table
