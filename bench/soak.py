@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import dataclasses
 import gc
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from multiprocessing.connection import Connection
 from pathlib import Path
+
+import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -79,7 +81,7 @@ class Checkpoint:
     probes: int  # probes run so far in the measured soak
     rss: int
     fds: int
-    objects: int  # live objects the garbage collector tracks (no collection forced)
+    objects: int  # live objects the garbage collector tracks, no collection forced (0: not taken)
 
 
 async def scrape(targets: list[ProbeTarget], count: int, concurrency: int, limiter: asyncio.Semaphore,
@@ -106,7 +108,8 @@ async def measured(targets: list[ProbeTarget], count: int, concurrency: int, war
     """Warm up, then soak in ten steps with a checkpoint after each: all in one event loop,
     as the exporter runs. The last figure is taken again after a full garbage collection."""
     limiter = asyncio.Semaphore(concurrency)
-    await scrape(targets, warmup, concurrency, limiter, budget, Counter())  # imports, TLS contexts, the allocator's high-water mark
+    # the warm-up: imports, TLS contexts, caches and the allocator's working set
+    await scrape(targets, warmup, concurrency, limiter, budget, Counter())
     reasons: Counter[str] = Counter()
     checkpoints = [Checkpoint(0, rss_bytes(), open_fds(), len(gc.get_objects()))]
     done = 0
@@ -151,8 +154,6 @@ def blackbox_modules(path: Path, timeout: float) -> Path:
 
 async def drive(urls: list[str], count: int, timeout: float) -> int:
     """GET the URLs round and round, one request in flight per URL, ``count`` in all."""
-    import aiohttp
-
     headers = {"X-Prometheus-Scrape-Timeout-Seconds": str(timeout + 1)}
     done = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rss before/after: {first.rss / 2**20:.1f} MiB / {last.rss / 2**20:.1f} MiB "
           f"(drift {(last.rss - first.rss) / 2**20:+.1f} MiB)")
     print(f"fds before/after: {first.fds} / {last.fds} (drift {last.fds - first.fds:+d})")
-    print(f"objects after gc: {checkpoints[0].objects} at the first checkpoint, {collected.objects} at the end")
+    print(f"gc objects:       {first.objects} at the first checkpoint, {collected.objects} after the last collection")
     print(f"garbage offered:  {garbage_offered / 2**20:.1f} MiB in total")
     if peer_lines:
         print()
