@@ -98,6 +98,18 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
 # -- processes ---------------------------------------------------------------------------------
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM, and SIGKILL if it is still there 10 s later."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 @dataclass
 class Proc:
     argv: list[str]
@@ -138,13 +150,8 @@ class Proc:
         return self.process.pid
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        if self.process is not None:
+            stop_process(self.process)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -179,12 +186,7 @@ class Farm:
 
     def __exit__(self, *exc: object) -> None:
         assert self.process is not None
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process)
 
 
 def illiad_argv(config: Path, port: int, *, event_loop: str, listen: str = "127.0.0.1") -> list[str]:
