@@ -174,7 +174,7 @@ def make_target(prober: str, port: int, *, host: str = "127.0.0.1", timeout: flo
     )
 
 
-# -- protocol peers of issue 3 (part A) -------------------------------------------------------
+# -- the peers of the ILLiad-specific protocols: FreeTDS, yaz-ztest, xrdp ---------------------
 
 
 @dataclass(frozen=True)

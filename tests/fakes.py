@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from illiad_exporter.probers import PROBERS
-from illiad_exporter.probers.tlsinfo import TlsOptions
+from illiad_exporter.probers.tlsclient import TlsOptions
 
 
 class ThreadedServer:

@@ -250,7 +250,7 @@ def nginx_peer(workdir: Path, *, cert: Path, key: Path, https_port: int, http_po
     return Peer(argv, port=http_port, log=workdir / "stdout.log")
 
 
-# -- protocol peers of issue 3 (part A): FreeTDS, yaz-ztest, xrdp -----------------------------
+# -- the peers of the ILLiad-specific protocols: FreeTDS, yaz-ztest, xrdp ---------------------
 
 TDSPOOL_CONF = """[global]
 [ILLIAD]

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from . import connect_only, http, tcp, tls
-from . import illiad_web, ldap, patron_api, symphony  # issue 3, part B
-from . import rdp, tds, z3950  # issue 3, part A
+from . import connect_only, http, illiad_web, ldap, patron_api, rdp, symphony, tcp, tds, tls, z3950
 from .base import Prober, ProbeFailure, ProberOptions, ProbeResult, ProbeTarget, Reason, release_frames
 
 PROBERS: Mapping[str, Prober] = MappingProxyType(

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from .. import __version__
 from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
 from .net import Connection, connect
-from .tlsinfo import TlsOptions, client_context
+from .tlsclient import TlsOptions, client_context
 
 MAX_BODY_BYTES = 256 * 1024
 USER_AGENT = f"illiad-port-exporter/{__version__}"

@@ -17,7 +17,7 @@ from pydantic import field_validator
 from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
 from .http import host_header, open_http, request
 from .net import Connection
-from .tlsinfo import TlsOptions, client_context
+from .tlsclient import TlsOptions, client_context
 
 TlsVersion = Literal["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
 _TLS_ORDER: dict[str, int] = {"TLSv1": 0, "TLSv1.1": 1, "TLSv1.2": 2, "TLSv1.3": 3}

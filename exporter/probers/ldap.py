@@ -19,10 +19,10 @@ from pyasn1.error import PyAsn1Error
 from pyasn1_modules import rfc2251
 from pydantic import model_validator
 
-from ..secrets import Secret
+from ..credentials import Secret
 from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
 from .net import Connection, connect
-from .tlsinfo import TlsOptions, client_context
+from .tlsclient import TlsOptions, client_context
 
 STARTTLS_OID = "1.3.6.1.4.1.1466.20037"
 LDAPS_PORT = 636

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from .base import ProbeFailure, ProbeResult, ProbeTarget, Reason, release_frames
-from .tlsinfo import tls_facts
+from .tlsclient import tls_facts
 
 # Bytes any single protocol answer may take before it is called garbage.
 DEFAULT_READ_LIMIT = 64 * 1024

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
 from .http import fetch
-from .tlsinfo import TlsOptions
+from .tlsclient import TlsOptions
 
 # Obviously not a library's barcode (those are digits), so the lookup finds no one.
 PROBE_BARCODE = "ILLIADPORTEXPORTERPROBE0"

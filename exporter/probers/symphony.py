@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 
 from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
 from .http import fetch
-from .tlsinfo import TlsOptions
+from .tlsclient import TlsOptions
 
 MAX_BODY = 16 * 1024  # the body is not looked at; read a little so the server is not cut off
 

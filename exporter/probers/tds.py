@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 
 from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
 from .net import DEFAULT_READ_LIMIT, Connection, classify_os_error, connect, resolve
-from .tlsinfo import TlsOptions, client_context
+from .tlsclient import TlsOptions, client_context
 
 # -- TDS packets and PRELOGIN (MS-TDS 2.2.3.1, 2.2.6.5) --------------------------------------
 

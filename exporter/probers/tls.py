@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .base import Prober, ProbeResult, ProbeTarget
 from .net import connect
-from .tlsinfo import TlsOptions, client_context
+from .tlsclient import TlsOptions, client_context
 
 
 async def probe_tls(target: ProbeTarget, result: ProbeResult) -> bool:

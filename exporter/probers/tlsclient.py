@@ -1,4 +1,5 @@
-"""TLS pieces shared by every prober that speaks TLS: client contexts and certificate facts."""
+"""The TLS client side shared by every prober that speaks TLS: the options a path may set,
+the client contexts built from them, and the facts of the certificate a server presents."""
 
 from __future__ import annotations
 
