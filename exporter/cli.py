@@ -1,4 +1,4 @@
-"""Command line: serve, check, catalog, validate. Prometheus-style flags."""
+"""Command line: serve, check, catalog, validate, assets. Prometheus-style flags."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from . import __version__
 from .catalog import CATALOG, CatalogPath, Role, paths_for
 from .config import ConfigError, load_config
+from .listen import ListenAddress, parse_listen_address
 from .logs import setup_logging
 from .plan import build_plan
 from .scrape import Outcome
@@ -46,6 +47,18 @@ def _add_common(parser: argparse.ArgumentParser, *, vantage: bool) -> None:
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
 
 
+def _listen_arg(value: str) -> ListenAddress:
+    try:
+        return parse_listen_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_version(parser: argparse.ArgumentParser) -> None:
+    # on every subcommand too: `illiad-exporter serve ... --version` answers like `--version serve`
+    parser.add_argument("--version", action="version", version=f"illiad-exporter {__version__}")
+
+
 def _shard_arg(value: str) -> Shard:
     try:
         return parse_shard(value)
@@ -58,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="illiad-exporter",
         description="Prometheus exporter for the network paths an ILLiad installation depends on.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_version(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="serve /metrics and /probe (the default)")
@@ -66,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--web.config.file", dest="web_config_file",
                        default=os.environ.get("ILLIAD_EXPORTER_WEB_CONFIG", ""),
                        help="exporter-toolkit web config: TLS, client certificates, basic auth (webconfig.py)")
-    serve.add_argument("--web.listen-address", dest="listen_address", default=DEFAULT_LISTEN,
-                       help=f"address to listen on (default: {DEFAULT_LISTEN})")
+    serve.add_argument("--web.listen-address", dest="listen_addresses", action="append", type=_listen_arg,
+                       metavar="ADDRESS",
+                       help=f"address to listen on, HOST:PORT or :PORT; repeat it to serve on several "
+                            f"(default: {DEFAULT_LISTEN})")
 
     check = commands.add_parser("check", help="probe once, print a table, exit 1 when an expectation is not met")
     _add_common(check, vantage=True)
@@ -80,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a config file; exit 0 when valid, 1 when not")
     _add_common(validate, vantage=False)
+
+    assets = commands.add_parser("assets", help="write out the alert and recording rules, the Grafana dashboard "
+                                                "and the example configs of this version")
+    assets.add_argument("directory", help="where to write them (alerts/, grafana/, examples/ are made in it)")
+    assets.add_argument("--overwrite", action="store_true", help="replace files that are already there")
+    for subcommand in commands.choices.values():
+        _add_version(subcommand)
     return parser
 
 
@@ -90,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     if args.command == "catalog":
         return cmd_catalog(args)
+    if args.command == "assets":
+        return cmd_assets(args)
     setup_logging(args.log_level, args.log_format)
     if args.command == "validate":
         return cmd_validate(args)
@@ -105,15 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import parse_listen_address, serve
+    from .server import CannotListen, serve
     from .state import ExporterState
 
-    try:
-        parse_listen_address(args.listen_address)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
+    listen_addresses = args.listen_addresses or [parse_listen_address(DEFAULT_LISTEN)]
     web_config = None
     if args.web_config_file:
         from .webconfig import load_web_config
@@ -131,15 +150,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ConfigError as error:
             print(f"invalid config, not starting:\n{error}", file=sys.stderr)
             return 1
-        await serve(state, args.listen_address, web_config=web_config)
+        await serve(state, listen_addresses, web_config=web_config)
         return 0
 
     try:
         return _run(run(), args.event_loop)
     except KeyboardInterrupt:  # Ctrl-C where the loop has no signal handlers (Windows)
         return 0
-    except OSError as exc:
-        print(f"error: cannot listen on {args.listen_address}: {exc.strerror or exc}", file=sys.stderr)
+    except CannotListen as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
@@ -169,6 +188,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     counts = {role.value: len(build_plan(config, role)) for role in Role}
     per_role = ", ".join(f"{role} {n}" for role, n in counts.items())
     print(f"{args.config_file}: valid; {len(config.sites)} site(s); probes per vantage: {per_role}")
+    return 0
+
+
+# -- assets ------------------------------------------------------------------------------
+
+
+def cmd_assets(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .assets import write_assets
+
+    try:
+        written = write_assets(Path(args.directory), overwrite=args.overwrite)
+    except (FileExistsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"illiad-exporter {__version__}: wrote {len(written)} files to {args.directory}")
+    for path in written:
+        print(f"  {path}")
     return 0
 
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -13,6 +14,7 @@ from prometheus_client.exposition import choose_encoder
 
 from . import __version__, statuspage
 from .adhoc import AdhocRefused, adhoc_target, check_parameters
+from .listen import ListenAddress
 from .metrics import ProbeCollector, fast_format, render_outcomes
 from .scrape import Outcome
 from .state import ExporterState
@@ -162,25 +164,34 @@ def build_app(state: ExporterState, *, web_config: WebConfig | None = None) -> w
     return app
 
 
-def parse_listen_address(address: str) -> tuple[str | None, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--web.listen-address must be HOST:PORT or :PORT, got {address!r}")
-    host = host.strip("[]")
-    return (host or None), int(port)
+class CannotListen(Exception):
+    """One of the listen addresses could not be bound; the message names which."""
+
+    def __init__(self, address: ListenAddress, error: OSError) -> None:
+        super().__init__(f"cannot listen on {address}: {error.strerror or error}")
+        self.address = address
 
 
-async def serve(state: ExporterState, listen_address: str, *, started: asyncio.Event | None = None,
-                web_config: WebConfig | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or Ctrl-C on Windows); SIGHUP reloads where it exists."""
-    host, port = parse_listen_address(listen_address)
+async def serve(state: ExporterState, listen_addresses: Sequence[ListenAddress], *,
+                started: asyncio.Event | None = None, web_config: WebConfig | None = None) -> None:
+    """Serve on every address until SIGTERM/SIGINT (or Ctrl-C on Windows); SIGHUP reloads where it exists."""
     runner = web.AppRunner(build_app(state, web_config=web_config), handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=web_config.ssl_context if web_config else None)
-    await site.start()
-    log.info("listening", extra={"address": listen_address, "vantage": state.vantage.value, "version": __version__,
-                                 "tls": web_config is not None and web_config.ssl_context is not None,
-                                 "basic_auth": web_config is not None and web_config.auth is not None})
+    try:
+        for address in listen_addresses:  # each one served, as exporter-toolkit does with a repeated flag
+            site = web.TCPSite(runner, address.host, address.port,
+                               ssl_context=web_config.ssl_context if web_config else None)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise CannotListen(address, exc) from exc
+            log.info("listening", extra={"address": str(address), "vantage": state.vantage.value,
+                                         "version": __version__,
+                                         "tls": web_config is not None and web_config.ssl_context is not None,
+                                         "basic_auth": web_config is not None and web_config.auth is not None})
+    except BaseException:
+        await runner.cleanup()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[object]] = set()

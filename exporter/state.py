@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge
-from prometheus_client import PlatformCollector, ProcessCollector
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from . import __version__
 from .catalog import Role
@@ -52,7 +52,9 @@ class ExporterState:
         self.flights = SingleFlight()  # overlapping scrapes share one probe per target
 
         self.registry = CollectorRegistry(auto_describe=True)
+        # the standard three every prometheus_client exporter registers: process_*, python_gc_*, python_info
         ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         Gauge(
             "illiad_exporter_build_info", "The exporter's version; value 1.", ["version", "python_version"],

@@ -94,3 +94,48 @@ def test_serve_refuses_to_start_on_a_bad_config():
 def test_vantage_is_required():
     result = run("check", "--config.file", str(CONFIGS / "valid-minimal.yml"))
     assert result.returncode == 2 and "--vantage is required" in result.stderr
+
+
+def test_version_answers_before_or_after_the_subcommand():
+    from illiad_exporter import __version__
+
+    for args in (["--version"], ["--version", "serve"], ["serve", "--version"], ["check", "--version"],
+                 ["catalog", "--version"], ["validate", "--version"], ["assets", "--version"]):
+        result = run(*args)
+        assert (result.returncode, result.stdout) == (0, f"illiad-exporter {__version__}\n"), args
+
+
+def test_a_repeated_listen_address_serves_on_each(tmp_path, silent_port, refusing_port):
+    """As exporter-toolkit's repeatable flag: every --web.listen-address is served, each logged."""
+    config = write_config(tmp_path / "c.yml", sql_port=silent_port, web_port=refusing_port)
+    ports = [free_port(), free_port()]
+    process = subprocess.Popen(
+        [*CLI, "serve", "--config.file", str(config), "--vantage", "web_server", "--log.format", "json",
+         *[f"--web.listen-address=127.0.0.1:{port}" for port in ports]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for port in ports:
+            wait_for_port(port, alive=lambda: process.poll() is None)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/healthy", timeout=10) as response:
+                assert response.read() == b"Healthy\n"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0
+    listening = [json.loads(line)["address"] for line in stderr.splitlines() if '"listening"' in line]
+    assert listening == [f"127.0.0.1:{port}" for port in ports]
+
+
+def test_listen_address_is_checked_before_start_and_a_taken_one_is_named(tmp_path, silent_port, refusing_port):
+    bad = run("serve", "--config.file", str(CONFIGS / "valid-minimal.yml"), "--vantage", "web_server",
+              "--web.listen-address", "127.0.0.1")
+    assert bad.returncode == 2
+    assert "argument --web.listen-address: not HOST:PORT, [IPv6]:PORT or :PORT: '127.0.0.1'" in bad.stderr
+    config = write_config(tmp_path / "c.yml", sql_port=silent_port, web_port=refusing_port)
+    free = free_port()
+    # the second address is taken (the silent peer holds it): nothing is left serving on the first
+    taken = run("serve", "--config.file", str(config), "--vantage", "web_server",
+                "--web.listen-address", f"127.0.0.1:{free}", "--web.listen-address", f"127.0.0.1:{silent_port}")
+    assert taken.returncode == 1
+    assert f"error: cannot listen on 127.0.0.1:{silent_port}: " in taken.stderr

@@ -187,3 +187,25 @@ def test_metrics_probes_nothing_when_sites_are_scraped_through_probe(tmp_path, s
             assert value(text, "illiad_port_up", path="sql") == 1.0
 
     asyncio.run(scenario())
+
+
+def test_metrics_carry_the_standard_process_gc_and_platform_collectors(tmp_path, silent_port, refusing_port):
+    """/metrics has what every prometheus_client exporter registers: process_*, python_gc_*
+    (one series per generation) and python_info; /probe has none of them."""
+    config = write_config(tmp_path / "c.yml", sql_port=silent_port, web_port=refusing_port)
+    config.write_text(config.read_text().replace("defaults:", "exporter: {probe_on_metrics: false}\ndefaults:"))
+
+    async def scenario():
+        async with running(config) as (url, _):
+            _, text = await get(url + "/metrics")
+            assert value(text, "process_resident_memory_bytes") > 0
+            generations = samples(text, "python_gc_collections_total")
+            assert sorted(dict(key)["generation"] for key in generations) == ["0", "1", "2"]
+            assert samples(text, "python_gc_objects_collected_total")
+            assert samples(text, "python_gc_objects_uncollectable_total")
+            (info,) = samples(text, "python_info")
+            assert dict(info)["implementation"] == "CPython" and dict(info)["major"] == "3"
+            _, text = await get(url + "/probe", params={"site": "lib"})
+            assert "python_gc_" not in text and "python_info" not in text
+
+    asyncio.run(scenario())
