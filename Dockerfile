@@ -23,6 +23,10 @@ RUN python3 -m venv /opt/illiad-exporter \
  && /opt/illiad-exporter/bin/pip install --requirement /tmp/requirements.txt
 COPY README.md LICENSE ./
 COPY exporter/ exporter/
+# the rules, dashboard and example configs the wheel carries (pyproject.toml maps them in)
+COPY alerts/ alerts/
+COPY grafana/ grafana/
+COPY examples/ examples/
 # Then a wheel of the project alone: the venv holds no build tools or sources.
 RUN /opt/illiad-exporter/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/illiad-exporter/bin/pip install --no-deps /wheels/*.whl \
