@@ -77,6 +77,10 @@ class ExporterSettings(_Strict):
     # /metrics (scraped for the exporter's own health) probes nothing, so no path is probed
     # twice and no alert fires once per job
     probe_on_metrics: bool = True
+    # "active": illiad_probe_failure_reason has one series per failed path, the reason, value
+    # 1 (a working path has none); "all": every reason per path, 1 for the one that failed
+    # and 0 for the others (eleven series per path, the only way before it became an option)
+    failure_reasons: Literal["active", "all"] = "active"
 
 
 class PathOverride(_Strict):

@@ -1,103 +1,195 @@
-"""Probe outcomes -> Prometheus metric families. Every metric name lives in this module.
+"""Probe outcomes -> Prometheus metrics. Every metric name lives in this module.
 
-Collectors build fresh families on each scrape, so a path removed by a reload leaves no
-stale series behind.
+One set of rules says which samples a probe's outcome makes: each path family carries a
+``rule`` from (target, result) to its samples. Two writers read those rules:
+
+- :class:`ProbeCollector` builds prometheus_client families (any format it negotiates);
+- :func:`write_exposition` writes the text and OpenMetrics formats directly, in chunks, so a
+  10,000-path scrape is sent (and compressed) as it is written instead of being built whole
+  first. Its bytes are exactly what prometheus_client makes of ProbeCollector
+  (tests/test_metrics_fast.py holds it to that, in both formats).
+
+Families are built fresh on each scrape, so a path removed by a reload leaves no stale series.
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
+from typing import Literal
 
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client import exposition
-from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from prometheus_client.utils import floatToGoString
 
-from .probers.base import ALL_REASONS, ProbeResult
+from .probers.base import ALL_REASONS, ProbeResult, ProbeTarget
 from .scrape import Outcome
 
 PATH_LABELS = ("site", "vantage", "path", "host", "port", "expect")
+_PORT = PATH_LABELS.index("port")
 PHASES = ProbeResult.PHASES
+
+# Which illiad_probe_failure_reason series a path has: "active", only the reason it failed
+# for (value 1; none when it is up), or "all", every reason with 1 for the one that failed
+# and 0 for the others. Alerts and the dashboard only ever ask for "== 1", which both answer.
+FailureReasons = Literal["active", "all"]
+
+Sample = tuple[tuple[str, ...], float]  # the family's extra label values, the value
+
+
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    """What the scrape asks of the rules beyond the outcomes themselves."""
+
+    required: frozenset[tuple[str, str]] = frozenset()  # (site, path) the ILLiad checklist requires
+    failure_reasons: FailureReasons = "active"
+
+
+Rule = Callable[[ProbeTarget, ProbeResult, Rendering], Sequence[Sample]]
 
 
 @dataclass(frozen=True, slots=True)
 class Family:
     name: str
     doc: str
-    extra: tuple[str, ...] = ()  # labels after the path labels
+    extra: tuple[str, ...]  # labels after the path labels
+    rule: Rule = field(compare=False)
+
+
+# -- the rules ----------------------------------------------------------------------------------
+
+_ONE: tuple[Sample, ...] = (((), 1.0),)
+_ZERO: tuple[Sample, ...] = (((), 0.0),)
+_NONE: tuple[Sample, ...] = ()
+_ALL_REASONS = {
+    failed: tuple(((reason,), 1.0 if reason == failed else 0.0) for reason in ALL_REASONS)
+    for failed in (*ALL_REASONS, None)
+}
+_ACTIVE_REASON: dict[str | None, tuple[Sample, ...]] = {
+    **{reason: (((reason,), 1.0),) for reason in ALL_REASONS}, None: _NONE,
+}
+
+
+def _up(target: ProbeTarget, result: ProbeResult, _: Rendering) -> Sequence[Sample]:
+    return _ONE if result.up else _ZERO
+
+
+def _latency(target: ProbeTarget, result: ProbeResult, _: Rendering) -> Sequence[Sample]:
+    seconds = result.connect_latency
+    return _NONE if seconds is None else (((), seconds),)
+
+
+def _duration(target: ProbeTarget, result: ProbeResult, _: Rendering) -> Sequence[Sample]:
+    return (((), result.duration),)
+
+
+def _phases(target: ProbeTarget, result: ProbeResult, _: Rendering) -> Sequence[Sample]:
+    phases = result.phases
+    return [((phase,), phases[phase]) for phase in PHASES if phase in phases] if phases else _NONE
+
+
+def _failure_reason(target: ProbeTarget, result: ProbeResult, rendering: Rendering) -> Sequence[Sample]:
+    failed = result.reason.value if result.reason is not None else None
+    return (_ALL_REASONS if rendering.failure_reasons == "all" else _ACTIVE_REASON)[failed]
+
+
+def _expectation_met(target: ProbeTarget, result: ProbeResult, _: Rendering) -> Sequence[Sample]:
+    return _ONE if result.observed is target.expect else _ZERO
+
+
+def _path_info(target: ProbeTarget, result: ProbeResult, rendering: Rendering) -> Sequence[Sample]:
+    required = "true" if (target.site, target.path) in rendering.required else "false"
+    return (((target.prober, required), 1.0),)
+
+
+def _cert_expiry(target: ProbeTarget, result: ProbeResult, _: Rendering) -> Sequence[Sample]:
+    return _NONE if result.tls is None else (((), result.tls.cert_not_after),)
+
+
+def _tls_info(target: ProbeTarget, result: ProbeResult, _: Rendering) -> Sequence[Sample]:
+    tls = result.tls
+    return _NONE if tls is None else (((tls.version, str(tls.verified).lower()), 1.0),)
 
 
 # The path metrics, in the order they are exposed.
 FAMILIES = (
-    Family("illiad_port_up", "1 when the path works: connected, and TLS and protocol checks passed."),
-    Family("illiad_port_latency_seconds", "TCP connect time of this probe; absent when no connection was made."),
-    Family("illiad_probe_duration_seconds", "Wall time of the whole probe."),
-    Family("illiad_probe_phase_duration_seconds", "Time spent in each phase of the probe.", ("phase",)),
-    Family("illiad_probe_failure_reason", "1 for the reason this probe failed, 0 for the others.", ("reason",)),
-    Family("illiad_port_expectation_met", "1 when the observed state (open or closed) matches expect."),
+    Family("illiad_port_up", "1 when the path works: connected, and TLS and protocol checks passed.", (), _up),
+    Family("illiad_port_latency_seconds", "TCP connect time of this probe; absent when no connection was made.",
+           (), _latency),
+    Family("illiad_probe_duration_seconds", "Wall time of the whole probe.", (), _duration),
+    Family("illiad_probe_phase_duration_seconds", "Time spent in each phase of the probe.", ("phase",), _phases),
+    Family("illiad_probe_failure_reason",
+           "1 for the reason this probe failed (with exporter.failure_reasons: all, also 0 for the others).",
+           ("reason",), _failure_reason),
+    Family("illiad_port_expectation_met", "1 when the observed state (open or closed) matches expect.", (),
+           _expectation_met),
     Family("illiad_path_info", "The path's prober and whether the ILLiad checklist requires it.",
-           ("prober", "required")),
-    Family("illiad_tls_cert_expiry_timestamp_seconds", "Earliest notAfter in the presented certificate chain."),
-    Family("illiad_tls_info", "Negotiated TLS version and whether the chain was verified.", ("version", "verified")),
+           ("prober", "required"), _path_info),
+    Family("illiad_tls_cert_expiry_timestamp_seconds", "Earliest notAfter in the presented certificate chain.", (),
+           _cert_expiry),
+    Family("illiad_tls_info", "Negotiated TLS version and whether the chain was verified.", ("version", "verified"),
+           _tls_info),
 )
 
 
-def _info_family(name: str) -> Family:
-    return Family(f"illiad_{name}_info", f"What the {name} server says of itself.")
+def _info_families(outcomes: Sequence[Outcome]) -> list[Family]:
+    """An ``illiad_<name>_info`` family for each kind of fact a prober reported (the server's
+    version, say), labelled by the keys of its first fact, in order of first appearance."""
+    keys_by_name: dict[str, tuple[str, ...]] = {}
+    for outcome in outcomes:
+        for fact in outcome.result.infos:
+            keys_by_name.setdefault(fact.name, tuple(key for key, _ in fact.labels))
+    return [_info_family(name, keys) for name, keys in keys_by_name.items()]
 
 
-def _gauge(name: str, doc: str, extra: Sequence[str] = ()) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, labels=[*PATH_LABELS, *extra])
+def _info_family(name: str, keys: tuple[str, ...]) -> Family:
+    def rule(target: ProbeTarget, result: ProbeResult, _: Rendering) -> Sequence[Sample]:
+        samples = []
+        for fact in result.infos:
+            if fact.name == name:
+                given = dict(fact.labels)
+                samples.append((tuple(given.get(key, "") for key in keys), 1.0))
+        return samples
+
+    return Family(f"illiad_{name}_info", f"What the {name} server says of itself.", keys, rule)
+
+
+def path_families(outcomes: Sequence[Outcome]) -> list[Family]:
+    """Every family the path metrics of ``outcomes`` are written in, in exposition order."""
+    return [*FAMILIES, *_info_families(outcomes)]
+
+
+def label_values(outcome: Outcome) -> tuple[str, ...]:
+    """The path labels of an outcome: the target's, with the port actually probed (the SQL
+    Server Browser can name another)."""
+    values = outcome.target.labels
+    port = outcome.result.port
+    if port is not None and port != outcome.target.port:
+        values = (*values[:_PORT], str(port), *values[_PORT + 1:])
+    return values
+
+
+# -- writer 1: prometheus_client ------------------------------------------------------------------
 
 
 class ProbeCollector(Collector):
-    """The path metrics of one scrape's outcomes."""
+    """The path metrics of one scrape's outcomes, for prometheus_client (any format)."""
 
-    def __init__(self, outcomes: Sequence[Outcome], *, required: frozenset[tuple[str, str]] = frozenset()) -> None:
+    def __init__(self, outcomes: Sequence[Outcome], *, required: frozenset[tuple[str, str]] = frozenset(),
+                 failure_reasons: FailureReasons = "active") -> None:
         self.outcomes = outcomes
-        self.required = required
+        self.rendering = Rendering(required, failure_reasons)
 
     def collect(self) -> Iterator[Metric]:
-        up, latency, duration, phases, reasons, met, info, cert, tls_info = (
-            _gauge(f.name, f.doc, f.extra) for f in FAMILIES
-        )
-        facts: dict[str, tuple[GaugeMetricFamily, tuple[str, ...]]] = {}
-
-        for outcome in self.outcomes:
-            target, result = outcome.target, outcome.result
-            labels = list(target.labels)
-            if result.port is not None and result.port != target.port:
-                labels[4] = str(result.port)  # the port actually probed (SQL Browser lookup)
-            up.add_metric(labels, 1.0 if result.up else 0.0)
-            duration.add_metric(labels, result.duration)
-            if result.connect_latency is not None:
-                latency.add_metric(labels, result.connect_latency)
-            for phase in PHASES:
-                if phase in result.phases:
-                    phases.add_metric([*labels, phase], result.phases[phase])
-            for reason in ALL_REASONS:
-                reasons.add_metric([*labels, reason], 1.0 if result.reason is not None and result.reason.value == reason else 0.0)
-            met.add_metric(labels, 1.0 if result.observed is target.expect else 0.0)
-            required = "true" if (target.site, target.path) in self.required else "false"
-            info.add_metric([*labels, target.prober, required], 1.0)
-            if result.tls is not None:
-                cert.add_metric(labels, result.tls.cert_not_after)
-                tls_info.add_metric([*labels, result.tls.version, str(result.tls.verified).lower()], 1.0)
-            for fact in result.infos:
-                family, keys = facts.get(fact.name, (None, ()))  # type: ignore[assignment]
-                if family is None:
-                    keys = tuple(k for k, _ in fact.labels)
-                    spec = _info_family(fact.name)
-                    family = _gauge(spec.name, spec.doc, keys)
-                    facts[fact.name] = (family, keys)
-                values = dict(fact.labels)
-                family.add_metric([*labels, *(values.get(k, "") for k in keys)], 1.0)
-
-        yield from (up, latency, duration, phases, reasons, met, info, cert, tls_info)
-        yield from (family for family, _ in facts.values())
+        rows = [(list(label_values(o)), o.target, o.result) for o in self.outcomes]
+        for family in path_families(self.outcomes):
+            gauge = GaugeMetricFamily(family.name, family.doc, labels=[*PATH_LABELS, *family.extra])
+            for labels, target, result in rows:
+                for extra, value in family.rule(target, result, self.rendering):
+                    gauge.add_metric([*labels, *extra], value)
+            yield gauge
 
 
 class StaticCollector(Collector):
@@ -110,37 +202,36 @@ class StaticCollector(Collector):
         yield from self.families
 
 
-# -- the fast path ----------------------------------------------------------------------------
+# -- writer 2: the text formats, directly and in chunks ----------------------------------------
 #
-# At consortium scale (10,000 paths, about 18 samples each) building GaugeMetricFamily samples
-# and formatting them in prometheus_client took about half of a scrape's CPU. render_outcomes()
-# writes the same text directly: each path's label text is escaped and joined once and
-# cached, and each sample is one f-string. Its output is byte for byte what prometheus_client
-# makes of ProbeCollector (tests/test_metrics_fast.py holds it to that, in both formats).
+# At consortium scale (10,000 paths) building GaugeMetricFamily samples and formatting them
+# in prometheus_client took about half of a scrape's CPU, and the whole text (25 MB) was
+# built before its first byte was sent. write_exposition() writes the same bytes directly:
+# each path's label text is escaped and joined once per scrape, each sample is one f-string,
+# and the text comes out in chunks the server sends (and compresses) as they come.
 
 _SORTED_PATH_LABELS = tuple(sorted(PATH_LABELS))
 _SORTED_INDEX = tuple(PATH_LABELS.index(name) for name in _SORTED_PATH_LABELS)
-_ONE, _ZERO = "1.0", "0.0"
+_VALUE_TEXT = {1.0: "1.0", 0.0: "0.0"}
+CHUNK_LINES = 2000  # about 300 kB of text: a chunk per yield to the event loop
 
 
 def _escape_value(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
 
 
-def _split_at(extra: Sequence[str]) -> int:
-    """Where a family's extra labels go among the sorted path labels (exposition sorts)."""
-    positions = {sum(1 for name in _SORTED_PATH_LABELS if name < label) for label in extra}
-    assert len(positions) <= 1 and list(extra) == sorted(extra), f"extra labels must sort together: {extra}"
-    return positions.pop() if positions else len(PATH_LABELS)
+def _value_text(value: float) -> str:
+    return _VALUE_TEXT.get(value) or floatToGoString(value)
 
 
 class _PathLabels:
-    """One path's label pairs, escaped and joined once: all of them, and split where a
-    family's extra labels go."""
+    """One path's label pairs, escaped once: all of them joined, and split where a family's
+    extra labels go (the exposition sorts labels by name)."""
 
-    __slots__ = ("full", "_parts", "_splits")
+    __slots__ = ("values", "full", "_parts", "_splits")
 
     def __init__(self, values: tuple[str, ...]) -> None:
+        self.values = values
         self._parts = tuple(f'{name}="{_escape_value(values[i])}"' for name, i in zip(_SORTED_PATH_LABELS, _SORTED_INDEX))
         self.full = ",".join(self._parts)
         self._splits: dict[int, tuple[str, str]] = {}
@@ -155,16 +246,39 @@ class _PathLabels:
         return split
 
 
-@lru_cache(maxsize=1 << 17)
-def _path_labels(values: tuple[str, ...]) -> _PathLabels:
-    return _PathLabels(values)
+class _Layout:
+    """How one family's samples are written: where its extra labels sit among the sorted
+    path labels, and their text for each set of values (cached: they are few)."""
 
+    def __init__(self, family: Family) -> None:
+        self.family = family
+        extra = family.extra
+        self.order = sorted(range(len(extra)), key=lambda i: extra[i])
+        positions = {sum(1 for name in _SORTED_PATH_LABELS if name < label) for label in extra}
+        # None: the extra labels interleave with the path labels; each line is sorted whole
+        self.position: int | None = (positions.pop() if positions else len(PATH_LABELS)) if len(positions) <= 1 \
+            else None
+        self._text: dict[tuple[str, ...], str] = {}
 
-_PHASE_AT = _split_at(("phase",))
-_REASON_AT = _split_at(("reason",))
-_INFO_AT = _split_at(("prober", "required"))
-_TLS_AT = _split_at(("version", "verified")[::-1])  # sorted: verified, version
-_REASON_TEXT = tuple((reason, f'reason="{reason}"') for reason in ALL_REASONS)
+    def extra_text(self, values: tuple[str, ...]) -> str:
+        text = self._text.get(values)
+        if text is None:
+            names = self.family.extra
+            text = ",".join(f'{names[i]}="{_escape_value(values[i])}"' for i in self.order)
+            if len(self._text) < 10_000:  # bounded: server versions are the only open-ended values
+                self._text[values] = text
+        return text
+
+    def line(self, labels: _PathLabels, extra: tuple[str, ...], value: float) -> str:
+        name = self.family.name
+        if not extra:
+            return f"{name}{{{labels.full}}} {_value_text(value)}\n"
+        if self.position is not None:
+            head, tail = labels.around(self.position)
+            return f"{name}{{{head}{self.extra_text(extra)}{tail}}} {_value_text(value)}\n"
+        pairs = sorted([*zip(PATH_LABELS, labels.values), *zip(self.family.extra, extra)])
+        text = ",".join(f'{k}="{_escape_value(v)}"' for k, v in pairs)
+        return f"{name}{{{text}}} {_value_text(value)}\n"
 
 
 def _header(family: Family, openmetrics: bool) -> str:
@@ -174,76 +288,70 @@ def _header(family: Family, openmetrics: bool) -> str:
     return f"# HELP {family.name} {doc}\n# TYPE {family.name} gauge\n"
 
 
-def render_outcomes(
-    outcomes: Sequence[Outcome], *, required: frozenset[tuple[str, str]] = frozenset(), openmetrics: bool = False
-) -> str:
+def write_exposition(
+    outcomes: Sequence[Outcome], *, required: frozenset[tuple[str, str]] = frozenset(),
+    failure_reasons: FailureReasons = "active", openmetrics: bool = False, chunk_lines: int = CHUNK_LINES,
+) -> Iterator[str]:
     """The path metrics of ``outcomes`` in the text format (or OpenMetrics, without its
-    closing ``# EOF``): the same text as ProbeCollector through prometheus_client."""
-    lines: list[list[str]] = [[] for _ in FAMILIES]
-    up, latency, duration, phases, reasons, met, info, cert, tls_info = lines
-    facts: dict[str, tuple[tuple[str, ...], list[str]]] = {}
-    n_up, n_latency, n_duration, n_phase, n_reason, n_met, n_info, n_cert, n_tls = (f.name for f in FAMILIES)
-    for outcome in outcomes:
-        target, result = outcome.target, outcome.result
-        values = target.labels
-        if result.port is not None and result.port != target.port:
-            values = (*values[:4], str(result.port), *values[5:])  # the port actually probed
-        labels = _path_labels(values)
-        full = labels.full
-        up.append(f"{n_up}{{{full}}} {_ONE if result.up else _ZERO}\n")
-        duration.append(f"{n_duration}{{{full}}} {floatToGoString(result.duration)}\n")
-        connect = result.connect_latency
-        if connect is not None:
-            latency.append(f"{n_latency}{{{full}}} {floatToGoString(connect)}\n")
-        if result.phases:
-            head, tail = labels.around(_PHASE_AT)
-            for phase in PHASES:
-                seconds = result.phases.get(phase)
-                if seconds is not None:
-                    phases.append(f'{n_phase}{{{head}phase="{phase}"{tail}}} {floatToGoString(seconds)}\n')
-        head, tail = labels.around(_REASON_AT)
-        failed = result.reason.value if result.reason is not None else None
-        for reason, text in _REASON_TEXT:
-            reasons.append(f"{n_reason}{{{head}{text}{tail}}} {_ONE if reason == failed else _ZERO}\n")
-        met.append(f"{n_met}{{{full}}} {_ONE if result.observed is target.expect else _ZERO}\n")
-        head, tail = labels.around(_INFO_AT)
-        needed = "true" if (target.site, target.path) in required else "false"
-        info.append(f'{n_info}{{{head}prober="{_escape_value(target.prober)}",required="{needed}"{tail}}} 1.0\n')
-        if result.tls is not None:
-            cert.append(f"{n_cert}{{{full}}} {floatToGoString(result.tls.cert_not_after)}\n")
-            head, tail = labels.around(_TLS_AT)
-            tls_info.append(
-                f'{n_tls}{{{head}verified="{str(result.tls.verified).lower()}",'
-                f'version="{_escape_value(result.tls.version)}"{tail}}} 1.0\n'
-            )
-        for fact in result.infos:  # rare (a few service paths): the generic, sorting way
-            keys, fact_lines = facts.setdefault(fact.name, (tuple(k for k, _ in fact.labels), []))
-            given = dict(fact.labels)
-            pairs = sorted([*zip(PATH_LABELS, values), *((k, given.get(k, "")) for k in keys)])
-            text = ",".join(f'{k}="{_escape_value(v)}"' for k, v in pairs)
-            fact_lines.append(f"{_info_family(fact.name).name}{{{text}}} 1.0\n")
+    closing ``# EOF``), in chunks of about ``chunk_lines`` lines: together the same text as
+    ProbeCollector through prometheus_client."""
+    rendering = Rendering(required, failure_reasons)
+    rows = [(_PathLabels(label_values(o)), o.target, o.result) for o in outcomes]
     out: list[str] = []
-    for family, family_lines in zip(FAMILIES, lines):
+    for family in path_families(outcomes):
+        layout, rule = _Layout(family), family.rule
+        line = layout.line
         out.append(_header(family, openmetrics))
-        out += family_lines
-    for name, (_, fact_lines) in facts.items():
-        out.append(_header(_info_family(name), openmetrics))
-        out += fact_lines
-    return "".join(out)
+        for labels, target, result in rows:
+            for extra, value in rule(target, result, rendering):
+                out.append(line(labels, extra, value))
+            if len(out) >= chunk_lines:
+                yield "".join(out)
+                out.clear()
+    if out:
+        yield "".join(out)
 
 
-def fast_format(encoder: Callable[..., bytes]) -> str | None:
-    """"text" or "openmetrics" when ``encoder`` (from choose_encoder) writes what
-    render_outcomes() writes; None for anything else (other name escapings), which then
-    takes the generic path."""
-    func = getattr(encoder, "func", encoder)
-    keywords = getattr(encoder, "keywords", {})
-    if keywords.get("escaping", openmetrics_exposition.UNDERSCORES) not in (
-        openmetrics_exposition.UNDERSCORES, openmetrics_exposition.ALLOWUTF8,
-    ):
+def render_outcomes(outcomes: Sequence[Outcome], **options: object) -> str:
+    """:func:`write_exposition` as one string (tests and small answers)."""
+    return "".join(write_exposition(outcomes, **options))  # type: ignore[arg-type]
+
+
+def fast_format(content_type: str) -> Literal["text", "openmetrics"] | None:
+    """"text" or "openmetrics" when a response of ``content_type`` (as negotiated by
+    prometheus_client's choose_encoder) is what write_exposition() writes; None for anything
+    else (other name escapings), which then takes prometheus_client's way."""
+    media, *params = (part.strip() for part in content_type.split(";"))
+    escaping = dict(p.partition("=")[::2] for p in params).get("escaping", "underscores")
+    if escaping not in ("underscores", "allow-utf-8"):  # the same bytes for names like ours
         return None
-    if func is exposition.generate_latest:
-        return "text"
-    if func is openmetrics_exposition.generate_latest:
-        return "openmetrics"
-    return None
+    return {"text/plain": "text", "application/openmetrics-text": "openmetrics"}.get(media)  # type: ignore[return-value]
+
+
+# -- the exporter's own metrics ---------------------------------------------------------------------
+
+
+class SelfMetrics:
+    """The exporter's own gauges, registered in ``registry`` next to process_* and python_*."""
+
+    def __init__(self, registry: CollectorRegistry, *, version: str, vantage: str) -> None:
+        Gauge(
+            "illiad_exporter_build_info", "The exporter's version; value 1.", ["version", "python_version"],
+            registry=registry,
+        ).labels(version, platform.python_version()).set(1)
+        Gauge(
+            "illiad_exporter_vantage_info", "The role this exporter probes from; value 1.", ["vantage"],
+            registry=registry,
+        ).labels(vantage).set(1)
+        self.reload_ok = Gauge(
+            "illiad_exporter_config_last_reload_successful", "1 when the last config load succeeded.",
+            registry=registry,
+        )
+        self.reload_time = Gauge(
+            "illiad_exporter_config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully.", registry=registry,
+        )
+        self.scrape_duration = Gauge(
+            "illiad_exporter_scrape_duration_seconds",
+            "How long the probes of this /metrics scrape took.", registry=registry,
+        )

@@ -9,14 +9,12 @@ import time
 from collections.abc import Sequence
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from . import __version__, statuspage
 from .adhoc import AdhocRefused, adhoc_target, check_parameters
+from .exposition import outcomes_response, registry_response
 from .listen import ListenAddress
-from .metrics import ProbeCollector, fast_format, render_outcomes
-from .scrape import Outcome
+from .metrics import ProbeCollector
 from .state import ExporterState
 from .webconfig import WebConfig
 
@@ -29,44 +27,17 @@ SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 STATUS_PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 
 
-def _render(request: web.Request, *collectors: object) -> web.Response:
-    registry = CollectorRegistry(auto_describe=False)
-    for collector in collectors:
-        registry.register(collector)  # type: ignore[arg-type]
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
-
-
-def _render_outcomes(
-    request: web.Request, outcomes: list[Outcome], required: frozenset[tuple[str, str]],
-    registry: CollectorRegistry | None = None,
-) -> web.Response:
-    """The path metrics (then the registry's, when given): written directly in the text and
-    OpenMetrics formats (metrics.render_outcomes, the same bytes, several times faster),
-    through prometheus_client for any other negotiated format."""
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    kind = fast_format(encoder)
-    if kind is None:
-        collectors = [ProbeCollector(outcomes, required=required)] + ([registry] if registry is not None else [])
-        return _render(request, *collectors)
-    body = render_outcomes(outcomes, required=required, openmetrics=kind == "openmetrics").encode()
-    if registry is not None:
-        body += encoder(registry)  # ends with the OpenMetrics "# EOF" where there is one
-    elif kind == "openmetrics":
-        body += b"# EOF\n"
-    return web.Response(body=body, headers={"Content-Type": content_type})
-
-
 async def handle_metrics(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     snapshot = state.snapshot
     assert snapshot is not None
     if not snapshot.config.exporter.probe_on_metrics:
-        return _render(request, state.registry)
+        return registry_response(request, state.registry)
     started = time.perf_counter()
     outcomes = await state.probe(snapshot.plan.targets, state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)))
-    state.scrape_duration.set(time.perf_counter() - started)
-    return _render_outcomes(request, outcomes, snapshot.plan.required, state.registry)
+    state.metrics.scrape_duration.set(time.perf_counter() - started)
+    return outcomes_response(request, outcomes, required=snapshot.plan.required,
+                             failure_reasons=snapshot.config.exporter.failure_reasons, registry=state.registry)
 
 
 async def handle_probe(request: web.Request) -> web.Response:
@@ -83,7 +54,8 @@ async def handle_probe(request: web.Request) -> web.Response:
                                         query.get("prober", "tcp"))
             outcomes = await state.probe([target], state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)),
                                          record=False)
-            return _render(request, ProbeCollector(outcomes))
+            return registry_response(request, ProbeCollector(
+                outcomes, failure_reasons=snapshot.config.exporter.failure_reasons))
         if "prober" in query:
             raise AdhocRefused(400, "prober goes with target=; a configured path uses its configured prober")
     except AdhocRefused as refused:
@@ -103,7 +75,8 @@ async def handle_probe(request: web.Request) -> web.Response:
             )
     outcomes = await state.probe(targets, state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)),
                                  record=path is None)
-    return _render_outcomes(request, outcomes, snapshot.plan.required)
+    return outcomes_response(request, outcomes, required=snapshot.plan.required,
+                             failure_reasons=snapshot.config.exporter.failure_reasons)
 
 
 async def handle_healthy(request: web.Request) -> web.Response:

@@ -10,18 +10,18 @@ import asyncio
 import gc
 import logging
 import math
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from . import __version__
 from .catalog import Role
 from .config import Config, ConfigError, load_config
+from .metrics import SelfMetrics
 from .plan import Plan, build_plan
 from .probers import ProbeTarget
 from .scrape import Outcome, run_all
@@ -56,26 +56,7 @@ class ExporterState:
         ProcessCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        Gauge(
-            "illiad_exporter_build_info", "The exporter's version; value 1.", ["version", "python_version"],
-            registry=self.registry,
-        ).labels(__version__, platform.python_version()).set(1)
-        self.reload_ok = Gauge(
-            "illiad_exporter_config_last_reload_successful", "1 when the last config load succeeded.",
-            registry=self.registry,
-        )
-        self.reload_time = Gauge(
-            "illiad_exporter_config_last_reload_success_timestamp_seconds",
-            "When the config was last loaded successfully.", registry=self.registry,
-        )
-        self.scrape_duration = Gauge(
-            "illiad_exporter_scrape_duration_seconds",
-            "How long the probes of this /metrics scrape took.", registry=self.registry,
-        )
-        Gauge(
-            "illiad_exporter_vantage_info", "The role this exporter probes from; value 1.", ["vantage"],
-            registry=self.registry,
-        ).labels(vantage.value).set(1)
+        self.metrics = SelfMetrics(self.registry, version=__version__, vantage=vantage.value)
 
     # -- config ---------------------------------------------------------------------------
 
@@ -97,8 +78,8 @@ class ExporterState:
         gc.collect()
         gc.freeze()
         self.last_reload_error = ""
-        self.reload_ok.set(1)
-        self.reload_time.set(snapshot.loaded_at)
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_time.set(snapshot.loaded_at)
         if snapshot.config.exporter.max_concurrency != self._limit:  # probes in flight keep their slots
             self._limit = snapshot.config.exporter.max_concurrency
             self._limiter = asyncio.Semaphore(self._limit)
@@ -111,7 +92,7 @@ class ExporterState:
             try:
                 snapshot = await asyncio.to_thread(self._read)
             except ConfigError as error:
-                self.reload_ok.set(0)
+                self.metrics.reload_ok.set(0)
                 self.last_reload_error = str(error)
                 log.error("config reload failed, keeping the running config", extra={"errors": str(error)})
                 return error

@@ -8,7 +8,7 @@ from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from illiad_exporter.catalog import Expect
-from illiad_exporter.metrics import ProbeCollector, fast_format, render_outcomes
+from illiad_exporter.metrics import FailureReasons, ProbeCollector, fast_format, render_outcomes, write_exposition
 from illiad_exporter.probers.base import ALL_REASONS, ProbeResult, Reason, TlsFacts
 from illiad_exporter.scrape import Outcome
 
@@ -43,23 +43,44 @@ def _outcomes() -> list[Outcome]:
     return outcomes
 
 
-def _registry(outcomes: list[Outcome], required: frozenset[tuple[str, str]]) -> CollectorRegistry:
+def _registry(outcomes: list[Outcome], required: frozenset[tuple[str, str]],
+              failure_reasons: FailureReasons) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ProbeCollector(outcomes, required=required))
+    registry.register(ProbeCollector(outcomes, required=required, failure_reasons=failure_reasons))
     return registry
 
 
+@pytest.mark.parametrize("failure_reasons", ["active", "all"])
 @pytest.mark.parametrize("outcomes", [_outcomes(), []], ids=["every-shape", "no-paths"])
-def test_fast_text_and_openmetrics_match_prometheus_client_byte_for_byte(outcomes: list[Outcome]) -> None:
+def test_fast_text_and_openmetrics_match_prometheus_client_byte_for_byte(
+    outcomes: list[Outcome], failure_reasons: FailureReasons,
+) -> None:
     required = frozenset({("main", "sql"), ("med", "web_https")})
-    registry = _registry(outcomes, required)
-    assert render_outcomes(outcomes, required=required).encode() == generate_latest(registry)
-    fast = render_outcomes(outcomes, required=required, openmetrics=True) + "# EOF\n"
+    registry = _registry(outcomes, required, failure_reasons)
+    options = {"required": required, "failure_reasons": failure_reasons}
+    assert render_outcomes(outcomes, **options).encode() == generate_latest(registry)
+    fast = render_outcomes(outcomes, **options, openmetrics=True) + "# EOF\n"
     assert fast.encode() == openmetrics.generate_latest(registry)
 
 
-def test_every_failure_reason_is_a_series_and_exactly_one_is_set() -> None:
-    text = render_outcomes(_outcomes()[:2])
+def test_the_chunks_together_are_the_whole_text() -> None:
+    outcomes = _outcomes() * 50
+    chunks = list(write_exposition(outcomes, chunk_lines=7))
+    assert len(chunks) > 50
+    assert "".join(chunks) == render_outcomes(outcomes, chunk_lines=1_000_000)
+
+
+def test_by_default_a_failed_path_has_one_failure_reason_series_and_a_working_path_none() -> None:
+    ok, refused = _outcomes()[0], _outcomes()[2]
+    assert refused.result.reason is Reason.REFUSED
+    lines = [line for line in render_outcomes([ok, refused]).splitlines()
+             if line.startswith("illiad_probe_failure_reason{")]
+    assert lines == ['illiad_probe_failure_reason{expect="open",host="127.0.0.1",path="p1",port="2001",'
+                     'reason="refused",site="law",vantage="web_server"} 1.0']
+
+
+def test_with_all_failure_reasons_every_reason_is_a_series_and_exactly_one_is_set() -> None:
+    text = render_outcomes(_outcomes()[:2], failure_reasons="all")
     lines = [line for line in text.splitlines() if line.startswith("illiad_probe_failure_reason{")]
     assert len(lines) == 2 * len(ALL_REASONS)
     assert sum(line.endswith(" 1.0") for line in lines) == 1
@@ -78,5 +99,5 @@ def test_every_failure_reason_is_a_series_and_exactly_one_is_set() -> None:
     ],
 )
 def test_the_fast_path_is_taken_only_for_formats_it_writes_exactly(accept: str, kind: str | None) -> None:
-    encoder, _ = choose_encoder(accept)
-    assert fast_format(encoder) == kind
+    _, content_type = choose_encoder(accept)
+    assert fast_format(content_type) == kind

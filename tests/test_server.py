@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from illiad_exporter.catalog import Role
+from illiad_exporter.probers import Reason
 from illiad_exporter.server import build_app
 from illiad_exporter.state import ExporterState
 
@@ -94,9 +95,23 @@ def test_staff_client_sees_refused_web_path_with_its_reason(tmp_path, silent_por
             _, text = await get(url + "/metrics")
             assert value(text, "illiad_port_up", path="web_https") == 0.0
             assert value(text, "illiad_probe_failure_reason", path="web_https", reason="refused") == 1.0
-            assert value(text, "illiad_probe_failure_reason", path="web_https", reason="timeout") == 0.0
+            assert value(text, "illiad_probe_failure_reason", path="web_https", reason="timeout") is None  # active only
             assert value(text, "illiad_port_latency_seconds", path="web_https") is None
             assert value(text, "illiad_port_up", path="sql") == 1.0
+
+    asyncio.run(scenario())
+
+
+def test_failure_reasons_all_gives_every_reason_with_zero_for_the_others(tmp_path, silent_port, refusing_port):
+    async def scenario():
+        config = write_config(tmp_path / "c.yml", sql_port=silent_port, web_port=refusing_port)
+        config.write_text("exporter: {failure_reasons: all}\n" + config.read_text())
+        async with running(config, Role.STAFF_CLIENT) as (url, _):
+            _, text = await get(url + "/metrics")
+            reasons = {dict(k)["reason"]: v for k, v in samples(text, "illiad_probe_failure_reason").items()
+                       if dict(k)["path"] == "web_https"}
+            assert reasons == {reason.value: 1.0 if reason.value == "refused" else 0.0 for reason in Reason}
+            assert value(text, "illiad_probe_failure_reason", path="sql", reason="refused") == 0.0  # up: all 0
 
     asyncio.run(scenario())
 
