@@ -8,6 +8,7 @@ exactly those addresses (``static_addresses``), so the probe connects to what wa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 from collections.abc import Mapping
 
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from .allowlist import ProbeAllow
 from .catalog import Expect
 from .config import Config
+from .plan import probe_target
 from .probers import PROBERS, ProbeFailure, ProbeResult, ProbeTarget
 from .probers.net import resolve
 
@@ -77,19 +79,17 @@ async def adhoc_target(config: Config, vantage: str, target_text: str, prober_na
         raise AdhocRefused(
             403, "ad-hoc targets are off: the config has no probe_allow list; probe a configured site with ?site=NAME"
         )
-    d = config.defaults
-    target = ProbeTarget(
-        site=ADHOC_SITE, path=prober.name, vantage=vantage, host=host, port=port, prober=prober.name,
-        expect=Expect.OPEN, timeout=d.timeout, options=options, ip_protocol=d.ip_protocol,
-        ip_fallback=d.ip_fallback, source_address=str(d.source_address) if d.source_address else None,
-        static_addresses=tuple(str(a) for a in d.hosts.get(host, ())), system_resolver=d.system_resolver,
+    defaults = config.defaults
+    target = probe_target(
+        defaults, site=ADHOC_SITE, path=prober.name, vantage=vantage, host=host, port=port, prober=prober.name,
+        expect=Expect.OPEN, timeout=defaults.timeout, options=options,
     )
     if allow.names_allow(host, port) is not None:
         return target  # the operator named this host and port: no address check
     if not allow.has_networks():
         raise AdhocRefused(403, f"target {host}:{port} is not in the config's probe_allow list")
     try:
-        async with asyncio.timeout(d.timeout):
+        async with asyncio.timeout(defaults.timeout):
             addresses = await resolve(target, ProbeResult())
     except ProbeFailure as failure:
         raise AdhocRefused(403, f"cannot check target against probe_allow: {failure.detail}") from None
@@ -100,12 +100,7 @@ async def adhoc_target(config: Config, vantage: str, target_text: str, prober_na
         where = f"{host} resolves to {refused[0]}" if host != refused[0] else host
         raise AdhocRefused(403, f"target {where}:{port}, which the config's probe_allow list does not include")
     # pinned: the probe connects to exactly the addresses checked, never resolving again
-    return ProbeTarget(
-        site=target.site, path=target.path, vantage=vantage, host=host, port=port, prober=prober.name,
-        expect=Expect.OPEN, timeout=d.timeout, options=options, ip_protocol=d.ip_protocol,
-        ip_fallback=d.ip_fallback, source_address=target.source_address, static_addresses=tuple(addresses),
-        system_resolver=False,
-    )
+    return dataclasses.replace(target, static_addresses=tuple(addresses), system_resolver=False)
 
 
 PROBE_PARAMETERS = ("site", "path", "target", "prober")

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .catalog import Role
-from .config import Config, Site
-from .probers import ProbeTarget
+from .catalog import Expect, Role
+from .config import Config, Defaults, Site
+from .probers import ProberOptions, ProbeTarget
 from .shard import Shard, select
 
 
@@ -36,11 +36,33 @@ class Plan:
         return sum(len(t) for t in self.by_site.values())
 
 
+def probe_target(
+    defaults: Defaults, *, site: str, path: str, vantage: str, host: str, port: int, prober: str,
+    expect: Expect, timeout: float, options: ProberOptions,
+) -> ProbeTarget:
+    """A probe of ``host:port`` that resolves and connects as the config's defaults say."""
+    return ProbeTarget(
+        site=site,
+        path=path,
+        vantage=vantage,
+        host=host,
+        port=port,
+        prober=prober,
+        expect=expect,
+        timeout=timeout,
+        options=options,
+        ip_protocol=defaults.ip_protocol,
+        ip_fallback=defaults.ip_fallback,
+        source_address=str(defaults.source_address) if defaults.source_address else None,
+        static_addresses=tuple(str(a) for a in defaults.hosts.get(host, ())),
+        system_resolver=defaults.system_resolver,
+    )
+
+
 def site_targets(config: Config, site: Site, vantage: Role) -> tuple[list[ProbeTarget], list[Skipped], set[str]]:
     targets: list[ProbeTarget] = []
     skipped: list[Skipped] = []
     required: set[str] = set()
-    d = config.defaults
     for path in site.paths:
         if not path.enabled or vantage not in path.routes:
             continue
@@ -53,21 +75,9 @@ def site_targets(config: Config, site: Site, vantage: Role) -> tuple[list[ProbeT
         for host in hosts:
             for port in path.ports:
                 targets.append(
-                    ProbeTarget(
-                        site=site.name,
-                        path=path.id,
-                        vantage=vantage.value,
-                        host=host,
-                        port=port,
-                        prober=path.prober,
-                        expect=path.expect,
-                        timeout=path.timeout,
-                        options=path.options,
-                        ip_protocol=d.ip_protocol,
-                        ip_fallback=d.ip_fallback,
-                        source_address=str(d.source_address) if d.source_address else None,
-                        static_addresses=tuple(str(a) for a in d.hosts.get(host, ())),
-                        system_resolver=d.system_resolver,
+                    probe_target(
+                        config.defaults, site=site.name, path=path.id, vantage=vantage.value, host=host, port=port,
+                        prober=path.prober, expect=path.expect, timeout=path.timeout, options=path.options,
                     )
                 )
     return targets, skipped, required
