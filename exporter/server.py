@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from . import __version__, statuspage
-from .adhoc import AdhocRefused, adhoc_target, check_parameters
+from .adhoc import ProbeRequestRefused, adhoc_target, check_parameters
 from .exposition import outcomes_response, registry_response
 from .listen import ListenAddress
 from .metrics import ProbeCollector
@@ -49,7 +49,7 @@ async def handle_probe(request: web.Request) -> web.Response:
         check_parameters([key for key, _ in query.items()])
         if "target" in query:  # not a configured path: only what probe_allow permits
             if "site" in query or "path" in query:
-                raise AdhocRefused(400, "give site (and path) or target, not both")
+                raise ProbeRequestRefused(400, "give site (and path) or target, not both")
             target = await adhoc_target(snapshot.config, state.vantage.value, query["target"],
                                         query.get("prober", "tcp"))
             outcomes = await state.probe([target], state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)),
@@ -57,8 +57,8 @@ async def handle_probe(request: web.Request) -> web.Response:
             return registry_response(request, ProbeCollector(
                 outcomes, failure_reasons=snapshot.config.exporter.failure_reasons))
         if "prober" in query:
-            raise AdhocRefused(400, "prober goes with target=; a configured path uses its configured prober")
-    except AdhocRefused as refused:
+            raise ProbeRequestRefused(400, "prober goes with target=; a configured path uses its configured prober")
+    except ProbeRequestRefused as refused:
         return web.Response(status=refused.status, text=refused.reason + "\n")
     site = query.get("site", "")
     if not site:

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from illiad_exporter.adhoc import AdhocRefused, adhoc_target
+from illiad_exporter.adhoc import ProbeRequestRefused, adhoc_target
 from illiad_exporter.config import ConfigError, parse_config
 
 from .fakes import ThreadedServer
@@ -140,7 +140,7 @@ sites: [{name: lib}]
         assert (target.host, target.port, target.static_addresses, target.system_resolver) == (
             "lab.test", 1433, ("198.18.0.7", "198.18.1.9"), False)
         assert (target.site, target.path, target.vantage) == ("adhoc", "tcp", "external")
-        with pytest.raises(AdhocRefused) as refused:
+        with pytest.raises(ProbeRequestRefused) as refused:
             await adhoc_target(config, "external", "lab.test:1433", "nonsense")
         assert refused.value.status == 400 and refused.value.reason.startswith("unknown prober 'nonsense'")
 
