@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 from . import connect_only, http, illiad_web, ldap, patron_api, rdp, symphony, tcp, tds, tls, z3950
 from .base import Prober, ProbeFailure, ProberOptions, ProbeResult, ProbeTarget, Reason, release_frames
 
-PROBERS: Mapping[str, Prober] = MappingProxyType(
+PROBERS: Mapping[str, Prober[Any]] = MappingProxyType(
     {
         prober.name: prober
         for prober in (

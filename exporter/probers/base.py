@@ -1,6 +1,8 @@
 """The contract every prober keeps.
 
-A prober is ``async def probe(target: ProbeTarget, result: ProbeResult) -> bool``. It
+A prober is ``async def probe(target: ProbeTarget[ItsOptions], result: ProbeResult) -> bool``,
+declared with its options class in a :class:`Prober` table entry (the config validates a
+path's options against that class, so ``target.options`` is always of it). It
 records what it measured into ``result`` (phases, TLS facts, info facts) and returns whether
 the path works. To fail with a reason it raises :class:`ProbeFailure`; the runner turns a
 timeout into reason ``timeout`` and keeps whatever the prober had recorded by then. A
@@ -11,17 +13,19 @@ from __future__ import annotations
 
 import enum
 import sys
+import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from ..catalog import Expect
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.StrEnum):
     """Why a probe failed: one word an operator can act on."""
 
     DNS = "dns"  # the name did not resolve
@@ -35,9 +39,6 @@ class Reason(str, enum.Enum):
     BROWSER = "browser"  # SQL Server Browser gave no port for the named instance
     AUTH = "auth"  # a configured bind/login was refused
     ERROR = "error"  # a bug in the exporter; logged with its traceback
-
-    def __str__(self) -> str:
-        return self.value
 
 
 ALL_REASONS: tuple[str, ...] = tuple(r.value for r in Reason)
@@ -85,8 +86,11 @@ class ProberOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+OptionsT = TypeVar("OptionsT", bound=ProberOptions)
+
+
 @dataclass(frozen=True, slots=True)
-class ProbeTarget:
+class ProbeTarget(Generic[OptionsT]):
     """One concrete probe: a path of a site, from this vantage, to one host and port."""
 
     site: str
@@ -97,7 +101,7 @@ class ProbeTarget:
     prober: str
     expect: Expect
     timeout: float
-    options: ProberOptions
+    options: OptionsT  # of the class its prober declares
     ip_protocol: str = "ip4"  # preferred family: ip4 or ip6
     ip_fallback: bool = True  # try the other family when the preferred has no address
     source_address: str | None = None
@@ -163,20 +167,34 @@ class ProbeResult:
     def add_info(self, name: str, **labels: str) -> None:
         self.infos.append(InfoFact(name, tuple(sorted(labels.items()))))
 
+    @contextmanager
+    def timed(self, phase: str, *, add: bool = False, keep_on_failure: bool = False) -> Iterator[None]:
+        """Time the block as ``phase`` when it completes (``add``: on top of the phase's time
+        so far). ``keep_on_failure``: also when it ends in a ProbeFailure, for the network
+        steps whose time tells a drop from a refusal; never when the deadline cancels it."""
+        started = time.perf_counter()
+        try:
+            yield
+        except ProbeFailure:
+            if keep_on_failure:
+                self._record(phase, time.perf_counter() - started, add)
+            raise
+        self._record(phase, time.perf_counter() - started, add)
+
+    def _record(self, phase: str, seconds: float, add: bool) -> None:
+        self.phases[phase] = self.phases.get(phase, 0.0) + seconds if add else seconds
+
     def fail(self, reason: Reason, detail: str = "") -> None:
         self.up = False
         self.reason = reason
         self.detail = detail
 
 
-ProbeFunc = Callable[[ProbeTarget, ProbeResult], Awaitable[bool]]
-
-
 @dataclass(frozen=True, slots=True)
-class Prober:
-    """A table entry: the config word, the function, and the schema of its options."""
+class Prober(Generic[OptionsT]):
+    """A table entry: the config word, the function, and the class of its options."""
 
     name: str
-    probe: ProbeFunc
-    options: type[ProberOptions] = ProberOptions
+    probe: Callable[[ProbeTarget[OptionsT], ProbeResult], Awaitable[bool]]
+    options: type[OptionsT]
     description: str = ""

@@ -7,12 +7,11 @@ and TLS phases are timed like every other probe and the body read stays bounded.
 from __future__ import annotations
 
 import ssl
-import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
 import h11
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo
 
 from .. import __version__
 from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
@@ -23,21 +22,35 @@ MAX_BODY_BYTES = 256 * 1024
 USER_AGENT = f"illiad-port-exporter/{__version__}"
 
 
-class HttpOptions(TlsOptions):
-    scheme: Literal["http", "https"] | None = None  # default: https on 443, else http
-    path: str = "/"
+def _absolute(path: str, info: ValidationInfo) -> str:
+    if not path.startswith("/"):
+        raise ValueError(f"{info.field_name} must start with '/', got {path!r}")
+    return path
+
+
+AbsolutePath = Annotated[str, AfterValidator(_absolute)]  # a request path: "/..."
+
+
+class HttpClientOptions(TlsOptions):
+    """What every prober that speaks HTTP may set: TLS, and the Host header to send."""
+
+    host_header: str | None = None  # default: the host, and its port unless the scheme's own
+
+
+class HttpOrHttpsOptions(HttpClientOptions):
+    """For probers that speak HTTP or HTTPS: by default HTTPS on ``HTTPS_PORTS``."""
+
+    HTTPS_PORTS: ClassVar[tuple[int, ...]] = (443, 8443)
+    scheme: Literal["http", "https"] | None = None
+
+    def https_for(self, port: int) -> bool:
+        return (self.scheme or ("https" if port in self.HTTPS_PORTS else "http")) == "https"
+
+
+class HttpOptions(HttpOrHttpsOptions):
+    path: AbsolutePath = "/"
     method: Literal["GET", "HEAD"] = "GET"
     valid_status: list[int] = Field(default_factory=list)  # empty: any 2xx or 3xx
-    host_header: str | None = None
-
-    @model_validator(mode="after")
-    def _path_is_absolute(self) -> HttpOptions:
-        if not self.path.startswith("/"):
-            raise ValueError(f"path must start with '/', got {self.path!r}")
-        return self
-
-    def scheme_for(self, port: int) -> str:
-        return self.scheme or ("https" if port in (443, 8443) else "http")
 
     def status_ok(self, status: int) -> bool:
         return status in self.valid_status if self.valid_status else 200 <= status < 400
@@ -51,7 +64,8 @@ class HttpResponse:
 
 
 async def open_http(
-    target: ProbeTarget, result: ProbeResult, options: TlsOptions, *, https: bool, context: ssl.SSLContext | None = None
+    target: ProbeTarget, result: ProbeResult, options: HttpClientOptions, *, https: bool,
+    context: ssl.SSLContext | None = None,
 ) -> Connection:
     """Connect, and negotiate TLS when ``https`` (with ``context``, default the options' own)."""
     connection = await connect(target, result)
@@ -76,7 +90,11 @@ async def request(
 ) -> HttpResponse:
     """Send one request and read the response (body cut at ``max_body``); adds the time to
     phase ``handshake``."""
-    started = time.perf_counter()
+    with result.timed("handshake", add=True):
+        return await _exchange(connection, host=host, path=path, method=method, max_body=max_body)
+
+
+async def _exchange(connection: Connection, *, host: str, path: str, method: str, max_body: int) -> HttpResponse:
     client = h11.Connection(h11.CLIENT)
     wire = client.send(
         h11.Request(
@@ -111,28 +129,32 @@ async def request(
                 break
         elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
             break
-    result.phases["handshake"] = result.phases.get("handshake", 0.0) + time.perf_counter() - started
     return HttpResponse(status, headers, bytes(body))
 
 
-def host_header(target: ProbeTarget, options: TlsOptions, https: bool) -> str:
-    """The options' ``host_header`` if they have one, else the host (and port if not the default)."""
-    explicit = getattr(options, "host_header", None)
-    if explicit:
-        return str(explicit)
+def host_header(target: ProbeTarget, options: HttpClientOptions, https: bool) -> str:
+    """The options' ``host_header`` if set, else the host (and port if not the default)."""
+    if options.host_header:
+        return options.host_header
     default_port = 443 if https else 80
     host = options.server_name or target.host
     host = f"[{host}]" if ":" in host else host
     return host if target.port == default_port else f"{host}:{target.port}"
 
 
+def connect_facts(result: ProbeResult, *, first: bool) -> ProbeResult:
+    """Where a connection's connect and TLS facts go when a probe makes several: only the
+    first connection's are kept (what a patron's browser meets); a later one's are dropped,
+    so they do not overwrite them, and its request adds to the handshake time alone."""
+    return result if first else ProbeResult()
+
+
 async def fetch(
-    target: ProbeTarget, result: ProbeResult, options: TlsOptions, path: str, *, https: bool, method: str = "GET",
-    max_body: int = MAX_BODY_BYTES, connect_facts: ProbeResult | None = None,
+    target: ProbeTarget, result: ProbeResult, options: HttpClientOptions, path: str, *, https: bool,
+    method: str = "GET", max_body: int = MAX_BODY_BYTES, first: bool = True,
 ) -> HttpResponse:
-    """One request on a connection of its own, closed afterwards. The connect and TLS facts
-    go to ``connect_facts`` when given (a second request must not overwrite the first's)."""
-    connection = await open_http(target, connect_facts or result, options, https=https)
+    """One request on a connection of its own, closed afterwards; ``first``: see connect_facts."""
+    connection = await open_http(target, connect_facts(result, first=first), options, https=https)
     try:
         return await request(connection, result, host=host_header(target, options, https), path=path,
                              method=method, max_body=max_body)
@@ -140,10 +162,9 @@ async def fetch(
         await connection.close()
 
 
-async def probe_http(target: ProbeTarget, result: ProbeResult) -> bool:
+async def probe_http(target: ProbeTarget[HttpOptions], result: ProbeResult) -> bool:
     options = target.options
-    assert isinstance(options, HttpOptions)
-    https = options.scheme_for(target.port) == "https"
+    https = options.https_for(target.port)
     response = await fetch(target, result, options, options.path, https=https, method=options.method)
     if not options.status_ok(response.status):
         raise ProbeFailure(Reason.HTTP_STATUS, f"{options.method} {options.path} answered {response.status}")

@@ -12,12 +12,10 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import field_validator
-
 from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
-from .http import host_header, open_http, request
+from .http import AbsolutePath, HttpClientOptions, connect_facts, host_header, open_http, request
 from .net import Connection
-from .tlsclient import TlsOptions, client_context
+from .tlsclient import client_context
 
 TlsVersion = Literal["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
 _TLS_ORDER: dict[str, int] = {"TLSv1": 0, "TLSv1.1": 1, "TLSv1.2": 2, "TLSv1.3": 3}
@@ -27,29 +25,18 @@ _PLATFORM_VERSION = re.compile(rb"Platform\s+Version\W{0,4}(\d{1,4}(?:\.\d{1,6})
 MAX_PLATFORM_BODY = 4096
 
 
-class IlliadWebOptions(TlsOptions):
-    logon_path: str = "/illiad/logon.html"
+class IlliadWebOptions(HttpClientOptions):
+    logon_path: AbsolutePath = "/illiad/logon.html"
     # Sites that do not run the Web Platform (the ILLiad API) turn this off.
     web_platform: bool = True
-    platform_path: str = "/ILLiadWebPlatform/SystemInfo/PlatformVersion"
+    platform_path: AbsolutePath = "/ILLiadWebPlatform/SystemInfo/PlatformVersion"
     # The oldest TLS version accepted; an older one fails with reason tls.
     min_tls_version: TlsVersion = "TLSv1.2"
-    host_header: str | None = None
-
-    @field_validator("logon_path", "platform_path")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"must start with '/', got {value!r}")
-        return value
 
 
 async def _get(target: ProbeTarget, result: ProbeResult, options: IlliadWebOptions, path: str, *,
                first: bool, max_body: int) -> tuple[int, bytes]:
-    # Only the first connection's connect and TLS facts are kept: they are what a patron's
-    # browser meets; the second request adds to the handshake time alone.
-    timing = result if first else ProbeResult()
-    connection = await _open(target, timing, options)
+    connection = await _open(target, connect_facts(result, first=first), options)
     try:
         if first:
             _check_tls_version(result, options)
@@ -87,9 +74,8 @@ def _check_tls_version(result: ProbeResult, options: IlliadWebOptions) -> None:
         raise ProbeFailure(Reason.TLS, f"negotiated {version}, older than min_tls_version {options.min_tls_version}")
 
 
-async def probe_illiad_web(target: ProbeTarget, result: ProbeResult) -> bool:
+async def probe_illiad_web(target: ProbeTarget[IlliadWebOptions], result: ProbeResult) -> bool:
     options = target.options
-    assert isinstance(options, IlliadWebOptions)
     status, _ = await _get(target, result, options, options.logon_path, first=True, max_body=64 * 1024)
     if not 200 <= status < 400:
         raise ProbeFailure(Reason.HTTP_STATUS, f"GET {options.logon_path} answered {status}")

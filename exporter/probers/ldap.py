@@ -11,7 +11,6 @@ that a length is checked before any byte of the body is read.
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 from pyasn1.codec.ber import decoder, encoder
@@ -134,9 +133,8 @@ class LdapSession:
     async def start_tls(self, options: LdapOptions, server_name: str) -> None:
         request = rfc2251.ExtendedRequest()
         request["requestName"] = STARTTLS_OID
-        started = time.perf_counter()
-        response = await self.expect(await self.send("extendedReq", request), "extendedResp")
-        self._timed(started)
+        with self.result.timed("handshake", add=True):
+            response = await self.expect(await self.send("extendedReq", request), "extendedResp")
         code = int(response["resultCode"])  # type: ignore[index]
         if code != 0:
             raise LdapError(Reason.TLS, "StartTLS refused", code, _text(response["errorMessage"]))  # type: ignore[index]
@@ -147,9 +145,8 @@ class LdapSession:
         request["version"] = 3
         request["name"] = dn
         request["authentication"]["simple"] = password.encode("utf-8")
-        started = time.perf_counter()
-        response = await self.expect(await self.send("bindRequest", request), "bindResponse")
-        self._timed(started)
+        with self.result.timed("handshake", add=True):
+            response = await self.expect(await self.send("bindRequest", request), "bindResponse")
         code = int(response["resultCode"])  # type: ignore[index]
         if code != 0:
             reason = Reason.AUTH if code in _AUTH_CODES else Reason.PROTOCOL
@@ -165,9 +162,17 @@ class LdapSession:
         request["typesOnly"] = False
         request["filter"]["present"] = "objectClass"
         request["attributes"].extend(ROOT_DSE_ATTRIBUTES)
-        started = time.perf_counter()
-        message_id = await self.send("searchRequest", request)
         attributes: dict[str, list[str]] = {}
+        with self.result.timed("handshake", add=True):
+            done = await self._search(await self.send("searchRequest", request), attributes)
+        code = int(done["resultCode"])  # type: ignore[index]
+        if code != 0:
+            reason = Reason.AUTH if code in _AUTH_CODES else Reason.PROTOCOL
+            raise LdapError(reason, "root DSE read failed", code, _text(done["errorMessage"]))  # type: ignore[index]
+        return attributes
+
+    async def _search(self, message_id: int, attributes: dict[str, list[str]]) -> object:
+        """Gather the entries' attributes into ``attributes``; returns the searchResDone."""
         for _ in range(MAX_SEARCH_MESSAGES):
             op_name, op = await self.receive(message_id)
             if op_name == "searchResEntry":
@@ -175,12 +180,7 @@ class LdapSession:
                     values = [_text(v) for v in attribute["vals"]]
                     attributes.setdefault(_text(attribute["type"]).lower(), []).extend(values)
             elif op_name == "searchResDone":
-                self._timed(started)
-                code = int(op["resultCode"])  # type: ignore[index]
-                if code != 0:
-                    reason = Reason.AUTH if code in _AUTH_CODES else Reason.PROTOCOL
-                    raise LdapError(reason, "root DSE read failed", code, _text(op["errorMessage"]))  # type: ignore[index]
-                return attributes
+                return op
             elif op_name != "searchResRef":
                 raise ProbeFailure(Reason.PROTOCOL, f"expected a search result, got {op_name}")
         raise ProbeFailure(Reason.PROTOCOL, f"root DSE read gave more than {MAX_SEARCH_MESSAGES} messages")
@@ -190,10 +190,6 @@ class LdapSession:
             await self.send("unbindRequest", rfc2251.UnbindRequest(""))
         except ProbeFailure:
             pass  # the verdict is made; a server that already hung up changes nothing
-
-    def _timed(self, started: float) -> None:
-        phases = self.result.phases
-        phases["handshake"] = phases.get("handshake", 0.0) + time.perf_counter() - started
 
 
 def _one_line(exc: BaseException) -> str:
@@ -220,9 +216,8 @@ def record_root_dse(result: ProbeResult, attributes: dict[str, list[str]]) -> No
     )
 
 
-async def probe_ldap(target: ProbeTarget, result: ProbeResult) -> bool:
+async def probe_ldap(target: ProbeTarget[LdapOptions], result: ProbeResult) -> bool:
     options = target.options
-    assert isinstance(options, LdapOptions)
     mode = options.mode_for(target.port)
     server_name = options.server_name or target.host
     time_limit = max(1, int(target.timeout))

@@ -1,7 +1,9 @@
 """Shared network steps of every prober: timed resolution, connect, TLS, bounded reads.
 
-Failures become :class:`ProbeFailure` with a reason an operator can act on. Every read is
-bounded in bytes; the time bound is the runner's deadline around the whole probe.
+Failures become :class:`ProbeFailure` with a reason an operator can act on: socket and TLS
+errors are mapped to reasons here, in :func:`reason_for` and :func:`failures_of`, and nowhere
+else. Every read is bounded in bytes; the time bound is the runner's deadline around the
+whole probe.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .base import ProbeFailure, ProbeResult, ProbeTarget, Reason, release_frames
@@ -33,7 +37,10 @@ _REFUSED_ERRNOS = {errno.ECONNREFUSED, getattr(errno, "WSAECONNREFUSED", -1)}
 _TIMEOUT_ERRNOS = {errno.ETIMEDOUT, getattr(errno, "WSAETIMEDOUT", -1)}
 
 
-def classify_os_error(exc: OSError) -> Reason:
+def reason_for(exc: OSError) -> Reason:
+    """The reason a socket or TLS error stands for."""
+    if isinstance(exc, ssl.SSLError):
+        return Reason.TLS
     if isinstance(exc, socket.gaierror):
         return Reason.DNS
     if isinstance(exc, ConnectionRefusedError) or exc.errno in _REFUSED_ERRNOS:
@@ -43,6 +50,25 @@ def classify_os_error(exc: OSError) -> Reason:
     if isinstance(exc, TimeoutError) or exc.errno in _TIMEOUT_ERRNOS:
         return Reason.TIMEOUT
     return Reason.NETWORK
+
+
+@contextmanager
+def failures_of(doing: str, *, tls_handshake: bool = False) -> Iterator[None]:
+    """Socket and TLS errors of one network step -> ProbeFailure with their reason (the one
+    mapping, as httpx maps transport errors); ``doing`` names the step in the detail. In a TLS
+    handshake a reset is a TLS failure too: it is how many servers reject a client hello."""
+    try:
+        yield
+    except ssl.SSLCertVerificationError as exc:
+        raise ProbeFailure(Reason.TLS, f"certificate not trusted: {exc.verify_message}") from None
+    except (ssl.SSLError, ConnectionResetError) as exc:
+        if tls_handshake:
+            raise ProbeFailure(Reason.TLS, f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}") from None
+        if isinstance(exc, ssl.SSLError):
+            raise ProbeFailure(Reason.TLS, f"TLS error while {doing}: {exc.reason or exc}") from None
+        raise ProbeFailure(reason_for(exc), f"{doing}: {exc}") from None
+    except OSError as exc:
+        raise ProbeFailure(reason_for(exc), f"{doing}: {exc}") from None
 
 
 def _family_order(target: ProbeTarget) -> list[int]:
@@ -66,15 +92,13 @@ async def resolve(target: ProbeTarget, result: ProbeResult) -> list[str]:
         raise ProbeFailure(Reason.DNS, f"{target.host} is not in the config's hosts table")
     else:
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        try:
-            infos = await loop.getaddrinfo(
-                target.host, target.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-            )
-        except socket.gaierror as exc:
-            result.phases["resolve"] = time.perf_counter() - started
-            raise ProbeFailure(Reason.DNS, f"cannot resolve {target.host}: {exc.strerror}") from None
-        result.phases["resolve"] = time.perf_counter() - started
+        with result.timed("resolve", keep_on_failure=True):
+            try:
+                infos = await loop.getaddrinfo(
+                    target.host, target.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+                )
+            except socket.gaierror as exc:
+                raise ProbeFailure(Reason.DNS, f"cannot resolve {target.host}: {exc.strerror}") from None
         found = [(info[0], str(info[4][0])) for info in infos]
     addresses: list[str] = []
     for family in families:
@@ -101,60 +125,38 @@ class Connection:
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
-        try:
+        with failures_of("sending"):
             await self.writer.drain()
-        except OSError as exc:
-            raise ProbeFailure(classify_os_error(exc), f"send failed: {exc}") from None
 
     async def read_exactly(self, count: int, *, what: str = "answer") -> bytes:
         if count > DEFAULT_READ_LIMIT:
             raise ProbeFailure(Reason.PROTOCOL, f"{what} claims {count} bytes, more than {DEFAULT_READ_LIMIT}")
         try:
-            return await self.reader.readexactly(count)
+            with failures_of(f"reading {what}"):
+                return await self.reader.readexactly(count)
         except asyncio.IncompleteReadError as exc:
             raise ProbeFailure(
                 Reason.PROTOCOL, f"{what} truncated: {len(exc.partial)} of {count} bytes before close"
             ) from None
-        except ssl.SSLError as exc:
-            raise ProbeFailure(Reason.TLS, f"TLS error while reading {what}: {exc.reason or exc}") from None
-        except OSError as exc:
-            raise ProbeFailure(classify_os_error(exc), f"reading {what}: {exc}") from None
 
     async def read_some(self, limit: int = DEFAULT_READ_LIMIT) -> bytes:
         """Whatever the peer sends next (at most ``limit`` bytes); b'' on close."""
-        try:
+        with failures_of("reading"):
             return await self.reader.read(limit)
-        except ssl.SSLError as exc:
-            raise ProbeFailure(Reason.TLS, f"TLS error while reading: {exc.reason or exc}") from None
-        except OSError as exc:
-            raise ProbeFailure(classify_os_error(exc), f"reading: {exc}") from None
 
     async def start_tls(
         self, context: ssl.SSLContext, server_hostname: str | None, result: ProbeResult
     ) -> None:
         """Upgrade this connection to TLS (StartTLS, TDS strict), timed as phase ``tls``."""
-        started = time.perf_counter()
         try:
-            await self._start_tls(context, server_hostname, result, started)
+            with result.timed("tls", keep_on_failure=True), failures_of("TLS handshake", tls_handshake=True):
+                await self.writer.start_tls(context, server_hostname=server_hostname)
         except BaseException:  # including the probe's deadline cancelling the handshake
             self.tls_aborted = True
             raise
-        result.phases["tls"] = time.perf_counter() - started
         ssl_object = self.writer.get_extra_info("ssl_object")
         if ssl_object is not None:
             result.tls = tls_facts(ssl_object, verified=context.verify_mode != ssl.CERT_NONE)
-
-    async def _start_tls(
-        self, context: ssl.SSLContext, server_hostname: str | None, result: ProbeResult, started: float
-    ) -> None:
-        try:
-            await self.writer.start_tls(context, server_hostname=server_hostname)
-        except ssl.SSLCertVerificationError as exc:
-            result.phases["tls"] = time.perf_counter() - started
-            raise ProbeFailure(Reason.TLS, f"certificate not trusted: {exc.verify_message}") from None
-        except (ssl.SSLError, ConnectionResetError) as exc:
-            result.phases["tls"] = time.perf_counter() - started
-            raise ProbeFailure(Reason.TLS, f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}") from None
 
     async def close(self) -> None:
         if self.tls_aborted:
@@ -186,13 +188,11 @@ async def connect_socket(target: ProbeTarget, result: ProbeResult, *, port: int 
     addresses = await resolve(target, result)
     if len(addresses) == 1:  # the common case (a literal, a hosts entry): no racing tasks
         address = addresses[0]
-        began = time.perf_counter()
-        try:
-            sock = await _open_socket(target, address, port)
-        except OSError as exc:
-            result.phases["connect"] = time.perf_counter() - began
-            raise ProbeFailure(classify_os_error(exc), f"connect to {_hostport(address, port)}: {_os_text(exc)}") from None
-        result.phases["connect"] = time.perf_counter() - began
+        with result.timed("connect", keep_on_failure=True):
+            try:
+                sock = await _open_socket(target, address, port)
+            except OSError as exc:
+                raise ProbeFailure(reason_for(exc), f"connect to {_hostport(address, port)}: {_os_text(exc)}") from None
         result.address = address
         result.port = port
         return sock
@@ -219,7 +219,7 @@ async def connect_socket(target: ProbeTarget, result: ProbeResult, *, port: int 
                 if not isinstance(exc, OSError):
                     raise exc
                 result.phases["connect"] = time.perf_counter() - began
-                failures.append((address, ProbeFailure(classify_os_error(exc), _os_text(exc))))
+                failures.append((address, ProbeFailure(reason_for(exc), _os_text(exc))))
     finally:
         for task in attempts:  # the losers: cancelled, or closed if they connected meanwhile
             _discard(task)

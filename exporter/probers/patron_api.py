@@ -10,13 +10,11 @@ endpoint.
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 from pydantic import Field
 
 from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
-from .http import fetch
-from .tlsclient import TlsOptions
+from .http import HttpOrHttpsOptions, fetch
 
 # Obviously not a library's barcode (those are digits), so the lookup finds no one.
 PROBE_BARCODE = "ILLIADPORTEXPORTERPROBE0"
@@ -26,16 +24,11 @@ _ERRNUM = re.compile(rb"ERRNUM=(\d{1,4})")
 _ERRMSG = re.compile(rb"ERRMSG=([^<\r\n]{0,80})")
 # A field line of a record dump: "P BARCODE[pb]=..." or "RECORD #[p81]=...".
 _DUMP_FIELD = re.compile(rb"^[A-Z0-9 #./-]{1,40}\[p[!0-9a-z]{1,4}\]=", re.MULTILINE)
-_HTTPS_PORTS = (443, 54620)  # 54620: Innovative's usual PatronAPI port over TLS
 
 
-class PatronApiOptions(TlsOptions):
-    scheme: Literal["http", "https"] | None = None  # default: https on 443 and 54620, else http
+class PatronApiOptions(HttpOrHttpsOptions):
+    HTTPS_PORTS = (443, 54620)  # 54620: Innovative's usual PatronAPI port over TLS
     barcode: str = Field(default=PROBE_BARCODE, pattern=r"^[A-Za-z0-9]{1,40}$")
-    host_header: str | None = None
-
-    def scheme_for(self, port: int) -> str:
-        return self.scheme or ("https" if port in _HTTPS_PORTS else "http")
 
 
 def dump_path(barcode: str) -> str:
@@ -57,10 +50,9 @@ def recognise(status: int, body: bytes) -> None:
         raise ProbeFailure(Reason.PROTOCOL, f"not a PatronAPI answer: {body[:60]!r}")
 
 
-async def probe_patron_api(target: ProbeTarget, result: ProbeResult) -> bool:
+async def probe_patron_api(target: ProbeTarget[PatronApiOptions], result: ProbeResult) -> bool:
     options = target.options
-    assert isinstance(options, PatronApiOptions)
-    https = options.scheme_for(target.port) == "https"
+    https = options.https_for(target.port)
     response = await fetch(target, result, options, dump_path(options.barcode), https=https, max_body=MAX_BODY)
     recognise(response.status, response.body)
     return True

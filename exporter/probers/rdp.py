@@ -11,7 +11,6 @@ The codec below is pure (bytes in, values out) so it is tested without sockets.
 from __future__ import annotations
 
 import struct
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -111,23 +110,21 @@ class RdpOptions(ProberOptions):
     request_protocols: list[ProtocolName] = Field(default_factory=lambda: list(CLIENT_PROTOCOLS))
 
 
-async def probe_rdp(target: ProbeTarget, result: ProbeResult) -> bool:
+async def probe_rdp(target: ProbeTarget[RdpOptions], result: ProbeResult) -> bool:
     options = target.options
-    assert isinstance(options, RdpOptions)
     protocols = 0
     for name in options.request_protocols:
         protocols |= PROTOCOLS[name]
     connection = await connect(target, result)
     try:
-        started = time.perf_counter()
-        await connection.send(connection_request(protocols))
-        header = await connection.read_exactly(TPKT.size, what="Connection Confirm")
-        try:
-            rest = await connection.read_exactly(confirm_length(header) - TPKT.size, what="Connection Confirm")
-            negotiation = decode_confirm(header + rest)
-        except RdpError as exc:
-            raise ProbeFailure(Reason.PROTOCOL, str(exc)) from None
-        result.phases["handshake"] = time.perf_counter() - started
+        with result.timed("handshake"):
+            await connection.send(connection_request(protocols))
+            header = await connection.read_exactly(TPKT.size, what="Connection Confirm")
+            try:
+                rest = await connection.read_exactly(confirm_length(header) - TPKT.size, what="Connection Confirm")
+                negotiation = decode_confirm(header + rest)
+            except RdpError as exc:
+                raise ProbeFailure(Reason.PROTOCOL, str(exc)) from None
     finally:
         await connection.close()
     # Both labels always, so every illiad_rdp_info series has the same label names.

@@ -6,7 +6,7 @@ from .base import Prober, ProberOptions, ProbeResult, ProbeTarget
 from .net import connect_socket
 
 
-async def probe_tcp(target: ProbeTarget, result: ProbeResult) -> bool:
+async def probe_tcp(target: ProbeTarget[ProberOptions], result: ProbeResult) -> bool:
     # A bare socket, no streams: the handshake is the whole check (and the cheapest probe).
     sock = await connect_socket(target, result)
     sock.close()

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import time
 from dataclasses import dataclass
 
 from pydantic import Field, field_validator
 
 from .base import Prober, ProbeFailure, ProbeResult, ProbeTarget, Reason
-from .net import DEFAULT_READ_LIMIT, Connection, classify_os_error, connect, resolve
+from .net import DEFAULT_READ_LIMIT, Connection, reason_for, connect, resolve
 from .tlsclient import TlsOptions, client_context
 
 # -- TDS packets and PRELOGIN (MS-TDS 2.2.3.1, 2.2.6.5) --------------------------------------
@@ -246,7 +245,7 @@ async def ask_browser(address: str, port: int, instance: str, *, wait: float) ->
                 continue
             except OSError as exc:
                 raise ProbeFailure(
-                    Reason.BROWSER, f"SQL Server Browser at {address}:{port}: {classify_os_error(exc)}"
+                    Reason.BROWSER, f"SQL Server Browser at {address}:{port}: {reason_for(exc)}"
                 ) from None
         raise ProbeFailure(Reason.BROWSER, f"the SQL Server Browser at {address}:{port} did not answer in {wait:.3g}s")
     finally:
@@ -293,9 +292,8 @@ async def read_message(connection: Connection, expected_type: int, *, limit: int
     raise ProbeFailure(Reason.PROTOCOL, f"TDS message of more than {MAX_PACKETS} packets")
 
 
-async def probe_tds(target: ProbeTarget, result: ProbeResult) -> bool:
+async def probe_tds(target: ProbeTarget[TdsOptions], result: ProbeResult) -> bool:
     options = target.options
-    assert isinstance(options, TdsOptions)
     port = target.port
     if options.instance is not None:
         port = await _port_from_browser(target, result, options)
@@ -304,21 +302,20 @@ async def probe_tds(target: ProbeTarget, result: ProbeResult) -> bool:
         if options.strict:
             context = client_context(options, alpn=(TDS8_ALPN,))
             await connection.start_tls(context, options.server_name or target.host, result)
-        started = time.perf_counter()
-        await connection.send(client_prelogin())
-        payload = await read_message(connection, PACKET_TABULAR_RESULT)
-        try:
-            answer = decode_prelogin(payload)
-        except TdsError as exc:
-            raise ProbeFailure(Reason.PROTOCOL, str(exc)) from None
-        result.phases["handshake"] = time.perf_counter() - started
+        with result.timed("handshake"):
+            await connection.send(client_prelogin())
+            payload = await read_message(connection, PACKET_TABULAR_RESULT)
+            try:
+                answer = decode_prelogin(payload)
+            except TdsError as exc:
+                raise ProbeFailure(Reason.PROTOCOL, str(exc)) from None
     finally:
         await connection.close()
     result.add_info("sqlserver", version=answer.version_text, encryption=answer.encryption_word)
     return True
 
 
-async def _port_from_browser(target: ProbeTarget, result: ProbeResult, options: TdsOptions) -> int:
+async def _port_from_browser(target: ProbeTarget[TdsOptions], result: ProbeResult, options: TdsOptions) -> int:
     assert options.instance is not None
     addresses = await resolve(target, result)
     # Half the probe's time for the Browser, half for the TCP exchange with the instance.

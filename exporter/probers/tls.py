@@ -7,9 +7,8 @@ from .net import connect
 from .tlsclient import TlsOptions, client_context
 
 
-async def probe_tls(target: ProbeTarget, result: ProbeResult) -> bool:
+async def probe_tls(target: ProbeTarget[TlsOptions], result: ProbeResult) -> bool:
     options = target.options
-    assert isinstance(options, TlsOptions)
     connection = await connect(target, result)
     try:
         await connection.start_tls(client_context(options), options.server_name or target.host, result)

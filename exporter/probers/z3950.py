@@ -13,7 +13,6 @@ decodes without surprises. The ASN.1 below is transcribed from the standard's AP
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from pyasn1.codec.ber import decoder, encoder
@@ -171,24 +170,26 @@ def _first_line(exc: Exception) -> str:
 async def probe_z3950(target: ProbeTarget, result: ProbeResult) -> bool:
     connection = await connect(target, result)
     try:
-        started = time.perf_counter()
-        await connection.send(encode_init_request())
-        received = b""
-        while True:
-            chunk = await connection.read_some(DEFAULT_READ_LIMIT - len(received))
-            if not chunk:
-                what = "closed the connection without an initResponse" if not received else "cut the initResponse short"
-                raise ProbeFailure(Reason.PROTOCOL, f"the target {what} ({len(received)} bytes)")
-            received += chunk
-            try:
-                answer, _ = decode_init_response(received)
-                break
-            except SubstrateUnderrunError:
-                if len(received) >= DEFAULT_READ_LIMIT:
-                    raise ProbeFailure(Reason.PROTOCOL, f"initResponse longer than {DEFAULT_READ_LIMIT} bytes") from None
-            except Z3950Error as exc:
-                raise ProbeFailure(Reason.PROTOCOL, str(exc)) from None
-        result.phases["handshake"] = time.perf_counter() - started
+        with result.timed("handshake"):
+            await connection.send(encode_init_request())
+            received = b""
+            while True:
+                chunk = await connection.read_some(DEFAULT_READ_LIMIT - len(received))
+                if not chunk:
+                    what = ("closed the connection without an initResponse" if not received
+                            else "cut the initResponse short")
+                    raise ProbeFailure(Reason.PROTOCOL, f"the target {what} ({len(received)} bytes)")
+                received += chunk
+                try:
+                    answer, _ = decode_init_response(received)
+                    break
+                except SubstrateUnderrunError:
+                    if len(received) >= DEFAULT_READ_LIMIT:
+                        raise ProbeFailure(
+                            Reason.PROTOCOL, f"initResponse longer than {DEFAULT_READ_LIMIT} bytes"
+                        ) from None
+                except Z3950Error as exc:
+                    raise ProbeFailure(Reason.PROTOCOL, str(exc)) from None
     finally:
         await connection.close()
     result.add_info(
