@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic import IPvAnyAddress, PlainValidator
+from pydantic import IPvAnyAddress, PlainValidator, field_validator
 
-from .allowlist import ProbeAllow
+from .allowlist import ProbeAllow, normalize_host
 from .catalog import BY_ID, CatalogPath, Expect, HostTarget, Role, RoleTarget, SiteTarget
 from .probers import PROBERS, ProberOptions
 from .shard import Shard, parse_shard
@@ -64,6 +64,24 @@ class Defaults(_Strict):
     # name -> addresses, used instead of DNS (like a hosts file); test labs and split DNS
     hosts: dict[HostName, list[IPvAnyAddress]] = Field(default_factory=dict)
     system_resolver: bool = True  # false: names missing from hosts fail with reason dns
+
+    @field_validator("hosts")
+    @classmethod
+    def _names_any_case(cls, hosts: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Host names compare case-insensitively (and without a trailing dot), as DNS does:
+        the table is keyed by the normalized name, and every look-up normalizes too
+        (pinned), so LAB.TEST cannot miss a pin that lab.test hits."""
+        table: dict[str, list[Any]] = {}
+        for name, addresses in hosts.items():
+            key = normalize_host(name)
+            if key in table:
+                raise ValueError(f"host {name!r} is listed twice (names compare without regard to case)")
+            table[key] = addresses
+        return table
+
+    def pinned(self, host: str) -> tuple[str, ...]:
+        """The addresses the hosts table pins for ``host`` (any case), else ()."""
+        return tuple(str(a) for a in self.hosts.get(normalize_host(host), ()))
 
 
 class ExporterSettings(_Strict):

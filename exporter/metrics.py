@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .probers.base import ALL_REASONS, ProbeResult, ProbeTarget
+from .probers.base import ALL_REASONS, NotRun, ProbeResult, ProbeTarget
 from .scrape import Outcome
 
 PATH_LABELS = ("site", "vantage", "path", "host", "port", "expect")
@@ -355,3 +355,11 @@ class SelfMetrics:
             "illiad_exporter_scrape_duration_seconds",
             "How long the probes of this /metrics scrape took.", registry=registry,
         )
+        self.not_run = Counter(
+            "illiad_exporter_probes_not_run_total",
+            "Probes the exporter itself could not run (reason exporter), by cause: no_slot (every probe "
+            "slot busy until the scrape deadline), no_socket (no descriptor or buffer for a socket).",
+            ["cause"], registry=registry,
+        )
+        for cause in NotRun:  # every series exists before the first shortage
+            self.not_run.labels(cause.value)

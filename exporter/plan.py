@@ -54,7 +54,7 @@ def probe_target(
         ip_protocol=defaults.ip_protocol,
         ip_fallback=defaults.ip_fallback,
         source_address=str(defaults.source_address) if defaults.source_address else None,
-        static_addresses=tuple(str(a) for a in defaults.hosts.get(host, ())),
+        static_addresses=defaults.pinned(host),
         system_resolver=defaults.system_resolver,
     )
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from .probers import PROBERS, ProbeFailure, ProbeResult, ProbeTarget, Reason, release_frames
+from .probers.base import NotRun
 from .singleflight import SingleFlight
 
 log = logging.getLogger("illiad_exporter.scrape")
@@ -39,7 +40,7 @@ async def run_probe(
             else:
                 await limiter.acquire()
         except TimeoutError:
-            result.fail(Reason.TIMEOUT, "no free probe slot before the scrape deadline (exporter.max_concurrency)")
+            result.fail(Reason.EXPORTER, NO_SLOT, not_run=NotRun.NO_SLOT)
             return result
     started = time.perf_counter()
     now = loop.time()
@@ -48,10 +49,13 @@ async def run_probe(
         async with asyncio.timeout_at(end):
             result.up = await PROBERS[target.prober].probe(target, result)
     except TimeoutError as timeout:
-        result.fail(Reason.TIMEOUT, f"no answer within {max(end - now, 0):.3g}s")
+        if result.step == "resolve":  # the resolver, not the path, gave no answer
+            result.fail(Reason.DNS, f"no answer from the resolver for {target.host} within {max(end - now, 0):.3g}s")
+        else:
+            result.fail(Reason.TIMEOUT, f"no answer within {max(end - now, 0):.3g}s")
         release_frames(timeout)
     except ProbeFailure as failure:
-        result.fail(failure.reason, failure.detail)
+        result.fail(failure.reason, failure.detail, not_run=failure.not_run)
         release_frames(failure)
     except Exception as exc:  # a prober bug must cost one path, not the scrape
         log.error("prober %s crashed on %s:%s: %r", target.prober, target.host, target.port, exc, exc_info=True)
@@ -110,7 +114,7 @@ async def run_all(
         pass  # no slot came free for the targets left before the deadline
     finally:  # also when the scrape is cancelled: never leave a placeholder for others to wait on
         for _, placeholder in queued[dispatched:]:
-            placeholder.set_result(_failed(Reason.TIMEOUT, NO_SLOT))
+            placeholder.set_result(_failed(Reason.EXPORTER, NO_SLOT, not_run=NotRun.NO_SLOT))
     waiting = time.perf_counter()
     pending = {answer for answer in answers if not answer.done()}
     if pending:
@@ -120,12 +124,13 @@ async def run_all(
     return [Outcome(target, _result_of(answer, waiting), now) for target, answer in zip(targets, answers)]
 
 
+# The exporter's own limit, not the path's: reason exporter (see Reason.EXPORTER).
 NO_SLOT = "no free probe slot before the scrape deadline (exporter.max_concurrency)"
 
 
-def _failed(reason: Reason, detail: str) -> ProbeResult:
+def _failed(reason: Reason, detail: str, *, not_run: NotRun | None = None) -> ProbeResult:
     result = ProbeResult()
-    result.fail(reason, detail)
+    result.fail(reason, detail, not_run=not_run)
     return result
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Hashable
 
+from .allowlist import normalize_host
 from .probers import ProbeResult, ProbeTarget
 
 # Scrapes that arrive together (an HA pair of Prometheus servers, a burst) share a probe
@@ -33,7 +34,7 @@ def flight_key(target: ProbeTarget) -> Hashable:
     targets share a flight only when they would make the same probe (so a scrape of a
     reloaded config never gets an answer made for the old one)."""
     return (
-        target.site, target.path, target.vantage, target.host, target.port, target.prober, target.expect,
+        target.site, target.path, target.vantage, normalize_host(target.host), target.port, target.prober, target.expect,
         target.timeout, target.ip_protocol, target.ip_fallback, target.source_address, target.static_addresses,
         target.system_resolver, type(target.options).__name__, repr(target.options),
     )

@@ -122,6 +122,9 @@ class ExporterState:
         """Probe ``targets``; with ``record``, the status page shows the outcomes."""
         snapshot = self.snapshot
         outcomes = await run_all(targets, budget=budget, limiter=self._limiter, flights=self.flights)
+        for outcome in outcomes:
+            if outcome.result.not_run is not None:
+                self.metrics.not_run.labels(outcome.result.not_run.value).inc()
         if not record or self.snapshot is not snapshot:  # a reload came in meanwhile: one config per page
             return outcomes
         by_site: dict[str, list[Outcome]] = {}

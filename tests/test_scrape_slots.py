@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from illiad_exporter.probers import Reason
+from illiad_exporter.probers.base import NotRun
 from illiad_exporter.scrape import run_all
 
 from .conftest import make_target
@@ -26,7 +27,8 @@ def test_a_probe_queued_behind_a_slow_one_still_gets_its_whole_timeout(dropping_
 
 
 def test_waiting_for_a_slot_ends_at_the_scrape_deadline(dropping_port, silent_port):
-    """A probe that never gets a slot before the scrape's budget ends fails as timeout, saying why."""
+    """A probe that never gets a slot before the scrape's budget ends fails with reason
+    exporter (the exporter's own limit, not the path's), saying why."""
     slow = make_target("tcp", dropping_port, timeout=2.0, path_id="dropped")
     queued = make_target("tcp", silent_port, timeout=2.0, path_id="open")
 
@@ -35,5 +37,6 @@ def test_waiting_for_a_slot_ends_at_the_scrape_deadline(dropping_port, silent_po
 
     _, waited = asyncio.run(scrape())
     assert not waited.result.up
-    assert waited.result.reason is Reason.TIMEOUT
+    assert waited.result.reason is Reason.EXPORTER
+    assert waited.result.not_run is NotRun.NO_SLOT
     assert "no free probe slot" in waited.result.detail

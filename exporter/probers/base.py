@@ -39,9 +39,22 @@ class Reason(enum.StrEnum):
     BROWSER = "browser"  # SQL Server Browser gave no port for the named instance
     AUTH = "auth"  # a configured bind/login was refused
     ERROR = "error"  # a bug in the exporter; logged with its traceback
+    # the exporter itself could not run the probe (no free probe slot before the deadline,
+    # no socket or descriptor): the exporter's owner acts, not the library's network team
+    EXPORTER = "exporter"
 
 
 ALL_REASONS: tuple[str, ...] = tuple(r.value for r in Reason)
+# Reasons that say nothing about the path, only about the exporter: a path failing with one
+# of these is unknown, not closed.
+EXPORTER_SIDE_REASONS: frozenset[Reason] = frozenset({Reason.ERROR, Reason.EXPORTER})
+
+
+class NotRun(enum.StrEnum):
+    """Why the exporter could not run a probe (reason ``exporter``); the self-metric's cause."""
+
+    NO_SLOT = "no_slot"  # every probe slot (exporter.max_concurrency) was busy until the deadline
+    NO_SOCKET = "no_socket"  # the process or the system had no descriptor or buffer for a socket
 
 
 class ProbeFailure(Exception):
@@ -50,10 +63,13 @@ class ProbeFailure(Exception):
     Made while handling a lower-level error (a reset, a TLS alert), it replaces that error:
     the error's frames are released at once (see :func:`release_frames`)."""
 
-    def __init__(self, reason: Reason, detail: str = "") -> None:
+    def __init__(self, reason: Reason, detail: str = "", *, not_run: NotRun | None = None) -> None:
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
         self.reason = reason
         self.detail = detail
+        # with reason exporter: why the probe could not run (a socket error mapped to
+        # reason exporter is always a missing descriptor or buffer: net.classify_os_error)
+        self.not_run = not_run or (NotRun.NO_SOCKET if reason is Reason.EXPORTER else None)
         replaced = sys.exc_info()[1]
         if replaced is not None and not isinstance(replaced, ProbeFailure):
             release_frames(replaced)
@@ -148,6 +164,9 @@ class ProbeResult:
     tls: TlsFacts | None = None
     infos: list[InfoFact] = field(default_factory=list)
     duration: float = 0.0
+    not_run: NotRun | None = None  # with reason exporter: why the exporter could not run it
+    # the step under way when a deadline struck ("resolve" turns a timeout into reason dns)
+    step: str = ""
 
     PHASES: ClassVar[tuple[str, ...]] = ("resolve", "connect", "tls", "handshake")
 
@@ -184,10 +203,11 @@ class ProbeResult:
     def _record(self, phase: str, seconds: float, add: bool) -> None:
         self.phases[phase] = self.phases.get(phase, 0.0) + seconds if add else seconds
 
-    def fail(self, reason: Reason, detail: str = "") -> None:
+    def fail(self, reason: Reason, detail: str = "", *, not_run: NotRun | None = None) -> None:
         self.up = False
         self.reason = reason
         self.detail = detail
+        self.not_run = not_run
 
 
 @dataclass(frozen=True, slots=True)

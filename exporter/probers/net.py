@@ -35,6 +35,10 @@ _UNREACHABLE_ERRNOS = {
 }
 _REFUSED_ERRNOS = {errno.ECONNREFUSED, getattr(errno, "WSAECONNREFUSED", -1)}
 _TIMEOUT_ERRNOS = {errno.ETIMEDOUT, getattr(errno, "WSAETIMEDOUT", -1)}
+# The exporter's own shortage, not the network's: no descriptor (its limit or the system's),
+# no buffer space or memory for a socket.
+_NO_SOCKET_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, getattr(errno, "WSAEMFILE", -1),
+                     getattr(errno, "WSAENOBUFS", -1)}
 
 
 def reason_for(exc: OSError) -> Reason:
@@ -43,6 +47,8 @@ def reason_for(exc: OSError) -> Reason:
         return Reason.TLS
     if isinstance(exc, socket.gaierror):
         return Reason.DNS
+    if exc.errno in _NO_SOCKET_ERRNOS:
+        return Reason.EXPORTER
     if isinstance(exc, ConnectionRefusedError) or exc.errno in _REFUSED_ERRNOS:
         return Reason.REFUSED
     if exc.errno in _UNREACHABLE_ERRNOS:
