@@ -12,8 +12,10 @@ What is honoured, as the toolkit does it:
 - ``basic_auth_users``: user -> bcrypt hash, checked on every request to every endpoint,
   health and readiness included (the toolkit wraps the whole handler the same way); a
   401 carries ``WWW-Authenticate: Basic``. An unknown user is checked against a fixed hash
-  so timing does not tell which users exist. Results are cached by a hash of user, hash and
-  password, and bcrypt runs in a worker thread, so the event loop keeps serving.
+  so timing does not tell which users exist. Results are cached (least recently used first
+  out) by a hash of user, hash and password, and bcrypt runs on a thread of its own, so the
+  event loop keeps serving; beyond 8 unknown passwords waiting for bcrypt, a request with
+  another unknown one is answered 429 at once.
 - ``http_server_config.headers`` (the toolkit's short list of security headers and values)
   and ``rate_limit`` (``interval``, ``burst``: 429 when exceeded).
 
@@ -35,6 +37,7 @@ import re
 import ssl
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,9 +192,15 @@ class WebConfig:
                 return _with(web.Response(status=429, text="Too Many Requests\n"), headers)
             if allowed_sans is not None and not _client_san_allowed(request, allowed_sans):
                 return _with(web.Response(status=403, text="Forbidden: client certificate not allowed\n"), headers)
-            if self.auth is not None and not await self.auth.check(request.headers.get("Authorization", "")):
-                response = web.Response(status=401, text="Unauthorized\n", headers={"WWW-Authenticate": "Basic"})
-                return _with(response, headers)
+            if self.auth is not None:
+                verdict = await self.auth.check(request.headers.get("Authorization", ""))
+                if verdict is None:  # too many unknown passwords already waiting for bcrypt
+                    response = web.Response(status=429, text="Too Many Requests: too many logins being checked\n",
+                                            headers={"Retry-After": "1"})
+                    return _with(response, headers)
+                if not verdict:
+                    response = web.Response(status=401, text="Unauthorized\n", headers={"WWW-Authenticate": "Basic"})
+                    return _with(response, headers)
             try:
                 response = await handler(request)
             except web.HTTPException as exc:  # 404, 405: headers on those too
@@ -218,16 +227,26 @@ def _client_san_allowed(request: web.Request, allowed: list[str]) -> bool:
 
 class BasicAuth:
     """bcrypt-checked basic auth with the toolkit's cache: a result is remembered by a hash
-    of (user, stored hash, password), so a scrape every 15 s costs one bcrypt, not one each."""
+    of (user, stored hash, password), so a scrape every 15 s costs one bcrypt, not one each.
 
-    def __init__(self, users: dict[str, str], *, cache_size: int = 1024, parallel: int = 1) -> None:
+    The cache is least-recently-used: every scrape refreshes the right password's entry, so a
+    stream of new wrong guesses (each a new entry) cannot push it out. bcrypt runs on its own
+    one-thread executor (never the loop's default pool, which name lookups and reloads would
+    share) and at most ``max_waiting`` unknown passwords wait for it: beyond that a request
+    with an unknown password is answered 429 at once (check returns None), so hundreds of
+    guessers cannot queue work in front of the real scraper, whose password is cached."""
+
+    def __init__(self, users: dict[str, str], *, cache_size: int = 1024, max_waiting: int = 8) -> None:
         self.users = {user: hashed.encode() for user, hashed in users.items()}
         self._cache: OrderedDict[bytes, bool] = OrderedDict()
         self._cache_size = cache_size
-        self._bcrypt_slots = asyncio.Semaphore(parallel)  # bcrypt is CPU: one at a time, like the toolkit
+        self._max_waiting = max_waiting
+        self._waiting = 0
         self.bcrypt_checks = 0  # how many times bcrypt actually ran (tests, benchmarks)
 
-    async def check(self, authorization: str) -> bool:
+    async def check(self, authorization: str) -> bool | None:
+        """True: a known user's right password; False: anything else; None: not checked now
+        (too many unknown passwords already waiting for bcrypt)."""
         credentials = _parse_basic(authorization)
         if credentials is None:
             return False
@@ -236,14 +255,25 @@ class BasicAuth:
         hashed = self.users.get(user, _DECOY_HASH)
         key = hashlib.sha256(b"\0".join((user.encode(), hashed, password))).digest()
         cached = self._cache.get(key)
-        if cached is None:
-            async with self._bcrypt_slots:
-                self.bcrypt_checks += 1
-                cached = await asyncio.to_thread(_bcrypt_ok, password, hashed)
-            self._cache[key] = cached
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        if cached is not None:
+            self._cache.move_to_end(key)  # used: the last to be evicted
+            return known and cached
+        if self._waiting >= self._max_waiting:
+            return None
+        self._waiting += 1
+        try:
+            self.bcrypt_checks += 1
+            cached = await asyncio.get_running_loop().run_in_executor(_BCRYPT_EXECUTOR, _bcrypt_ok, password, hashed)
+        finally:
+            self._waiting -= 1
+        self._cache[key] = cached
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)  # the least recently used
         return known and cached
+
+
+# bcrypt is CPU: one check at a time, like the toolkit, on a thread of its own
+_BCRYPT_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="illiad-bcrypt")
 
 
 def _bcrypt_ok(password: bytes, hashed: bytes) -> bool:
