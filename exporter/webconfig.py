@@ -19,9 +19,17 @@ What is honoured, as the toolkit does it:
 - ``http_server_config.headers`` (the toolkit's short list of security headers and values)
   and ``rate_limit`` (``interval``, ``burst``: 429 when exceeded).
 
+- ``cipher_suites``: Go's names, mapped to OpenSSL's for ``SSLContext.set_ciphers``. As in
+  Go, they choose among TLS 1.2 (and older) suites only: TLS 1.3 always offers its own three.
+- ``curve_preferences`` with one curve (``CurveP256``, ``CurveP384``, ``CurveP521``,
+  ``X25519``): the only key exchange group offered, TLS 1.2 and 1.3 alike
+  (``SSLContext.set_ecdh_curve``).
+
 What is refused with a clear error rather than silently ignored, because Python's ``ssl``
 module has no equivalent: ``RequestClientCert`` and ``RequireAnyClientCert`` (a certificate
-that is asked for but not verified), ``cipher_suites``, ``curve_preferences``, and inline
+that is asked for but not verified), a TLS 1.3 suite in ``cipher_suites`` (a server cannot
+choose them), a suite the OpenSSL in use lacks (RC4, 3DES), more than one
+``curve_preferences`` entry (``ssl`` sets exactly one group), and inline
 ``cert``/``key``/``client_ca``. ``http_server_config.http2`` is accepted and has no effect
 (this server speaks HTTP/1.1).
 """
@@ -68,6 +76,36 @@ _BCRYPT = re.compile(r"^\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}$")
 # bcrypt of a password nobody has: checked for unknown users so they cost the same time
 _DECOY_HASH = b"$2b$10$MMCr8ttChrB8yt3h.CH8a.p4EoW1zqxDELD/YUMcH.Z3BjcuNCK0a"
 _UNSUPPORTED_TEXT = "is not supported by this exporter (Python's ssl module has no equivalent); remove it"
+# Go's crypto/tls suite names (what the toolkit's cipher_suites takes) -> OpenSSL's names.
+_GO_CIPHER_SUITES = {
+    "TLS_RSA_WITH_RC4_128_SHA": "RC4-SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA": "DES-CBC3-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA": "ECDHE-ECDSA-RC4-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA": "ECDHE-RSA-RC4-SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA": "ECDHE-RSA-DES-CBC3-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305": "ECDHE-RSA-CHACHA20-POLY1305",  # Go's older spelling
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305": "ECDHE-ECDSA-CHACHA20-POLY1305",
+}
+_TLS13_SUITES = ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
+# Go's curve names (curve_preferences) -> OpenSSL's group names.
+_GO_CURVES = {"CurveP256": "prime256v1", "CurveP384": "secp384r1", "CurveP521": "secp521r1", "X25519": "X25519"}
 
 
 def _tls_version(value: Any) -> ssl.TLSVersion:
@@ -89,6 +127,36 @@ def _client_auth(value: Any) -> str:
 def _unsupported(value: Any) -> Any:
     if value not in (None, [], ""):
         raise ValueError(_UNSUPPORTED_TEXT)
+    return value
+
+
+def _cipher_suite(value: Any) -> str:
+    """A Go suite name this process can honour, as OpenSSL's name."""
+    if value in _TLS13_SUITES:
+        raise ValueError(f"{value} is a TLS 1.3 suite: Python's ssl cannot choose those (Go ignores them in this "
+                         "list); remove it, TLS 1.3 always offers its own suites")
+    if value not in _GO_CIPHER_SUITES:
+        raise ValueError(f"unknown cipher suite {value!r} (Go's crypto/tls names, e.g. "
+                         "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)")
+    openssl_name = _GO_CIPHER_SUITES[value]
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(openssl_name)
+    except ssl.SSLError:
+        raise ValueError(f"{value} ({openssl_name}) is not available in {ssl.OPENSSL_VERSION}, "
+                         "which this Python uses") from None
+    return openssl_name
+
+
+def _curve(value: Any) -> str:
+    if value not in _GO_CURVES:
+        raise ValueError(f"unknown or unsupported curve {value!r} (one of: {', '.join(_GO_CURVES)})")
+    return _GO_CURVES[value]
+
+
+def _one_curve(value: Any) -> Any:
+    if isinstance(value, list) and len(value) > 1:
+        raise ValueError("Python's ssl can offer one curve only (SSLContext.set_ecdh_curve), not a list of "
+                         f"{len(value)}; keep the one to use")
     return value
 
 
@@ -114,8 +182,10 @@ class TlsServerConfig(_Strict):
     max_version: Annotated[ssl.TLSVersion, BeforeValidator(_tls_version)] = ssl.TLSVersion.TLSv1_3
     prefer_server_cipher_suites: bool = True
     client_allowed_sans: list[str] | None = None
-    cipher_suites: Unsupported = None
-    curve_preferences: Unsupported = None
+    # stored as OpenSSL's names (the validators map Go's)
+    cipher_suites: list[Annotated[str, BeforeValidator(_cipher_suite)]] | None = None
+    curve_preferences: Annotated[list[Annotated[str, BeforeValidator(_curve)]] | None,
+                                 BeforeValidator(_one_curve)] = None
     cert: Unsupported = None
     key: Unsupported = None
     client_ca: Unsupported = None
@@ -166,7 +236,8 @@ class WebConfig:
         except ConfigError as error:
             return error
         old_tls, new_tls = self.model.tls_server_config, new.model.tls_server_config
-        fixed = ("client_auth_type", "client_ca_file", "min_version", "max_version", "prefer_server_cipher_suites")
+        fixed = ("client_auth_type", "client_ca_file", "min_version", "max_version", "prefer_server_cipher_suites",
+                 "cipher_suites", "curve_preferences")
         changed = [key for key in fixed if getattr(old_tls, key) != getattr(new_tls, key)]
         if (new.ssl_context is None) != (self.ssl_context is None):
             changed.insert(0, "TLS on or off")
@@ -402,6 +473,10 @@ def _server_context(tls: TlsServerConfig, base: Path, issues: _Issues) -> ssl.SS
     context.maximum_version = tls.max_version
     if tls.prefer_server_cipher_suites:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    if tls.cipher_suites:  # TLS 1.2 and older; TLS 1.3 keeps its own suites, as in Go
+        context.set_ciphers(":".join(tls.cipher_suites))
+    if tls.curve_preferences:
+        context.set_ecdh_curve(tls.curve_preferences[0])
     cert, key = base / tls.cert_file, base / tls.key_file
     try:
         context.load_cert_chain(cert, key)

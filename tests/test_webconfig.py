@@ -214,8 +214,8 @@ def test_unknown_users_cost_a_bcrypt_check_too():
     ("tls_server_config:\n  cert_file: @KEY\n  key_file: @KEY\n",
      ["web.yml:2:3: tls_server_config.cert_file: cannot load the certificate and key (@KEY, @KEY): not a PEM certificate chain with its matching private key"]),
     ("tls_server_config:\n  cert_file: @CERT\n  key_file: @KEY\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n",
-     ["web.yml:4:3: tls_server_config.cipher_suites: is not supported by this exporter (Python's ssl module has "
-      "no equivalent); remove it"]),
+     ["web.yml:4:19: tls_server_config.cipher_suites[0]: TLS_AES_128_GCM_SHA256 is a TLS 1.3 suite: Python's ssl "
+      "cannot choose those (Go ignores them in this list); remove it, TLS 1.3 always offers its own suites"]),
     ("basic_auth_users:\n  prometheus: hunter2\n",
      ["web.yml:2:3: basic_auth_users.prometheus: not a bcrypt hash (expected $2y$10$... as made by htpasswd -nB "
       "or python -m bcrypt)"]),
