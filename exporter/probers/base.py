@@ -167,6 +167,10 @@ class ProbeResult:
     not_run: NotRun | None = None  # with reason exporter: why the exporter could not run it
     # the step under way when a deadline struck ("resolve" turns a timeout into reason dns)
     step: str = ""
+    # What the prober saw on the way, for explaining a failure; never a metric. Keys:
+    # "source" (local address of the connection), "addresses" (destinations tried, comma-
+    # separated), "tls_issuer" and "tls_subject" (of a chain that failed verification).
+    facts: dict[str, str] = field(default_factory=dict)
 
     PHASES: ClassVar[tuple[str, ...]] = ("resolve", "connect", "tls", "handshake")
 

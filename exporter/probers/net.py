@@ -192,6 +192,7 @@ async def connect_socket(target: ProbeTarget, result: ProbeResult, *, port: int 
     second, not the probe's whole timeout, and the first to answer wins."""
     port = port if port is not None else target.port
     addresses = await resolve(target, result)
+    result.facts["addresses"] = ",".join(addresses)
     if len(addresses) == 1:  # the common case (a literal, a hosts entry): no racing tasks
         address = addresses[0]
         with result.timed("connect", keep_on_failure=True):
@@ -201,6 +202,7 @@ async def connect_socket(target: ProbeTarget, result: ProbeResult, *, port: int 
                 raise ProbeFailure(reason_for(exc), f"connect to {_hostport(address, port)}: {_os_text(exc)}") from None
         result.address = address
         result.port = port
+        _record_source(sock, result)
         return sock
     queue = list(addresses)
     attempts: dict[asyncio.Task[socket.socket], tuple[str, float]] = {}
@@ -221,6 +223,7 @@ async def connect_socket(target: ProbeTarget, result: ProbeResult, *, port: int 
                     result.phases["connect"] = time.perf_counter() - began
                     result.address = address
                     result.port = port
+                    _record_source(task.result(), result)
                     return task.result()
                 if not isinstance(exc, OSError):
                     raise exc
@@ -234,6 +237,13 @@ async def connect_socket(target: ProbeTarget, result: ProbeResult, *, port: int 
         raise ProbeFailure(last.reason, f"connect to {_hostport(address, port)}: {last.detail}")
     tried = "; ".join(f"{_hostport(a, port)}: {f.detail}" for a, f in failures[:4])
     raise ProbeFailure(last.reason, f"connect failed on every address ({tried})")
+
+
+def _record_source(sock: socket.socket, result: ProbeResult) -> None:
+    try:
+        result.facts["source"] = str(sock.getsockname()[0])
+    except OSError:
+        pass
 
 
 async def _open_socket(target: ProbeTarget, address: str, port: int) -> socket.socket:

@@ -1,0 +1,389 @@
+"""Say what broke and what to do: for a path that fails its expectation, what the library
+loses (the impact), what the network did (a diagnosis per failure reason, from what the
+prober saw), and the exact rule to ask for, addresses filled in.
+
+Pure: it reads facts (a path, its verdict, what each probe of it saw) and returns text.
+The one thing it may ask the machine is which local address the kernel would use towards
+a destination (:func:`kernel_source_address`), for a connection that never got that far;
+``check`` does that on the vantage host itself and records the answer, so a report made
+elsewhere from the JSON says the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+# Paths the vendors require to be direct (OCLC's services, the Atlas update server): no proxy
+# and no TLS inspection. A certificate from an unknown issuer there is an interceptor.
+DIRECT_PATHS = frozenset({"oclc_webservices", "atlas_update", "article_exchange"})
+
+# Roles whose hosts are this site's own Windows machines: a rule for traffic *to* them goes
+# on their inbound side; traffic they send to the world needs their outbound side.
+SITE_HOST_ROLES = ("web_server", "sql_server", "staff_client")
+
+SERVICE_BY_PROBER = {
+    "tds": "SQL Server (TDS)",
+    "tls": "a TLS server",
+    "http": "a web server (HTTP)",
+    "illiad_web": "the ILLiad web pages over HTTPS",
+    "ldap": "an LDAP server",
+    "z3950": "a Z39.50 server",
+    "rdp": "Remote Desktop",
+    "patron_api": "the PatronAPI",
+    "symphony_api": "Symphony web services",
+}
+
+# What a probe's first received bytes say about who answered (the probers quote them).
+_SIGNATURES: tuple[tuple[str, str], ...] = (
+    ("HTTP/", "a web server (it answered with HTTP)"),
+    ("SSH-", "an SSH server"),
+    ("\\x16\\x03", "a TLS server (it answered with a TLS handshake)"),
+    ("220 ", "an FTP or mail server (a '220' greeting)"),
+    ("<html", "a web page"),
+    ("<!DOCTYPE", "a web page"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetFacts:
+    """One probe of the path (one host and port) and what it saw."""
+
+    host: str
+    port: int
+    met: bool | None  # None: unknown (the exporter's own failure)
+    observed: str  # "open" or "closed"
+    reason: str | None = None  # the failure reason word, None when it worked
+    detail: str = ""
+    addresses: tuple[str, ...] = ()  # the destination addresses tried (or connected to)
+    source: str | None = None  # the local address used, or the one the kernel would pick
+    tls_issuer: str = ""
+    tls_subject: str = ""
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PathFacts:
+    """One path from one vantage of one site, with its verdict and its probes."""
+
+    site: str
+    vantage: str
+    path: str
+    title: str
+    impact: str
+    expect: str  # "open" or "closed"
+    required: bool
+    prober: str
+    met: bool | None  # None: unknown (the exporter could not tell)
+    targets: tuple[TargetFacts, ...]
+    site_hosts: Mapping[str, str] = field(default_factory=dict)  # role -> host name
+    hosts_answering: frozenset[str] = frozenset()  # hosts some probe from this vantage connected to
+    require_any: bool = False  # one target answering meets the path
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    target: str  # host:port
+    reason: str  # the reason word, or "open" for a must-be-closed path found open, "interception"
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """The change to ask for, as a network team reads it and as a Windows host firewall
+    command (empty when the host firewall is not the place)."""
+
+    action: str  # allow, block, exempt
+    source: str
+    destinations: tuple[str, ...]
+    port: int
+    network: str
+    windows_host: str = ""  # the host the command runs on
+    powershell: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    site: str
+    vantage: str
+    path: str
+    title: str
+    required: bool
+    impact: str
+    diagnoses: tuple[Diagnosis, ...]
+    rules: tuple[Rule, ...]
+    note: str = ""  # said once about the rules (why none, or that one suffices)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "impact": self.impact,
+            "diagnosis": [{"target": d.target, "reason": d.reason, "text": d.text} for d in self.diagnoses],
+            "rules": [
+                {"action": r.action, "source": r.source, "destinations": list(r.destinations), "port": r.port,
+                 "network": r.network, "windows_host": r.windows_host, "powershell": r.powershell}
+                for r in self.rules
+            ],
+            "rule_note": self.note,
+        }
+
+
+def kernel_source_address(destination: str) -> str | None:
+    """The local address this host's routing table picks for ``destination``. Connecting a
+    UDP socket only selects a route and a source address; no packet is sent."""
+    family = socket.AF_INET6 if ":" in destination else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((destination, 9))
+            return str(sock.getsockname()[0])
+    except OSError:
+        return None
+
+
+# -- diagnosis ---------------------------------------------------------------------------
+
+
+def _where(t: TargetFacts) -> str:
+    addresses = ", ".join(t.addresses)
+    return f"{t.host} ({addresses}) port {t.port}" if addresses and addresses != t.host else f"{t.host} port {t.port}"
+
+
+def _seen(detail: str) -> str:
+    """Who answered, from the bytes a prober quoted, when it can be told."""
+    for marker, what in _SIGNATURES:
+        if marker.lower() in detail.lower():
+            return what
+    if "truncated: 0 of" in detail or "closed before" in detail or "before close" in detail:
+        return "a listener that closed the connection without answering"
+    return ""
+
+
+def _interception(path: PathFacts, t: TargetFacts) -> Diagnosis | None:
+    """A TLS failure on a must-be-direct path that says someone else answered for the
+    server: a chain from an issuer this host does not trust, or for another name."""
+    if path.path not in DIRECT_PATHS or t.reason != "tls":
+        return None
+    detail = t.detail.lower()
+    untrusted = any(m in detail for m in ("unable to get local issuer", "self-signed", "self signed",
+                                          "unable to verify the first certificate"))
+    wrong_name = "mismatch" in detail or "not valid for" in detail
+    if not (untrusted or wrong_name):
+        return None
+    issuer = f"issued by {t.tls_issuer}" if t.tls_issuer else "from an issuer this host does not know"
+    if untrusted:
+        why = f"the certificate presented for {t.host} is {issuer}, a CA this host does not trust (a private CA)"
+    else:
+        why = f"the certificate presented is for {t.tls_subject or 'another name'}, not {t.host} ({issuer})"
+    return Diagnosis(t.endpoint, "interception",
+                     f"An intercepting proxy or firewall sits on this path: connecting to {_where(t)}, {why}. "
+                     f"{path.title} must be a direct connection: exempt it from TLS inspection and proxying.")
+
+
+def _diagnose_open(path: PathFacts, t: TargetFacts) -> Diagnosis:
+    """Why a probe of a path that must be open failed."""
+    reason = t.reason or "error"
+    where = _where(t)
+    source = f" from {t.source}" if t.source else ""
+    up_elsewhere = t.host in path.hosts_answering
+    text: str
+    if reason == "refused":
+        text = (f"{where} refused the connection{source} (TCP reset): nothing listens on port {t.port}, or a host "
+                f"firewall rejects it. Check that the service runs on {t.host} and listens on {t.port}, then the "
+                f"firewall of {t.host}.")
+    elif reason == "timeout":
+        text = (f"No answer from {where}{source} in time: a firewall on the way (the network's or {t.host}'s own) "
+                f"drops the packets, or the host is down.")
+        if up_elsewhere:
+            text += f" Other paths from here reach {t.host}, so it is up: a rule drops port {t.port}."
+    elif reason == "unreachable":
+        text = (f"{where} is unreachable{source}: a router has no route to it, or a firewall answers "
+                f"'unreachable' (ICMP administratively prohibited). Check the routing, then the rule below.")
+    elif reason == "dns":
+        text = (f"The name {t.host} did not resolve on this host ({t.detail or 'no address'}): check the DNS "
+                f"server this host uses (or the config's hosts table). No firewall rule helps until it resolves.")
+    elif reason == "network":
+        text = (f"The connection to {where} was cut during the exchange ({t.detail}): a firewall or intrusion "
+                f"prevention system that inspects this traffic, or an overloaded service.")
+    elif reason == "tls":
+        intercepted = _interception(path, t)
+        if intercepted is not None:
+            return intercepted
+        text = (f"The TLS handshake with {where} failed: {t.detail}."
+                + (f" The certificate presented is issued by {t.tls_issuer}." if t.tls_issuer else "")
+                + " The network lets the connection through; the server's certificate or TLS setup is the problem"
+                  " (or this host lacks its CA: ca_file).")
+    elif reason == "protocol":
+        expected = SERVICE_BY_PROBER.get(path.prober, f"the {path.prober} service")
+        seen = _seen(t.detail)
+        what = f"what answered is {seen}, not {expected}" if seen else f"what answered is not {expected}"
+        text = (f"The connection to {where} works, but {what} ({t.detail}). Another service holds the port, or a "
+                f"proxy or load balancer answers in its place: check what listens on {t.host}:{t.port}.")
+    elif reason == "http_status":
+        text = (f"The web server at {where} answered, with an unexpected status ({t.detail}): the network is fine; "
+                f"the web application or its configuration is not (IIS, the ILLiad web directory).")
+    elif reason == "auth":
+        text = (f"{where} answers and speaks the protocol, but refused the configured login ({t.detail}): check the "
+                f"credentials in the config and the account on the server. The network is fine.")
+    elif reason == "browser":
+        text = (f"The SQL Server Browser on {t.host} (UDP 1434) gave no port for the named instance ({t.detail}): "
+                f"the Browser service is stopped, UDP 1434 is blocked, or the instance name is wrong. A fixed TCP "
+                f"port for the instance avoids the Browser.")
+    elif reason == "exporter":
+        text = (f"The exporter could not probe {where} ({t.detail}): its own limit, not the network. The path's "
+                f"state is unknown; raise exporter.max_concurrency or the scrape timeout.")
+    else:
+        text = (f"The probe of {where} failed inside the exporter ({t.detail or reason}): a bug, logged with its "
+                f"traceback. The path's state is unknown.")
+    return Diagnosis(t.endpoint, reason, text)
+
+
+def _diagnose_closed(path: PathFacts, t: TargetFacts) -> Diagnosis:
+    """A path that must stay closed, found open."""
+    source = t.source or "this host"
+    return Diagnosis(t.endpoint, "open",
+                     f"{_where(t)} accepted a connection from {source}, and must not: {path.title.rstrip('.')}. "
+                     f"Close it with the rule below.")
+
+
+# -- rules -------------------------------------------------------------------------------
+
+
+def _windows_side(path: PathFacts, t: TargetFacts) -> tuple[str, str]:
+    """(direction, host the command runs on): inbound on the site's own destination host,
+    else outbound on the site's own source host; ('', '') when neither is the site's."""
+    own = {path.site_hosts.get(role) for role in SITE_HOST_ROLES} - {None}
+    if t.host in own:
+        return "Inbound", t.host
+    source_host = path.site_hosts.get(path.vantage) if path.vantage in SITE_HOST_ROLES else None
+    if source_host or path.vantage in SITE_HOST_ROLES:
+        return "Outbound", source_host or f"the {path.vantage.replace('_', ' ')}"
+    return "", ""
+
+
+def _rule(path: PathFacts, t: TargetFacts, action: str) -> Rule:
+    source = t.source or "?"
+    destinations = t.addresses or (t.host,)
+    to = ", ".join(destinations)
+    if action == "exempt":
+        return Rule(action, source, destinations, t.port,
+                    f"exempt TCP from {source} to {to} port {t.port} from TLS inspection and proxying "
+                    f"({path.title}: a direct connection)")
+    verb = "allow" if action == "allow" else "block"
+    network = f"{verb} TCP from {source} to {to} port {t.port}"
+    direction, host = _windows_side(path, t)
+    if not direction:
+        return Rule(action, source, destinations, t.port, network)
+    remote = ",".join(destinations) if direction == "Outbound" else source
+    name = f"ILLiad {path.path} {'to' if direction == 'Outbound' else 'from'} {remote}"
+    ports = (f"-LocalAddress {','.join(destinations)} -LocalPort {t.port} -RemoteAddress {source}"
+             if direction == "Inbound" else f"-LocalAddress {source} -RemoteAddress {remote} -RemotePort {t.port}")
+    command = (f'New-NetFirewallRule -DisplayName "{name}" -Direction {direction} -Protocol TCP {ports} '
+               f"-Action {'Allow' if action == 'allow' else 'Block'}")
+    return Rule(action, source, destinations, t.port, network, host, command)
+
+
+_FIREWALL_REASONS = frozenset({"refused", "timeout", "unreachable"})
+
+
+def explain(path: PathFacts) -> Explanation | None:
+    """The explanation of a path that fails its expectation; None when it meets it."""
+    if path.met is True:
+        return None
+    failing = [t for t in path.targets if t.met is not True]
+    diagnoses: list[Diagnosis] = []
+    rules: list[Rule] = []
+    if path.expect == "closed":
+        for t in failing:
+            diagnoses.append(_diagnose_closed(path, t))
+            rules.append(_rule(path, t, "block"))
+    else:
+        for t in failing:
+            diagnosis = _diagnose_open(path, t)
+            diagnoses.append(diagnosis)
+            if diagnosis.reason == "interception":
+                rules.append(_rule(path, t, "exempt"))
+            elif t.reason in _FIREWALL_REASONS:
+                rules.append(_rule(path, t, "allow"))
+    note = ""
+    if path.met is None:
+        note = "The path's state is unknown: the exporter could not probe it."
+    elif not rules:
+        note = "No firewall rule to ask for: the network let the connection through, or it never started."
+    elif path.expect == "open" and len(rules) > 1 and path.require_any:
+        note = "Any one of these rules opens the path (it needs only one of its targets)."
+    return Explanation(path.site, path.vantage, path.path, path.title, path.required, path.impact,
+                       tuple(_unique(diagnoses)), tuple(_unique(rules)), note)
+
+
+def _unique(items: Iterable[object]) -> list:  # type: ignore[type-arg]
+    seen: list[object] = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def with_sources(targets: Sequence[TargetFacts], pick: Callable[[str], str | None] = kernel_source_address,
+                 configured: str | None = None) -> tuple[TargetFacts, ...]:
+    """Fill in the source address a probe did not record (it never connected): the
+    configured one, else the one the kernel would pick for its first destination."""
+    filled = []
+    for t in targets:
+        if t.source is None:
+            source = configured or (pick(t.addresses[0]) if t.addresses else None)
+            if source is not None:
+                t = dataclasses.replace(t, source=source)
+        filled.append(t)
+    return tuple(filled)
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+
+def _heading(e: Explanation) -> str:
+    need = "required" if e.required else "optional"
+    return f"{e.path} ({need}) from {e.vantage}, site {e.site}: {e.title}"
+
+
+def as_text(explanations: Sequence[Explanation]) -> str:
+    """The ``check --explain`` block under the table."""
+    blocks = []
+    for e in explanations:
+        lines = [_heading(e), f"  Impact: {e.impact}" if e.impact else "  Impact: (none recorded)"]
+        for d in e.diagnoses:
+            lines.append(f"  Diagnosis ({d.reason}): {d.text}")
+        for r in e.rules:
+            lines.append(f"  Network rule: {r.network}")
+            if r.powershell:
+                lines.append(f"  Windows firewall on {r.windows_host}: {r.powershell}")
+        if e.note:
+            lines.append(f"  {e.note}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def as_markdown(explanations: Sequence[Explanation]) -> str:
+    """The explanations as ticket-ready markdown sections."""
+    out = []
+    for e in explanations:
+        out += [f"### {_md(_heading(e))}", "", f"**Impact:** {_md(e.impact or '(none recorded)')}", ""]
+        for d in e.diagnoses:
+            out.append(f"- **{d.reason}** `{d.target}`: {_md(d.text)}")
+        out.append("")
+        for r in e.rules:
+            out += ["Rule for the network team:", "", "```", r.network, "```", ""]
+            if r.powershell:
+                out += [f"Windows Defender Firewall, on {r.windows_host} (PowerShell as administrator):", "",
+                        "```powershell", r.powershell, "```", ""]
+        if e.note:
+            out += [_md(e.note), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _md(text: str) -> str:
+    return re.sub(r"([\\`*|<])", r"\\\1", text)
