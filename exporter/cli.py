@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from . import __version__
 from .catalog import CATALOG, CatalogPath, Role, paths_for
-from .config import ConfigError, load_config
+from .config import Config, ConfigError, load_config
+from .explain import Check, Explanation, explain_site_paths, impact_of, outcome_verdicts
+from .explain import as_markdown as explain_markdown
+from .explain import as_text as explain_text
 from .listen import ListenAddress, parse_listen_address
 from .logs import setup_logging
 from .plan import build_plan
@@ -86,8 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="probe once, print a table, exit 1 when an expectation is not met")
     _add_common(check, vantage=True)
-    check.add_argument("--output", choices=["table", "json"], default="table")
+    check.add_argument("--output", choices=["table", "json", "markdown"], default="table",
+                       help="markdown: a report to paste into a ticket (failing paths explained)")
+    check.add_argument("--explain", action="store_true",
+                       help="under the table, each failing path: impact, diagnosis and the firewall rule to ask for")
     check.add_argument("--site", action="append", help="only this site (repeatable)")
+
+    report = commands.add_parser("report", help="merge check JSON from several vantages into one page")
+    report.add_argument("files", nargs="+", metavar="FILE", help="output of 'check --output json', one per vantage")
+    report.add_argument("--format", choices=["markdown", "html"], default="markdown")
+    report.add_argument("--output-file", "-o", dest="output_file", help="write here instead of standard output")
 
     catalog = commands.add_parser("catalog", help="print the built-in ILLiad path catalog")
     catalog.add_argument("--vantage", choices=VANTAGES, help="only the paths that start at this role")
@@ -114,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_catalog(args)
     if args.command == "assets":
         return cmd_assets(args)
+    if args.command == "report":
+        return cmd_report(args)
     setup_logging(args.log_level, args.log_format)
     if args.command == "validate":
         return cmd_validate(args)
@@ -231,14 +245,53 @@ def cmd_check(args: argparse.Namespace) -> int:
     outcomes = _run(run(), args.event_loop)  # type: ignore[arg-type]
     skipped = [s for s in plan.skipped if not args.site or s.site in args.site]
     all_met = all(o.result.observed is o.target.expect for o in outcomes)  # type: ignore[union-attr]
+    verdicts = outcome_verdicts(outcomes)  # type: ignore[arg-type]
+    explained = explain_site_paths(config, args.vantage, verdicts)
     if args.output == "json":
-        print(json.dumps({"vantage": args.vantage, "ok": all_met, "results": [_outcome_json(o) for o in outcomes],
+        print(json.dumps({"vantage": args.vantage, "checked_at": _utc_now(), "ok": all_met,
+                          "paths": _paths_json(config, verdicts, explained),
+                          "results": [_outcome_json(o) for o in outcomes],  # type: ignore[arg-type]
                           "skipped": [vars_of(s) for s in skipped]}, indent=2))
+    elif args.output == "markdown":
+        print(check_markdown(args.vantage, outcomes, skipped, list(explained.values()), all_met))  # type: ignore[arg-type]
     else:
         print(check_table(outcomes, skipped))  # type: ignore[arg-type]
         verdict = "all expectations met" if all_met else "SOME EXPECTATIONS NOT MET"
         print(f"\n{len(outcomes)} probe(s) from {args.vantage}: {verdict}")  # type: ignore[arg-type]
+        if args.explain and explained:
+            print("\n" + explain_text(list(explained.values())))
     return 0 if all_met else 1
+
+
+def _paths_json(config: Config, verdicts: Sequence[tuple[str, str, bool | None, Sequence[Check]]],
+                explained: Mapping[tuple[str, str], Explanation]) -> list[dict[str, object]]:
+    out = []
+    for site_name, path_id, met, _ in verdicts:
+        site = config.site(site_name)
+        path = next((p for p in site.paths if p.id == path_id), None) if site is not None else None
+        explanation = explained.get((site_name, path_id))
+        out.append({
+            "site": site_name, "path": path_id, "title": path.title if path else path_id,
+            "required": path.required if path else False, "expect": path.expect.value if path else "open",
+            "met": met, "impact": impact_of(path) if path else "",
+            "explanation": explanation.as_json() if explanation is not None else None,
+        })
+    return out
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def check_markdown(vantage: str, outcomes: Sequence[Outcome], skipped: Sequence[object],
+                   explanations: Sequence[Explanation], all_met: bool) -> str:
+    """The check as a report to paste into a ticket: the table, then each failing path explained."""
+    verdict = "every expectation met" if all_met else f"{len(explanations)} path(s) NOT as expected"
+    lines = [f"## ILLiad network paths from {vantage}", "", f"Checked {_utc_now()}: {verdict}.", "", "```",
+             check_table(outcomes, skipped), "```", ""]
+    if explanations:
+        lines.append(explain_markdown(explanations))
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def vars_of(obj: object) -> dict[str, object]:
@@ -255,6 +308,7 @@ def _outcome_json(o: Outcome) -> dict[str, object]:
         "tls": None if r.tls is None else {"version": r.tls.version, "cert_not_after": r.tls.cert_not_after,
                                            "verified": r.tls.verified},
         "info": {f.name: dict(f.labels) for f in r.infos},
+        "facts": dict(r.facts),
     }
 
 
@@ -276,6 +330,29 @@ def check_table(outcomes: Sequence[Outcome], skipped: Sequence[object] = ()) -> 
 def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+# -- report ----------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import time
+
+    from .report import ReportError, as_html, as_markdown, build_matrix, load_runs
+
+    try:
+        matrix = build_matrix(load_runs(args.files))
+    except ReportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    render = as_html if args.format == "html" else as_markdown
+    text = render(matrix, now=time.time())
+    if args.output_file:
+        with open(args.output_file, "w", encoding="utf-8") as out:
+            out.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 # -- catalog -----------------------------------------------------------------------------

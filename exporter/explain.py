@@ -17,6 +17,11 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .catalog import BY_ID, Expect
+from .config import Config, SitePath
+from .probers.base import ProbeResult, ProbeTarget
+from .scrape import Outcome
+
 # Paths the vendors require to be direct (OCLC's services, the Atlas update server): no proxy
 # and no TLS inspection. A certificate from an unknown issuer there is an interceptor.
 DIRECT_PATHS = frozenset({"oclc_webservices", "atlas_update", "article_exchange"})
@@ -191,10 +196,13 @@ def _diagnose_open(path: PathFacts, t: TargetFacts) -> Diagnosis:
     source = f" from {t.source}" if t.source else ""
     up_elsewhere = t.host in path.hosts_answering
     text: str
-    if reason == "refused":
+    if reason == "refused" and t.host in _own_hosts(path):
         text = (f"{where} refused the connection{source} (TCP reset): nothing listens on port {t.port}, or a host "
                 f"firewall rejects it. Check that the service runs on {t.host} and listens on {t.port}, then the "
                 f"firewall of {t.host}.")
+    elif reason == "refused":
+        text = (f"{where} refused the connection{source} (TCP reset): a firewall on the way rejects it (this "
+                f"host's outbound rules, or the perimeter's), or nothing listens on that side.")
     elif reason == "timeout":
         text = (f"No answer from {where}{source} in time: a firewall on the way (the network's or {t.host}'s own) "
                 f"drops the packets, or the host is down.")
@@ -253,11 +261,14 @@ def _diagnose_closed(path: PathFacts, t: TargetFacts) -> Diagnosis:
 # -- rules -------------------------------------------------------------------------------
 
 
+def _own_hosts(path: PathFacts) -> set[str]:
+    return {host for role, host in path.site_hosts.items() if role in SITE_HOST_ROLES}
+
+
 def _windows_side(path: PathFacts, t: TargetFacts) -> tuple[str, str]:
     """(direction, host the command runs on): inbound on the site's own destination host,
     else outbound on the site's own source host; ('', '') when neither is the site's."""
-    own = {path.site_hosts.get(role) for role in SITE_HOST_ROLES} - {None}
-    if t.host in own:
+    if t.host in _own_hosts(path):
         return "Inbound", t.host
     source_host = path.site_hosts.get(path.vantage) if path.vantage in SITE_HOST_ROLES else None
     if source_host or path.vantage in SITE_HOST_ROLES:
@@ -328,20 +339,6 @@ def _unique(items: Iterable[object]) -> list:  # type: ignore[type-arg]
     return seen
 
 
-def with_sources(targets: Sequence[TargetFacts], pick: Callable[[str], str | None] = kernel_source_address,
-                 configured: str | None = None) -> tuple[TargetFacts, ...]:
-    """Fill in the source address a probe did not record (it never connected): the
-    configured one, else the one the kernel would pick for its first destination."""
-    filled = []
-    for t in targets:
-        if t.source is None:
-            source = configured or (pick(t.addresses[0]) if t.addresses else None)
-            if source is not None:
-                t = dataclasses.replace(t, source=source)
-        filled.append(t)
-    return tuple(filled)
-
-
 # -- rendering ---------------------------------------------------------------------------
 
 
@@ -387,3 +384,76 @@ def as_markdown(explanations: Sequence[Explanation]) -> str:
 
 def _md(text: str) -> str:
     return re.sub(r"([\\`*|<])", r"\\\1", text)
+
+
+# -- from probe results ------------------------------------------------------------------
+
+
+def target_facts(target: ProbeTarget, result: ProbeResult | None, met: bool | None, *,
+                 source_address: str | None = None,
+                 pick: Callable[[str], str | None] = kernel_source_address) -> TargetFacts:
+    """What one probe saw, with the source address filled in: the one it used, else the
+    configured one, else the one the kernel would pick (it never connected)."""
+    if result is None:
+        return TargetFacts(target.host, target.port, met, "not probed")
+    recorded = result.facts.get("addresses", "")
+    addresses = tuple(a for a in recorded.split(",") if a) or ((result.address,) if result.address else ())
+    source = result.facts.get("source") or source_address or (pick(addresses[0]) if addresses else None)
+    return TargetFacts(
+        host=target.host, port=result.port or target.port, met=met, observed=result.observed.value,
+        reason=None if result.up else (result.reason.value if result.reason else None), detail=result.detail,
+        addresses=addresses, source=source, tls_issuer=result.facts.get("tls_issuer", ""),
+        tls_subject=result.facts.get("tls_subject", ""),
+    )
+
+
+Check = tuple[ProbeTarget, "ProbeResult | None", "bool | None"]  # a target, its result, whether it meets
+
+
+def explain_site_paths(
+    config: Config, vantage: str, verdicts: Iterable[tuple[str, str, bool | None, Sequence[Check]]], *,
+    pick: Callable[[str], str | None] = kernel_source_address,
+) -> dict[tuple[str, str], Explanation]:
+    """The explanation of every path that fails, keyed by (site, path). ``verdicts`` are
+    (site, path, met, checks) of one vantage; the hosts some probe reached count as up."""
+    verdicts = list(verdicts)
+    answering: dict[str, set[str]] = {}
+    for site_name, _, _, checks in verdicts:
+        answering.setdefault(site_name, set()).update(
+            t.host for t, r, _ in checks if r is not None and r.address is not None)
+    source = str(config.defaults.source_address) if config.defaults.source_address else None
+    found: dict[tuple[str, str], Explanation] = {}
+    for site_name, path_id, met, checks in verdicts:
+        site = config.site(site_name)
+        path = next((p for p in site.paths if p.id == path_id), None) if site is not None else None
+        if site is None or path is None or met is True or not checks:
+            continue
+        facts = PathFacts(
+            site=site_name, vantage=vantage, path=path_id, title=path.title, impact=impact_of(path),
+            expect=path.expect.value, required=path.required, prober=path.prober, met=met,
+            targets=tuple(target_facts(t, r, m, source_address=source, pick=pick) for t, r, m in checks),
+            site_hosts={role.value: host for role, host in site.hosts.items()},
+            hosts_answering=frozenset(answering.get(site_name, ())), require_any=False,
+        )
+        explanation = explain(facts)
+        if explanation is not None:
+            found[(site_name, path_id)] = explanation
+    return found
+
+
+def outcome_verdicts(outcomes: Sequence[Outcome]) -> list[tuple[str, str, bool | None, list[Check]]]:
+    """(site, path, met, checks) per path of these outcomes."""
+    groups: dict[tuple[str, str], list[Check]] = {}
+    for o in outcomes:
+        met = o.result.observed is o.target.expect and (o.target.expect is Expect.CLOSED or o.result.up)
+        groups.setdefault((o.target.site, o.target.path), []).append((o.target, o.result, met))
+    return [(site, path, all(m for _, _, m in checks), checks) for (site, path), checks in groups.items()]
+
+
+def explain_outcomes(config: Config, vantage: str, outcomes: Sequence[Outcome]) -> dict[tuple[str, str], Explanation]:
+    """The explanations of the failing paths among one vantage's outcomes."""
+    return explain_site_paths(config, vantage, outcome_verdicts(outcomes))
+
+
+def impact_of(path: SitePath) -> str:
+    return ""  # TODO(i12 rebase): the catalog's impact

@@ -15,7 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .catalog import Expect
+from .explain import Explanation
 from .probers import ProbeTarget
+from .report import explanation_html
 from .scrape import Outcome
 
 # Seconds to reload the page after: the page reads cached results only, so this costs no probe.
@@ -48,6 +50,12 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .detail{color:#57606a;font-size:13px;max-width:32em;overflow-wrap:anywhere}
 .muted{color:#57606a}
 code{font-size:13px}
+.explained{border-left:4px solid #cf222e;padding:2px 12px;margin:10px 0}
+.explained h3{font-size:15px;margin:6px 0}
+.impact,.diagnosis{margin:4px 0}
+pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px;white-space:pre-wrap;
+overflow-wrap:anywhere;font-size:13px;margin:4px 0}
+summary{cursor:pointer;color:#0969da}
 """
 
 
@@ -169,6 +177,22 @@ def _site_table(rows: Sequence[Row], now: float) -> str:
     return "".join(lines)
 
 
+def _explained(site: str, rows: Sequence[Row], explanations: Mapping[tuple[str, str], Explanation]) -> str:
+    """What each failing path of the site breaks and why; the rule to ask for folded away."""
+    paths = list(dict.fromkeys(row.target.path for row in rows))
+    blocks = []
+    for path in paths:
+        e = explanations.get((site, path))
+        if e is None:
+            continue
+        need = "required" if e.required else "optional"
+        blocks.append(
+            f'<div class="explained" data-explained-path="{_e(path)}"><h3>{_e(path)} ({need}): {_e(e.title)}</h3>'
+            f"{explanation_html({'explanation': e.as_json()})}</div>"
+        )
+    return "".join(blocks)
+
+
 def _matrix(sites: Sequence[str], rows_by_site: Mapping[str, Sequence[Row]]) -> str:
     """Path by site, one green or red cell each: the vendor's checklist at a glance."""
     paths: list[str] = []
@@ -206,9 +230,11 @@ def render(
     version: str,
     now: float,
     reload_error: str = "",
+    explanations: Mapping[tuple[str, str], Explanation] | None = None,
 ) -> str:
     """The whole page. ``targets_by_site`` is the running plan, ``outcomes_by_site`` the
-    latest scrape's results per site (``ExporterState.last_outcomes``)."""
+    latest scrape's results per site (``ExporterState.last_outcomes``), ``explanations``
+    those of the failing paths by (site, path): impact and diagnosis, the rule on demand."""
     sites = list(targets_by_site)
     rows_by_site = {site: _rows(targets_by_site[site], outcomes_by_site.get(site, ())) for site in sites}
     every = [row for rows in rows_by_site.values() for row in rows]
@@ -248,7 +274,7 @@ def render(
         )
         sections.append(
             f'<section data-site="{_e(site)}"><h2>{_e(site)} <span class="muted">({when})</span></h2>'
-            f"{_site_table(rows, now)}</section>"
+            f"{_site_table(rows, now)}{_explained(site, rows, explanations or {})}</section>"
         )
 
     matrix = _matrix(sites, rows_by_site) if every else ""
