@@ -456,4 +456,4 @@ def explain_outcomes(config: Config, vantage: str, outcomes: Sequence[Outcome]) 
 
 
 def impact_of(path: SitePath) -> str:
-    return ""  # TODO(i12 rebase): the catalog's impact
+    return ""  # the catalog has no impact sentences yet
