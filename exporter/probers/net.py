@@ -156,7 +156,14 @@ class Connection:
         """Upgrade this connection to TLS (StartTLS, TDS strict), timed as phase ``tls``."""
         try:
             with result.timed("tls", keep_on_failure=True), failures_of("TLS handshake", tls_handshake=True):
-                await self.writer.start_tls(context, server_hostname=server_hostname)
+                try:
+                    await self.writer.start_tls(context, server_hostname=server_hostname)
+                except ssl.SSLCertVerificationError as exc:
+                    presented = getattr(exc, "presented", None)  # tlsclient.KeepsPresentedChain hangs it there
+                    if presented is not None:
+                        result.facts["tls_issuer"] = presented.issuer
+                        result.facts["tls_subject"] = presented.subject
+                    raise
         except BaseException:  # including the probe's deadline cancelling the handshake
             self.tls_aborted = True
             raise

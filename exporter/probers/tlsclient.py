@@ -33,6 +33,7 @@ def _context(
     alpn: tuple[str, ...] = (),
 ) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=ca_file)
+    context.sslobject_class = KeepsPresentedChain
     if legacy:
         # To *see* a server stuck on TLS 1.0/1.1 (and report it) the probe must be able to
         # negotiate it: OpenSSL 3 refuses those versions above security level 0.
@@ -74,6 +75,24 @@ def _chain_der(ssl_object: ssl.SSLObject) -> list[bytes]:
                 return [c if isinstance(c, bytes) else c.public_bytes(_ssl.ENCODING_DER) for c in chain]
     leaf = ssl_object.getpeercert(binary_form=True)
     return [leaf] if leaf else []
+
+
+class KeepsPresentedChain(ssl.SSLObject):
+    """An SSLObject that, when the chain fails verification, hangs what the server presented
+    on the error as ``presented`` (TlsFacts): a failed handshake leaves nothing else to read
+    it from, and its issuer is what tells an intercepting proxy (a private CA) from a
+    server's own certificate problem. No second connection, so the verdict stays that of
+    the one real try."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except ssl.SSLCertVerificationError as exc:
+            try:
+                exc.presented = tls_facts(self, verified=False)  # type: ignore[attr-defined]
+            except (ValueError, ssl.SSLError):  # nothing presented to read
+                pass
+            raise
 
 
 def tls_facts(ssl_object: ssl.SSLObject, *, verified: bool) -> TlsFacts | None:
