@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from illiad_exporter.catalog import Expect
-from illiad_exporter.probers import PROBERS, ProbeTarget
-
+from .certs import CertFiles, write_cert
 from .peers import (
     LIBRARY_LOCATIONS,
     Peer,
@@ -28,43 +26,24 @@ from .peers import (
 )
 
 
-@dataclass(frozen=True)
-class CertFiles:
-    ca: Path
-    cert: Path
-    key: Path
-
-
 @pytest.fixture(scope="session")
 def tls_ca() -> trustme.CA:
     return trustme.CA(organization_name="illiad-port-exporter test CA")
-
-
-def _write_cert(ca: trustme.CA, directory: Path, name: str, *identities: str, **kwargs: object) -> CertFiles:
-    directory.mkdir(parents=True, exist_ok=True)
-    leaf = ca.issue_cert(*identities, **kwargs)  # type: ignore[arg-type]
-    files = CertFiles(directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}.key")
-    ca.cert_pem.write_to_path(str(files.ca))
-    leaf.private_key_pem.write_to_path(str(files.key))
-    with open(files.cert, "wb") as out:
-        for blob in leaf.cert_chain_pems:
-            out.write(blob.bytes())
-    return files
 
 
 @pytest.fixture(scope="session")
 def server_cert(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
     """Valid for localhost and 127.0.0.1 until about 60 days from now."""
     not_after = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(days=60)
-    return _write_cert(tls_ca, tmp_path_factory.mktemp("certs"), "server", "localhost", "127.0.0.1",
-                       not_after=not_after)
+    return write_cert(tls_ca, tmp_path_factory.mktemp("certs"), "server", "localhost", "127.0.0.1",
+                      not_after=not_after)
 
 
 @pytest.fixture(scope="session")
 def expired_cert(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
     now = dt.datetime.now(dt.timezone.utc)
-    return _write_cert(tls_ca, tmp_path_factory.mktemp("expired"), "expired", "localhost", "127.0.0.1",
-                       not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1))
+    return write_cert(tls_ca, tmp_path_factory.mktemp("expired"), "expired", "localhost", "127.0.0.1",
+                      not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1))
 
 
 @dataclass(frozen=True)
@@ -162,16 +141,6 @@ def silent_port() -> Iterator[int]:
         yield listener.getsockname()[1]
     finally:
         listener.close()
-
-
-def make_target(prober: str, port: int, *, host: str = "127.0.0.1", timeout: float = 2.0,
-                expect: Expect = Expect.OPEN, path_id: str = "test", site: str = "lib",
-                vantage: str = "web_server", **options: object) -> ProbeTarget:
-    """A probe target as the planner would build it, with the prober's options validated."""
-    return ProbeTarget(
-        site=site, path=path_id, vantage=vantage, host=host, port=port, prober=prober, expect=expect, timeout=timeout,
-        options=PROBERS[prober].options.model_validate(options),
-    )
 
 
 # -- the peers of the ILLiad-specific protocols: FreeTDS, yaz-ztest, xrdp ---------------------

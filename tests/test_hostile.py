@@ -27,7 +27,8 @@ import trustme
 from illiad_exporter.probers import PROBERS, ProbeResult, ProbeTarget, Reason
 from illiad_exporter.scrape import run_probe
 
-from .conftest import CertFiles, _write_cert, make_target
+from .certs import CertFiles, write_cert
+from .probing import make_target
 from .fakes import (DroppingListener, ThreadedServer, garbage, hold_silently, reset_after_first_bytes, reset_at_once,
                     tls_first_options, tls_then_silence, trickle)
 from .peers import free_port, need_binary
@@ -229,7 +230,7 @@ def bad_certificates(tls_ca: trustme.CA, expired_cert: CertFiles, tmp_path_facto
     another host; the probes trust only the test CA."""
     base = tmp_path_factory.mktemp("badtls")
     return {"expired": expired_cert, "self_signed": self_signed(base / "self"),
-            "wrong_host": _write_cert(tls_ca, base / "wrong", "wrong", "other.example.test")}
+            "wrong_host": write_cert(tls_ca, base / "wrong", "wrong", "other.example.test")}
 
 
 CERT_DETAILS = {"expired": "certificate has expired", "self_signed": "self-signed certificate",

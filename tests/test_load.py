@@ -14,9 +14,9 @@ from illiad_exporter.catalog import Role
 from illiad_exporter.scrape import run_all
 from illiad_exporter.singleflight import SingleFlight
 
-from .conftest import make_target
 from .exporter_process import exporter, loopback_site_config, open_fds
 from .fakes import ThreadedServer, slow_http_ok
+from .probing import make_target
 from .test_server import running, value
 
 CONCURRENT_SCRAPES = 50

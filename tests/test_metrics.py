@@ -10,7 +10,7 @@ from illiad_exporter.probers import ProbeResult, Reason
 from illiad_exporter.probers.base import TlsFacts
 from illiad_exporter.scrape import Outcome
 
-from .conftest import make_target
+from .probing import make_target
 
 
 def with_label(labels: str, name: str, value: str) -> str:

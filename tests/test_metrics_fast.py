@@ -12,7 +12,7 @@ from illiad_exporter.metrics import FailureReasons, ProbeCollector, fast_format,
 from illiad_exporter.probers.base import ALL_REASONS, ProbeResult, Reason, TlsFacts
 from illiad_exporter.scrape import Outcome
 
-from .conftest import make_target
+from .probing import make_target
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"

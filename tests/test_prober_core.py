@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 
 from illiad_exporter.probers import Reason
-from illiad_exporter.scrape import run_probe
 
-from .conftest import make_target
+from .probing import make_target, probe
 
-
-def probe(target, budget: float = 5.0):
-    async def run():
-        return await run_probe(target, deadline=asyncio.get_running_loop().time() + budget)
-
-    return asyncio.run(run())
 
 
 def test_tcp_open_port_is_up_with_connect_latency(silent_port):

@@ -16,17 +16,11 @@ from illiad_exporter.metrics import ProbeCollector
 from illiad_exporter.probers import ProbeFailure, ProbeResult, Reason
 from illiad_exporter.probers.ldap import LdapOptions, LdapSession
 from illiad_exporter.probers.net import Connection
-from illiad_exporter.scrape import Outcome, run_probe
+from illiad_exporter.scrape import Outcome
 
-from .conftest import make_target
+from .probing import make_target, probe
 from .scripted import ScriptedServer
 
-
-def probe(target, budget: float = 5.0):
-    async def run():
-        return await run_probe(target, deadline=asyncio.get_running_loop().time() + budget)
-
-    return asyncio.run(run())
 
 
 def ldap_info(result) -> dict[str, str]:

@@ -3,17 +3,15 @@ against wrong and misbehaving services."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 
 from illiad_exporter.probers import Reason, rdp
 from illiad_exporter.probers.rdp import Negotiation, RdpError
-from illiad_exporter.scrape import run_probe
 
-from .conftest import make_target
 from .peers import free_port, xrdp_peer
+from .probing import make_target, probe
 from .scripted import ScriptedServer
 
 # What Debian's xrdp answered the probe's default Connection Request on this machine: TPKT
@@ -23,12 +21,6 @@ XRDP_CONFIRM_SSL = bytes.fromhex("030000130ed000001234000201080001000000")
 # The same layout with RDP_NEG_FAILURE SSL_REQUIRED_BY_SERVER (MS-RDPBCGR 2.2.1.2.2).
 CONFIRM_SSL_REQUIRED = bytes.fromhex("030000130ed000001234000300080001000000")
 
-
-def probe(target, budget: float = 5.0):
-    async def run():
-        return await run_probe(target, deadline=asyncio.get_running_loop().time() + budget)
-
-    return asyncio.run(run())
 
 
 def test_connection_request_layout_follows_ms_rdpbcgr():

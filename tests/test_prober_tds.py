@@ -3,7 +3,6 @@ a real FreeTDS tdspool (in clear and behind TLS first), wrong services and misbe
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import time
 
@@ -16,9 +15,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from illiad_exporter.metrics import ProbeCollector
 from illiad_exporter.probers import Reason, tds
 from illiad_exporter.probers.tds import Prelogin, TdsError
-from illiad_exporter.scrape import Outcome, run_probe
+from illiad_exporter.scrape import Outcome
 
-from .conftest import make_target
+from .probing import make_target, probe
 from .scripted import FakeBrowser, ScriptedServer, SilentBrowser
 
 # MS-TDS section 4.1 "Pre-Login Request", the example a client sends (Microsoft Open
@@ -43,12 +42,6 @@ def browser_reply(port: int, text: str = BROWSER_TEXT) -> bytes:
     data = text.format(port=port).encode("latin-1")
     return b"\x05" + struct.pack("<H", len(data)) + data
 
-
-def probe(target, budget: float = 5.0):
-    async def run():
-        return await run_probe(target, deadline=asyncio.get_running_loop().time() + budget)
-
-    return asyncio.run(run())
 
 
 def info(result, name: str) -> dict[str, str]:

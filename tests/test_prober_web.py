@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 
@@ -10,20 +9,14 @@ import pytest
 
 from illiad_exporter.probers import Reason
 from illiad_exporter.probers.patron_api import PROBE_BARCODE
-from illiad_exporter.scrape import run_probe
 
-from .conftest import CertFiles, make_target
+from .certs import CertFiles
 from .peers import free_port, nginx_peer
+from .probing import make_target, probe
 from .scripted import ScriptedServer
 
 pytestmark = pytest.mark.peer("nginx")
 
-
-def probe(target, budget: float = 5.0):
-    async def run():
-        return await run_probe(target, deadline=asyncio.get_running_loop().time() + budget)
-
-    return asyncio.run(run())
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ probes against yaz-ztest, and against wrong and misbehaving services."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
 import subprocess
@@ -14,18 +13,11 @@ import pytest
 
 from illiad_exporter.probers import Reason, z3950
 from illiad_exporter.probers.z3950 import InitAnswer, Z3950Error
-from illiad_exporter.scrape import run_probe
 
-from .conftest import make_target
 from .peers import need_binary
+from .probing import make_target, probe
 from .scripted import ScriptedServer
 
-
-def probe(target, budget: float = 5.0):
-    async def run():
-        return await run_probe(target, deadline=asyncio.get_running_loop().time() + budget)
-
-    return asyncio.run(run())
 
 
 class Relay:

@@ -8,7 +8,7 @@ from illiad_exporter.probers import Reason
 from illiad_exporter.probers.base import NotRun
 from illiad_exporter.scrape import run_all
 
-from .conftest import make_target
+from .probing import make_target
 
 
 def test_a_probe_queued_behind_a_slow_one_still_gets_its_whole_timeout(dropping_port, silent_port):

@@ -21,8 +21,8 @@ from illiad_exporter.catalog import Expect
 from illiad_exporter.probers import ProbeResult, Reason
 from illiad_exporter.scrape import Outcome
 
-from .conftest import make_target
 from .peers import free_port, need_binary
+from .probing import make_target
 from .test_server import get, running
 
 ROOT = Path(__file__).resolve().parent.parent

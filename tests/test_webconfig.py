@@ -23,7 +23,7 @@ from illiad_exporter.server import build_app
 from illiad_exporter.state import ExporterState
 from illiad_exporter.webconfig import BasicAuth, load_web_config
 
-from .conftest import CertFiles, _write_cert
+from .certs import CertFiles, write_cert
 from .exporter_process import exporter, log_text
 from .peers import need_binary
 from .test_reload import site_config
@@ -43,9 +43,9 @@ class Pki:
 def pki(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Pki:
     base = tmp_path_factory.mktemp("webpki")
     return Pki(
-        server=_write_cert(tls_ca, base / "server", "server", "localhost", "127.0.0.1"),
-        client=_write_cert(tls_ca, base / "client", "client", "prometheus.example.test"),
-        foreign=_write_cert(trustme.CA(organization_name="someone else's CA"), base / "foreign", "client",
+        server=write_cert(tls_ca, base / "server", "server", "localhost", "127.0.0.1"),
+        client=write_cert(tls_ca, base / "client", "client", "prometheus.example.test"),
+        foreign=write_cert(trustme.CA(organization_name="someone else's CA"), base / "foreign", "client",
                             "prometheus.example.test"),
     )
 
@@ -296,7 +296,7 @@ def test_rate_limit_answers_429_beyond_the_burst(tmp_path, silent_port):
 
 
 def test_client_allowed_sans_admits_only_the_named_client(tmp_path, pki, tls_ca, silent_port):
-    other = _write_cert(tls_ca, tmp_path / "other", "other", "someone-else.example.test")
+    other = write_cert(tls_ca, tmp_path / "other", "other", "someone-else.example.test")
     (tmp_path / "web.yml").write_text(f"""
 tls_server_config:
   cert_file: {pki.server.cert}
@@ -329,8 +329,8 @@ def test_sighup_reloads_users_and_a_rotated_certificate_without_a_restart(tmp_pa
 
     from .exporter_process import wait_until
 
-    first = _write_cert(tls_ca, tmp_path / "first", "tls", "127.0.0.1")
-    second = _write_cert(tls_ca, tmp_path / "second", "tls", "127.0.0.1")
+    first = write_cert(tls_ca, tmp_path / "first", "tls", "127.0.0.1")
+    second = write_cert(tls_ca, tmp_path / "second", "tls", "127.0.0.1")
     live_cert, live_key = tmp_path / "tls.crt", tmp_path / "tls.key"
     live_cert.write_bytes(first.cert.read_bytes())
     live_key.write_bytes(first.key.read_bytes())

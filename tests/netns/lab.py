@@ -23,6 +23,7 @@ import trustme
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from ..certs import write_cert
 from ..peers import LIBRARY_LOCATIONS, TDSPOOL_CONF, Peer, missing, need_binary, need_root, nginx_argv, wait_for_port
 from .topology import BY_ROLE, PREFIX, Topology, in_netns
 
@@ -260,16 +261,6 @@ def _same_probe(labels: dict[str, str], probe: dict[str, str]) -> bool:
 # -- the site ----------------------------------------------------------------------------------
 
 
-def _write_cert(ca: trustme.CA, directory: Path, name: str, *identities: str) -> tuple[Path, Path]:
-    leaf = ca.issue_cert(*identities)
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    leaf.private_key_pem.write_to_path(str(key))
-    with open(cert, "wb") as out:
-        for blob in leaf.cert_chain_pems:
-            out.write(blob.bytes())
-    return cert, key
-
-
 class Lab:
     """The whole site: :meth:`start` builds it, :meth:`stop` removes every trace of it."""
 
@@ -314,17 +305,17 @@ class Lab:
     def _start_peers(self) -> None:
         certs = self.workdir / "certs"
         certs.mkdir()
-        web = _write_cert(self.ca, certs, "web", "illiad.example.edu")
-        partner = _write_cert(self.ca, certs, "partner", "partner.example.org")
-        public = _write_cert(self.ca, certs, "public", *PUBLIC_TLS_NAMES)
+        web = write_cert(self.ca, certs, "web", "illiad.example.edu")
+        partner = write_cert(self.ca, certs, "partner", "partner.example.org")
+        public = write_cert(self.ca, certs, "public", *PUBLIC_TLS_NAMES)
         # role -> (certificate, extra plain ports): the ILLiad web server and the partner
         # library's each with Odyssey; the OCLC/vendor stand-in also answers PatronAPI.
-        for role, (cert, key), extra in (("web_server", web, (7968,)), ("external", partner, (7968,)),
-                                         ("public", public, (PATRON_API_PORT,))):
+        for role, files, extra in (("web_server", web, (7968,)), ("external", partner, (7968,)),
+                                   ("public", public, (PATRON_API_PORT,))):
             host = BY_ROLE[role]
             workdir = self.workdir / f"nginx-{host.short}"
             locations = LIBRARY_LOCATIONS.format(dir=workdir) if role == "public" else None
-            argv = nginx_argv(workdir, cert=cert, key=key, https_port=443, http_port=80, host=host.address,
+            argv = nginx_argv(workdir, cert=files.cert, key=files.key, https_port=443, http_port=80, host=host.address,
                               extra_ports=extra, locations=locations)
             self._start(NetnsPeer(self.netns(role), argv, address=host.address, port=443,
                                   log=self.workdir / f"nginx-{host.short}" / "stdout.log"))
