@@ -1,5 +1,6 @@
-"""The LDAP prober against a real slapd (ldap://, ldaps://, StartTLS, binds), against the
-wrong service, and against hand-made servers that misbehave as no real one does on purpose."""
+"""The LDAP prober against a real slapd (ldap://, ldaps://, StartTLS, binds) and against
+hand-made servers that misbehave as no real one does on purpose (the wrong service and
+malformed answers: test_prober_wrong_servers.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from illiad_exporter.scrape import Outcome
 
 from .probing import make_target, probe
 from .scripted import ScriptedServer
-
 
 
 def ldap_info(result) -> dict[str, str]:
@@ -128,46 +128,10 @@ def test_planted_password_never_appears_in_detail_metrics_or_logs(slapd, monkeyp
     assert not [text for text in seen if planted in text]
 
 
-def test_tds_probe_against_slapd_is_protocol(slapd):
-    result = probe(make_target("tds", slapd.ldap_port))
-    assert result.reason is Reason.PROTOCOL
-    assert result.address == "127.0.0.1"
-
-
-def test_ldap_probe_against_a_web_server_is_protocol(nginx):
-    result = probe(make_target("ldap", nginx.http_port))
-    assert result.reason is Reason.PROTOCOL
-    assert result.detail == "not an LDAP message: starts b'HT'"
-
-
 # --- hand-made misbehaving servers --------------------------------------------------------
 
 # A real bindResponse (success) to message 1, as slapd sends it.
 BIND_OK = bytes.fromhex("300c02010161070a010004000400")
-
-
-@pytest.mark.parametrize(
-    ("reply", "detail"),
-    [
-        (b"\x30\x84\x00\x00\x10\x00\x02\x01", "LDAP message truncated: 2 of 4096 bytes before close"),
-        (b"SSH-2.0-OpenSSH_9.2\r\n", "not an LDAP message: starts b'SS'"),
-        (b"\x30\x84\x7f\xff\xff\xff", "LDAP message of 2147483647 bytes, more than 65536"),
-        (b"\x30\x89\x01", "not an LDAP message: length of 9 bytes"),
-        (b"\x30\x03\x02\x01\x01", None),  # a message with no operation in it
-        (bytes.fromhex("300c02010761070a010004000400"), "answer to message 7, expected 1"),
-        (b"\x30", "LDAP message truncated: 1 of 2 bytes before close"),
-    ],
-    ids=["truncated", "garbage", "huge-length", "bad-length", "malformed-ber", "wrong-message-id", "one-byte"],
-)
-def test_malformed_answers_are_protocol_with_a_one_line_detail(reply, detail):
-    with ScriptedServer(reply) as server:
-        result = probe(make_target("ldap", server.port))
-    assert result.reason is Reason.PROTOCOL
-    if detail is None:
-        assert result.detail.startswith("malformed LDAP message: ")
-    else:
-        assert result.detail == detail
-    assert "\n" not in result.detail
 
 
 def test_notice_of_disconnection_is_protocol_with_the_servers_words():
@@ -189,20 +153,6 @@ def test_server_that_answers_the_bind_then_goes_silent_times_out_within_the_time
     assert result.reason is Reason.TIMEOUT
     assert elapsed < 1.5
     assert result.phases["handshake"] > 0  # the bind was answered and timed
-
-
-def test_never_answering_server_times_out_within_the_timeout(silent_port):
-    started = time.monotonic()
-    result = probe(make_target("ldap", silent_port, timeout=0.5))
-    assert result.reason is Reason.TIMEOUT
-    assert time.monotonic() - started < 1.5
-
-
-def test_ldaps_to_a_server_that_never_answers_the_handshake_times_out_within_the_timeout(silent_port):
-    started = time.monotonic()
-    result = probe(make_target("ldap", silent_port, tls_mode="ldaps", timeout=0.5))
-    assert result.reason is Reason.TIMEOUT
-    assert time.monotonic() - started < 0.9
 
 
 def test_starttls_refused_by_the_server_is_tls():

@@ -1,9 +1,7 @@
-"""The rdp prober: the X.224 Connection Request codec, probes against a real xrdp, and
-against wrong and misbehaving services."""
+"""The rdp prober: the X.224 Connection Request codec and probes against a real xrdp (wrong
+and misbehaving services: test_prober_wrong_servers.py)."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
@@ -12,7 +10,6 @@ from illiad_exporter.probers.rdp import Negotiation, RdpError
 
 from .peers import free_port, xrdp_peer
 from .probing import make_target, probe
-from .scripted import ScriptedServer
 
 # What Debian's xrdp answered the probe's default Connection Request on this machine: TPKT
 # (19 bytes), X.224 CC with SRC-REF 0x1234, RDP_NEG_RSP with EXTENDED_CLIENT_DATA_SUPPORTED,
@@ -20,7 +17,6 @@ from .scripted import ScriptedServer
 XRDP_CONFIRM_SSL = bytes.fromhex("030000130ed000001234000201080001000000")
 # The same layout with RDP_NEG_FAILURE SSL_REQUIRED_BY_SERVER (MS-RDPBCGR 2.2.1.2.2).
 CONFIRM_SSL_REQUIRED = bytes.fromhex("030000130ed000001234000300080001000000")
-
 
 
 def test_connection_request_layout_follows_ms_rdpbcgr():
@@ -83,38 +79,3 @@ def test_rdp_negotiation_failure_from_xrdp_is_protocol_with_the_code(tmp_path):
     # The code reaches the metrics too, not only the detail.
     assert dict(result.infos[0].labels) == {"selected_protocol": "", "negotiation_failure": "SSL_REQUIRED_BY_SERVER"}
     assert result.address == "127.0.0.1"  # an RDP server answered: the path is open
-
-
-def test_rdp_against_a_web_server_is_protocol(nginx):
-    result = probe(make_target("rdp", nginx.http_port))
-    assert result.reason is Reason.PROTOCOL
-    assert "not a TPKT packet" in result.detail
-
-
-@pytest.mark.parametrize(
-    ("reply", "why"),
-    [
-        (XRDP_CONFIRM_SSL[:10], "truncated"),
-        (b"\x03\x00", "truncated"),
-        (b"\x00" * 19, "not a TPKT packet"),
-        (bytes(range(256)), "not a TPKT packet"),
-        (bytes.fromhex("030000130ed000001234000201080001"), "truncated"),
-    ],
-)
-def test_rdp_against_a_misbehaving_server_is_protocol_with_a_reason(reply, why):
-    with ScriptedServer(reply) as server:
-        result = probe(make_target("rdp", server.port))
-    assert result.reason is Reason.PROTOCOL
-    assert why in result.detail and "\n" not in result.detail
-
-
-def test_rdp_against_a_server_that_never_answers_times_out_within_the_timeout(silent_port):
-    started = time.monotonic()
-    result = probe(make_target("rdp", silent_port, timeout=0.5))
-    assert result.reason is Reason.TIMEOUT
-    assert time.monotonic() - started < 1.5
-
-
-def test_rdp_against_an_ldap_server_is_protocol(slapd):
-    result = probe(make_target("rdp", slapd.ldap_port))
-    assert result.reason is Reason.PROTOCOL

@@ -1,5 +1,6 @@
 """The tds prober: PRELOGIN codec against MS-TDS, the SQL Server Browser, and probes against
-a real FreeTDS tdspool (in clear and behind TLS first), wrong services and misbehaving ones."""
+a real FreeTDS tdspool (in clear and behind TLS first); wrong services and misbehaving ones
+are in test_prober_wrong_servers.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from illiad_exporter.probers.tds import Prelogin, TdsError
 from illiad_exporter.scrape import Outcome
 
 from .probing import make_target, probe
-from .scripted import FakeBrowser, ScriptedServer, SilentBrowser
+from .scripted import FakeBrowser, SilentBrowser
 
 # MS-TDS section 4.1 "Pre-Login Request", the example a client sends (Microsoft Open
 # Specifications, [MS-TDS] Tabular Data Stream Protocol): VERSION 9.0.0.0, ENCRYPTION on (1),
@@ -41,7 +42,6 @@ BROWSER_TEXT = (
 def browser_reply(port: int, text: str = BROWSER_TEXT) -> bytes:
     data = text.format(port=port).encode("latin-1")
     return b"\x05" + struct.pack("<H", len(data)) + data
-
 
 
 def info(result, name: str) -> dict[str, str]:
@@ -240,56 +240,3 @@ def test_no_browser_on_the_host_is_reason_browser():
     closed_udp.__exit__()  # the port is now closed: the kernel answers ICMP port unreachable
     result = probe(make_target("tds", 1433, instance="ILLIAD", browser_port=closed_udp.port, timeout=1.0))
     assert result.reason is Reason.BROWSER
-
-
-# -- wrong services and misbehaving servers ----------------------------------------------------
-
-
-def test_tds_against_a_web_server_is_protocol(nginx):
-    result = probe(make_target("tds", nginx.http_port))
-    assert result.reason is Reason.PROTOCOL
-    assert "HTTP" in result.detail
-
-
-def test_tds_against_a_z3950_server_is_protocol(yaz_ztest):
-    result = probe(make_target("tds", yaz_ztest))
-    assert result.reason is Reason.PROTOCOL
-
-
-def _answer(payload: bytes, *, status: int = 1, packet_type: int = 0x04, length: int | None = None) -> bytes:
-    length = 8 + len(payload) if length is None else length
-    return struct.pack(">BBHHBB", packet_type, status, length, 0, 1, 0) + payload
-
-
-@pytest.mark.parametrize(
-    ("reply", "why"),
-    [
-        (_answer(b"\x00\x00\x06\x00\x06\xff", length=60), "truncated"),
-        (b"\x04\x01\x00", "truncated"),
-        (b"\x00" * 32, "not a TDS answer"),
-        (bytes(range(256)) * 4, "not a TDS answer"),
-        (_answer(b"\x00\x00\x06\x00\x06", length=4), "shorter than its header"),
-        (b"\x04\x01\xff\xff\x00\x00\x01\x00" + b"\x00" * 100, "truncated"),
-        (_answer(b"\x01\x00\x06\x00\x01\xff\x00"), "no VERSION"),
-        (b"".join(_answer(b"x" * 100, status=0) for _ in range(9)), "more than 8 packets"),
-    ],
-)
-def test_tds_against_a_misbehaving_server_is_protocol_with_a_reason(reply, why):
-    with ScriptedServer(reply) as server:
-        result = probe(make_target("tds", server.port))
-    assert result.reason is Reason.PROTOCOL
-    assert why in result.detail and "\n" not in result.detail
-
-
-def test_tds_against_a_server_that_never_answers_times_out_within_the_timeout(silent_port):
-    started = time.monotonic()
-    result = probe(make_target("tds", silent_port, timeout=0.5))
-    assert result.reason is Reason.TIMEOUT
-    assert time.monotonic() - started < 1.5
-    assert result.address == "127.0.0.1"  # it was open, just not answering
-
-
-def test_tds_against_an_ldap_server_is_protocol(slapd):
-    result = probe(make_target("tds", slapd.ldap_port))
-    assert result.reason is Reason.PROTOCOL
-    assert result.address == "127.0.0.1"

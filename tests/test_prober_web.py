@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,10 +12,8 @@ from illiad_exporter.probers.patron_api import PROBE_BARCODE
 from .certs import CertFiles
 from .peers import free_port, nginx_peer
 from .probing import make_target, probe
-from .scripted import ScriptedServer
 
 pytestmark = pytest.mark.peer("nginx")
-
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +85,6 @@ def test_illiad_web_accepts_old_tls_when_the_site_lowers_the_floor(legacy_tls_ng
     assert dict(result.infos[0].labels) == {"version": "9.2.2.0"}
 
 
-def test_illiad_web_silent_server_times_out_within_the_timeout(silent_port):
-    started = time.monotonic()
-    result = probe(make_target("illiad_web", silent_port, timeout=0.5))
-    assert result.reason is Reason.TIMEOUT
-    assert time.monotonic() - started < 0.9  # a TLS handshake cut by the deadline is not waited on
-
-
 # --- patron_api ---------------------------------------------------------------------------
 
 def test_patron_api_unknown_barcode_answer_is_up_and_pintest_is_never_requested(library_nginx):
@@ -152,21 +142,3 @@ def test_symphony_over_https_records_tls(library_nginx, server_cert):
     result = probe(make_target("symphony_api", library_nginx.https_port, scheme="https", ca_file=str(server_cert.ca)))
     assert result.up, result.detail
     assert result.tls is not None and result.tls.verified
-
-
-def test_symphony_silent_server_times_out(silent_port):
-    result = probe(make_target("symphony_api", silent_port, timeout=0.5))
-    assert result.reason is Reason.TIMEOUT
-
-
-def test_symphony_against_a_directory_server_is_protocol(slapd):
-    result = probe(make_target("symphony_api", slapd.ldap_port))
-    assert result.reason is Reason.PROTOCOL
-    assert result.detail == "connection closed before an HTTP answer"
-
-
-def test_patron_api_against_garbage_is_protocol():
-    with ScriptedServer(b"\x00\x01garbage that is no HTTP\r\n\r\n") as server:
-        result = probe(make_target("patron_api", server.port))
-    assert result.reason is Reason.PROTOCOL
-    assert result.detail.startswith("not an HTTP answer")

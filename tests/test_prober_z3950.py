@@ -1,5 +1,6 @@
 """The z3950 prober: its BER codec against what the real yaz-client and yaz-ztest exchange,
-probes against yaz-ztest, and against wrong and misbehaving services."""
+probes against yaz-ztest, and answers it cuts short (other wrong and misbehaving services:
+test_prober_wrong_servers.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from illiad_exporter.probers.z3950 import InitAnswer, Z3950Error
 from .peers import need_binary
 from .probing import make_target, probe
 from .scripted import ScriptedServer
-
 
 
 class Relay:
@@ -141,12 +141,6 @@ def test_z3950_against_yaz_ztest_is_up_with_its_implementation(yaz_ztest):
     assert result.phases["handshake"] > 0
 
 
-def test_z3950_against_a_web_server_is_protocol(nginx):
-    result = probe(make_target("z3950", nginx.http_port))
-    assert result.reason is Reason.PROTOCOL
-    assert "not a Z39.50 initResponse" in result.detail
-
-
 def test_z3950_rejected_init_is_protocol_and_still_names_the_target(yaz_exchange):
     rejected = yaz_exchange[1].replace(b"\x8c\x01\x01", b"\x8c\x01\x00")
     with ScriptedServer(rejected) as server:
@@ -168,31 +162,3 @@ def test_z3950_truncated_answer_is_protocol(yaz_exchange, cut, why):
         result = probe(make_target("z3950", server.port))
     assert result.reason is Reason.PROTOCOL
     assert why in result.detail
-
-
-@pytest.mark.parametrize(
-    ("reply", "why"),
-    [
-        (bytes(range(256)), "not a Z39.50 initResponse"),
-        # a referenceId claiming a megabyte: the probe stops reading at its bound
-        (bytes.fromhex("b5847fffffff 82830fffff") + b"\x00" * 70_000, "longer than 65536 bytes"),
-        (bytes.fromhex("b5 05 8c01 01 0000".replace(" ", "")), "malformed initResponse"),
-    ],
-)
-def test_z3950_garbage_is_protocol_with_a_one_line_reason(reply, why):
-    with ScriptedServer(reply) as server:
-        result = probe(make_target("z3950", server.port))
-    assert result.reason is Reason.PROTOCOL
-    assert why in result.detail and "\n" not in result.detail
-
-
-def test_z3950_against_a_server_that_never_answers_times_out_within_the_timeout(silent_port):
-    started = time.monotonic()
-    result = probe(make_target("z3950", silent_port, timeout=0.5))
-    assert result.reason is Reason.TIMEOUT
-    assert time.monotonic() - started < 1.5
-
-
-def test_z3950_against_an_ldap_server_is_protocol(slapd):
-    result = probe(make_target("z3950", slapd.ldap_port))
-    assert result.reason is Reason.PROTOCOL
