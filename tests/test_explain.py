@@ -20,8 +20,8 @@ from illiad_exporter.explain import PathFacts, TargetFacts, explain, kernel_sour
 from illiad_exporter.probers import PROBERS, ProbeResult
 from illiad_exporter.report import ReportError, build_matrix, load_runs
 
-from .conftest import make_target
 from .peers import free_port, need_binary
+from .probing import make_target
 from .test_server import get, running
 from .test_statuspage import ARTIFACTS, chromium
 

@@ -15,7 +15,7 @@ import trustme
 
 from illiad_exporter.webconfig import _GO_CIPHER_SUITES
 
-from .conftest import CertFiles, _write_cert
+from .certs import CertFiles, write_cert
 from .exporter_process import exporter
 from .peers import need_binary
 from .test_reload import site_config
@@ -84,7 +84,7 @@ def test_without_cipher_suites_the_same_client_is_served(tmp_path, pki, silent_p
 def test_curve_preferences_offer_only_the_named_curve(tmp_path, silent_port):
     # An RSA certificate: with an ECDSA one, a TLS 1.2 client's curve list also limits the
     # certificate's curve, and a refusal would not show what the web config did.
-    rsa = _write_cert(trustme.CA(key_type=trustme.KeyType.RSA), tmp_path / "rsa", "server", "127.0.0.1",
+    rsa = write_cert(trustme.CA(key_type=trustme.KeyType.RSA), tmp_path / "rsa", "server", "127.0.0.1",
                       key_type=trustme.KeyType.RSA)
     with start(tmp_path, rsa, silent_port, "  curve_preferences: [CurveP384]\n") as peer:
         for tls12_only in (True, False):

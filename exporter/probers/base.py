@@ -68,7 +68,7 @@ class ProbeFailure(Exception):
         self.reason = reason
         self.detail = detail
         # with reason exporter: why the probe could not run (a socket error mapped to
-        # reason exporter is always a missing descriptor or buffer: net.classify_os_error)
+        # reason exporter is always a missing descriptor or buffer: net.reason_for)
         self.not_run = not_run or (NotRun.NO_SOCKET if reason is Reason.EXPORTER else None)
         replaced = sys.exc_info()[1]
         if replaced is not None and not isinstance(replaced, ProbeFailure):
