@@ -365,7 +365,8 @@ def _catalog_rows(paths: Sequence[CatalogPath]) -> list[dict[str, str]]:
         rows.append({
             "id": p.id, "title": p.title, "routes": routes, "ports": ", ".join(str(x) for x in p.ports),
             "prober": p.prober, "need": "required" if p.required else "optional", "expect": p.expect.value,
-            "default": "on" if p.enabled_by_default else "off", "notes": p.notes,
+            "require": p.require.value, "default": "on" if p.enabled_by_default else "off", "impact": p.impact,
+            "source": "; ".join(str(cited) for cited in p.source), "notes": p.notes,
         })
     return rows
 
@@ -374,7 +375,11 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     paths = paths_for(Role(args.vantage)) if args.vantage else CATALOG
     rows = _catalog_rows(paths)
     if args.format == "json":
-        print(json.dumps([{**row, "ports": [int(x) for x in row["ports"].split(", ")]} for row in rows], indent=2))
+        print(json.dumps([
+            {**row, "ports": [int(x) for x in row["ports"].split(", ")],
+             "source": [{"source": c.source.value, "fact": c.fact} for c in path.source]}
+            for row, path in zip(rows, paths)
+        ], indent=2))
     elif args.format == "markdown":
         keys = list(rows[0])
         print("| " + " | ".join(keys) + " |")

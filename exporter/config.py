@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic import IPvAnyAddress, PlainValidator, field_validator
 
 from .allowlist import ProbeAllow, normalize_host
-from .catalog import BY_ID, CatalogPath, Expect, HostTarget, Role, RoleTarget, SiteTarget
+from .catalog import BY_ID, CatalogPath, Expect, HostTarget, Require, Role, RoleTarget, SiteTarget
 from .probers import PROBERS, ProberOptions
 from .shard import Shard, parse_shard
 
@@ -50,6 +50,18 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 HostName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[^\s/@?#]+$")]
+HostList = Annotated[list[HostName], Field(min_length=1)]
+PortList = Annotated[list[Port], Field(min_length=1)]
+
+
+def one_line(value: Any) -> Any:
+    if isinstance(value, str) and (not value.strip() or "\n" in value or "\r" in value or len(value) > 300):
+        raise ValueError("impact is one line of text, at most 300 characters: what breaks when the path is closed")
+    return value
+
+
+# what breaks for the library when the path is closed: one line, shown on the status page
+Impact = Annotated[str, AfterValidator(one_line)]
 
 
 class _Strict(BaseModel):
@@ -108,12 +120,15 @@ class PathOverride(_Strict):
 
     enabled: bool | None = None
     host: HostName | None = None
+    hosts: HostList | None = None  # several targets: every one probed, judged by require
     port: Port | None = None
-    ports: list[Port] | None = None
+    ports: PortList | None = None
     timeout: Duration | None = None
     prober: str | None = None
     expect: Expect | None = None
     required: bool | None = None
+    require: Require | None = None
+    impact: Impact | None = None
 
 
 class CustomPath(_Strict):
@@ -124,14 +139,17 @@ class CustomPath(_Strict):
     name: Name
     from_: Annotated[list[Role], Field(alias="from", min_length=1)]
     host: HostName | None = None
+    hosts: HostList | None = None
     role: Role | None = None  # target a host of the site by role instead of by name
     port: Port | None = None
-    ports: list[Port] | None = None
+    ports: PortList | None = None
     prober: str = "tcp"
     expect: Expect = Expect.OPEN
     timeout: Duration | None = None
     enabled: bool = True
     required: bool = True
+    require: Require = Require.ALL
+    impact: Impact | None = None
 
 
 _INVALID = object()  # marks a part that failed validation (its errors are already recorded)
@@ -169,6 +187,8 @@ class SitePath:
     custom: bool = False
     # source roles whose target host the site did not name (the path is skipped there)
     unresolved: tuple[tuple[Role, str], ...] = ()
+    require: Require = Require.ALL
+    impact: str = ""  # what breaks for the library when the path is closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,7 +467,8 @@ class _Validator:
         )
         paths: list[SitePath] = []
         for entry in BY_ID.values():
-            merged = self.catalog_path(entry, model, overrides.get(entry.id), loc + ("paths", entry.id), defaults)
+            merged = self.catalog_path(entry, model, overrides.get(entry.id), loc + ("paths", entry.id), defaults,
+                                       followed=overrides.get(entry.follows))
             if merged is not None:
                 paths.append(merged)
         names = set(BY_ID)
@@ -469,35 +490,61 @@ class _Validator:
             return None
         return Site(name, dict(model.hosts), tuple(paths))
 
+    def targets(self, given: PathOverride | CustomPath, loc: Loc) -> bool:
+        """Checks host/hosts and port/ports of an override or custom path; False on an error."""
+        ok = True
+        if given.host is not None and given.hosts is not None:
+            self.error(loc + ("hosts",), "give host or hosts, not both")
+            ok = False
+        if given.port is not None and given.ports is not None:
+            self.error(loc + ("ports",), "give port or ports, not both")
+            ok = False
+        for key, values in (("hosts", given.hosts), ("ports", given.ports)):
+            for index, value in enumerate(values or ()):
+                if value in values[:index]:  # type: ignore[index]
+                    self.error(loc + (key, index), f"{value} is listed twice")
+                    ok = False
+        return ok
+
     def catalog_path(
-        self, entry: CatalogPath, site: SiteModel, override: PathOverride | None, loc: Loc, defaults: Defaults
+        self, entry: CatalogPath, site: SiteModel, override: PathOverride | None, loc: Loc, defaults: Defaults,
+        *, followed: PathOverride | None = None,
     ) -> SitePath | None:
         o = override or PathOverride()
-        if o.port is not None and o.ports is not None:
-            self.error(loc + ("ports",), "give port or ports, not both")
+        ok = self.targets(o, loc)
         prober = o.prober or entry.prober
         base_options = dict(entry.options) if prober == entry.prober else {}
         options = self.options(prober, {**base_options, **(o.model_extra or {})}, loc)
+        given_hosts = tuple(o.hosts) if o.hosts else ((o.host,) if o.host else ())
         routes: dict[Role, tuple[str, ...]] = {}
         unresolved: list[tuple[Role, str]] = []
         for source, targets in entry.routes.items():
+            if given_hosts:  # host:/hosts: replace the catalog's targets on every route
+                routes[source] = given_hosts
+                continue
             hosts: list[str] = []
             for target in targets:
-                host = o.host or _target_host(target, site.hosts)
+                host = _target_host(target, site.hosts)
                 if host is None:
                     unresolved.append((source, str(target)))
                 elif host not in hosts:
                     hosts.append(host)
             routes[source] = tuple(hosts)
         ports = tuple(o.ports) if o.ports else ((o.port,) if o.port else entry.ports)
-        if options is None:
+        if options is None or not ok:
             return None
+        # An outbound path split off an inbound one (odyssey_outbound from odyssey) follows
+        # the inbound override's enabled and required unless it has its own.
+        followed = followed or PathOverride()
         if o.enabled is not None:
             enabled = o.enabled
+        elif followed.enabled is not None:
+            enabled = followed.enabled
         else:  # configuring an optional path (its host, its port) turns it on
-            enabled = entry.enabled_by_default or _configures(o)
-        if enabled and o.host is None and any(isinstance(t, SiteTarget) for ts in entry.routes.values() for t in ts):
-            self.error(loc, "enabled, but no host: this path goes to a host only the site knows; set host:")
+            enabled = entry.enabled_by_default or _configures(o) or _configures(followed)
+        required = next((r for r in (o.required, followed.required) if r is not None), entry.required)
+        if enabled and not given_hosts and any(isinstance(t, SiteTarget) for ts in entry.routes.values() for t in ts):
+            self.error(loc, "enabled, but no host: this path goes to a host only the site knows; set host: or hosts:")
         return SitePath(
             id=entry.id,
             title=entry.title,
@@ -507,33 +554,37 @@ class _Validator:
             options=options,
             expect=o.expect or entry.expect,
             timeout=o.timeout or defaults.timeout,
-            required=o.required if o.required is not None else entry.required,
+            required=required,
             enabled=enabled,
             unresolved=tuple(unresolved),
+            require=o.require or entry.require,
+            impact=o.impact or entry.impact,
         )
 
     def custom_path(self, custom: CustomPath, site: SiteModel, loc: Loc, defaults: Defaults) -> SitePath | None:
-        ok = True
-        if (custom.host is None) == (custom.role is None):
-            self.error(loc, "a custom path needs exactly one of host or role")
+        ok = self.targets(custom, loc)
+        named = [x for x in (custom.host, custom.hosts, custom.role) if x is not None]
+        if not named or (len(named) > 1 and (custom.host is None or custom.hosts is None or custom.role)):
+            self.error(loc, "a custom path needs exactly one of host, hosts or role")
             ok = False
         if custom.port is None and not custom.ports:
             self.error(loc, "a custom path needs port or ports")
             ok = False
-        if custom.port is not None and custom.ports:
-            self.error(loc + ("ports",), "give port or ports, not both")
-            ok = False
-        host = custom.host or (site.hosts.get(custom.role) if custom.role else None)
-        if custom.role is not None and host is None:
-            self.error(loc + ("role",), f"the site names no host for role {custom.role.value}")
-            ok = False
+        hosts = tuple(custom.hosts) if custom.hosts else ((custom.host,) if custom.host else ())
+        if custom.role is not None:
+            role_host = site.hosts.get(custom.role)
+            if role_host is None:
+                self.error(loc + ("role",), f"the site names no host for role {custom.role.value}")
+                ok = False
+            else:
+                hosts = (role_host,)
         options = self.options(custom.prober, dict(custom.model_extra or {}), loc)
-        if not ok or options is None or host is None:
+        if not ok or options is None or not hosts:
             return None
         return SitePath(
             id=custom.name,
             title=custom.name,
-            routes={role: (host,) for role in custom.from_},
+            routes={role: hosts for role in custom.from_},
             ports=tuple(custom.ports) if custom.ports else (custom.port or 0,),
             prober=custom.prober,
             options=options,
@@ -542,6 +593,8 @@ class _Validator:
             required=custom.required,
             enabled=custom.enabled,
             custom=True,
+            require=custom.require,
+            impact=custom.impact or "",
         )
 
     def options(self, prober_name: str, data: dict[str, Any], loc: Loc) -> ProberOptions | None:
@@ -569,7 +622,7 @@ def _target_host(target: object, hosts: Mapping[Role, str]) -> str | None:
 
 
 def _configures(o: PathOverride) -> bool:
-    return bool(o.host or o.port or o.ports or o.model_extra)
+    return bool(o.host or o.hosts or o.port or o.ports or o.model_extra)
 
 
 def _message(err: Mapping[str, Any]) -> str:

@@ -26,6 +26,7 @@ from prometheus_client.utils import floatToGoString
 
 from .probers.base import ALL_REASONS, NotRun, ProbeResult, ProbeTarget
 from .scrape import Outcome
+from .verdict import verdicts_of
 
 PATH_LABELS = ("site", "vantage", "path", "host", "port", "expect")
 _PORT = PATH_LABELS.index("port")
@@ -134,6 +135,31 @@ FAMILIES = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class PathFamily:
+    """A family with one series per path, not per target, labelled ``PATH_VERDICT_LABELS``."""
+
+    name: str
+    doc: str
+
+
+# The path as a whole (verdict.py), written after the per-target families; absent while unknown.
+PATH_VERDICT = PathFamily(
+    "illiad_path_expectation_met",
+    "1 when the path as a whole meets its expectation (every target, or any one under require: any); "
+    "absent while unknown (an exporter-side failure or no probe yet).",
+)
+PATH_VERDICT_LABELS = ("site", "vantage", "path", "required")
+
+
+def path_verdict_samples(outcomes: Sequence[Outcome], required: frozenset[tuple[str, str]]) -> list[Sample]:
+    """(site, vantage, path, required) and 1 or 0 for each path whose verdict is known."""
+    return [
+        ((v.site, v.vantage, v.path, "true" if v.required else "false"), 1.0 if v.met else 0.0)
+        for v in verdicts_of(outcomes, required) if v.met is not None
+    ]
+
+
 def _info_families(outcomes: Sequence[Outcome]) -> list[Family]:
     """An ``illiad_<name>_info`` family for each kind of fact a prober reported (the server's
     version, say), labelled by the keys of its first fact, in order of first appearance."""
@@ -190,6 +216,10 @@ class ProbeCollector(Collector):
                 for extra, value in family.rule(target, result, self.rendering):
                     gauge.add_metric([*labels, *extra], value)
             yield gauge
+        verdicts = GaugeMetricFamily(PATH_VERDICT.name, PATH_VERDICT.doc, labels=PATH_VERDICT_LABELS)
+        for values, value in path_verdict_samples(self.outcomes, self.rendering.required):
+            verdicts.add_metric(values, value)
+        yield verdicts
 
 
 class StaticCollector(Collector):
@@ -281,7 +311,7 @@ class _Layout:
         return f"{name}{{{text}}} {_value_text(value)}\n"
 
 
-def _header(family: Family, openmetrics: bool) -> str:
+def _header(family: Family | PathFamily, openmetrics: bool) -> str:
     doc = family.doc.replace("\\", r"\\").replace("\n", r"\n")
     if openmetrics:
         doc = doc.replace('"', r'\"')
@@ -308,6 +338,11 @@ def write_exposition(
             if len(out) >= chunk_lines:
                 yield "".join(out)
                 out.clear()
+    out.append(_header(PATH_VERDICT, openmetrics))
+    name = PATH_VERDICT.name
+    for (site, vantage, path, needed), value in path_verdict_samples(outcomes, required):  # labels sorted by name
+        out.append(f'{name}{{path="{_escape_value(path)}",required="{needed}",site="{_escape_value(site)}",'
+                   f'vantage="{_escape_value(vantage)}"}} {_value_text(value)}\n')
     if out:
         yield "".join(out)
 

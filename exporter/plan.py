@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .catalog import Expect, Role
+from .catalog import Expect, Require, Role
 from .config import Config, Defaults, Site
 from .probers import ProberOptions, ProbeTarget
 from .shard import Shard, select
@@ -27,6 +27,8 @@ class Plan:
     by_site: Mapping[str, tuple[ProbeTarget, ...]]
     skipped: tuple[Skipped, ...] = ()
     required: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (site, path)
+    # (site, path) -> what breaks for the library when the path is closed (status page)
+    impact: Mapping[tuple[str, str], str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def targets(self) -> tuple[ProbeTarget, ...]:
@@ -38,7 +40,7 @@ class Plan:
 
 def probe_target(
     defaults: Defaults, *, site: str, path: str, vantage: str, host: str, port: int, prober: str,
-    expect: Expect, timeout: float, options: ProberOptions,
+    expect: Expect, timeout: float, options: ProberOptions, require: Require = Require.ALL,
 ) -> ProbeTarget:
     """A probe of ``host:port`` that resolves and connects as the config's defaults say."""
     return ProbeTarget(
@@ -56,6 +58,7 @@ def probe_target(
         source_address=str(defaults.source_address) if defaults.source_address else None,
         static_addresses=defaults.pinned(host),
         system_resolver=defaults.system_resolver,
+        require=require,
     )
 
 
@@ -78,6 +81,7 @@ def site_targets(config: Config, site: Site, vantage: Role) -> tuple[list[ProbeT
                     probe_target(
                         config.defaults, site=site.name, path=path.id, vantage=vantage.value, host=host, port=port,
                         prober=path.prober, expect=path.expect, timeout=path.timeout, options=path.options,
+                        require=path.require,
                     )
                 )
     return targets, skipped, required
@@ -88,9 +92,12 @@ def build_plan(config: Config, vantage: Role, *, shard: Shard | None = None) -> 
     by_site: dict[str, tuple[ProbeTarget, ...]] = {}
     skipped: list[Skipped] = []
     required: set[tuple[str, str]] = set()
+    impact: dict[tuple[str, str], str] = {}
     for site in select(config.sites, shard or config.exporter.shard, name=lambda s: s.name):
         targets, site_skipped, site_required = site_targets(config, site, vantage)
         by_site[site.name] = tuple(targets)
         skipped += site_skipped
         required |= {(site.name, p) for p in site_required}
-    return Plan(vantage, MappingProxyType(by_site), tuple(skipped), frozenset(required))
+        planned = {t.path for t in targets}
+        impact.update(((site.name, p.id), p.impact) for p in site.paths if p.id in planned and p.impact)
+    return Plan(vantage, MappingProxyType(by_site), tuple(skipped), frozenset(required), MappingProxyType(impact))

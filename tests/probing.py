@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-from illiad_exporter.catalog import Expect
+from illiad_exporter.catalog import Expect, Require
 from illiad_exporter.probers import PROBERS, ProbeResult, ProbeTarget
 from illiad_exporter.scrape import run_probe
 
 
 def make_target(prober: str, port: int, *, host: str = "127.0.0.1", timeout: float = 2.0,
                 expect: Expect = Expect.OPEN, path_id: str = "test", site: str = "lib",
-                vantage: str = "web_server", **options: object) -> ProbeTarget:
+                vantage: str = "web_server", require: Require = Require.ALL, **options: object) -> ProbeTarget:
     """A probe target as the planner would build it, with the prober's options validated."""
     return ProbeTarget(
         site=site, path=path_id, vantage=vantage, host=host, port=port, prober=prober, expect=expect, timeout=timeout,
-        options=PROBERS[prober].options.model_validate(options),
+        options=PROBERS[prober].options.model_validate(options), require=require,
     )
 
 

@@ -56,12 +56,21 @@ def test_validate_exit_status_and_messages():
 def test_catalog_formats():
     table = run("catalog").stdout.splitlines()
     assert table[0].split()[:3] == ["ID", "ROUTES", "PORTS"]
-    assert len(table) == 15
+    assert len(table) == 18
     data = json.loads(run("catalog", "--format", "json", "--vantage", "external").stdout)
     assert [row["id"] for row in data] == ["sql_from_external", "web_https", "web_http", "odyssey", "iso_ill", "rdp"]
     assert data[0]["ports"] == [1433, 1344] and data[0]["expect"] == "closed"
+    assert data[0]["source"] == [
+        {"source": "vendor ports page", "fact": "only the web server and the staff clients need the SQL ports"},
+        {"source": "inference", "fact": "closed from outside"},
+    ]
     markdown = run("catalog", "--format", "markdown").stdout.splitlines()
-    assert markdown[0].startswith("| id | title |") and markdown[1].startswith("| --- |")
+    assert markdown[0] == ("| id | title | routes | ports | prober | need | expect | require | default | impact | "
+                           "source | notes |")
+    assert markdown[1].startswith("| --- |")
+    (sql,) = [line for line in markdown if line.startswith("| sql |")]
+    assert "| Staff clients and the web server cannot reach the ILLiad database: no request can be processed. |" in sql
+    assert "| vendor ports page: web server and staff clients to SQL Server on 1433, or 1344 as the alternative |" in sql
 
 
 def test_serve_answers_scrapes_and_exits_0_on_sigterm(tmp_path, silent_port, refusing_port):

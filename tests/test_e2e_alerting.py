@@ -87,7 +87,7 @@ sites:
     hosts: {{web_server: 127.0.0.1, sql_server: {HOSTS["sql_server"]}, external: {HOSTS["external"]}}}
     paths:
       sql: {{port: {sql_port}}}
-      odyssey: {{port: {odyssey_port}}}
+      odyssey_outbound: {{port: {odyssey_port}}}
       oclc_webservices: {{host: {HOSTS["oclc"]}, port: {https_port}, ca_file: "{ca_file}", server_name: localhost}}
       atlas_update: {{host: {HOSTS["update"]}, port: {refused_port}}}
       article_exchange: {{enabled: false}}
@@ -219,7 +219,7 @@ def test_closed_sql_odyssey_and_oclc_paths_notify_through_alertmanager_resolve_a
     webhook = Webhook()
     expected = {  # alertname -> (receiver, path, host, port)
         "IlliadSqlPathDown": ("illiad-pager", "sql", HOSTS["sql_server"], sql_port),
-        "IlliadOdysseyPathDown": ("illiad-pager", "odyssey", HOSTS["external"], odyssey.port),
+        "IlliadOdysseyPathDown": ("illiad-pager", "odyssey_outbound", HOSTS["external"], odyssey.port),
         "IlliadOclcPathDown": ("illiad-tickets", "oclc_webservices", HOSTS["oclc"], https_port),
     }
 
@@ -256,7 +256,7 @@ def test_closed_sql_odyssey_and_oclc_paths_notify_through_alertmanager_resolve_a
                         return response.status == 200
 
                 async def paths_up(value: float) -> bool:
-                    result = await api.value(f'illiad_port_up{{site="{SITE}", path=~"sql|odyssey|oclc_webservices"}}')
+                    result = await api.value(f'illiad_port_up{{site="{SITE}", path=~"sql|odyssey_outbound|oclc_webservices"}}')
                     return len(result) == 3 and all(float(r["value"][1]) == value for r in result)
 
                 def notified(status: str):

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from illiad_exporter.catalog import Expect
+from illiad_exporter.catalog import Expect, Require
 from illiad_exporter.metrics import FailureReasons, ProbeCollector, fast_format, render_outcomes, write_exposition
 from illiad_exporter.probers.base import ALL_REASONS, ProbeResult, Reason, TlsFacts
 from illiad_exporter.scrape import Outcome
@@ -40,6 +40,8 @@ def _outcomes() -> list[Outcome]:
     other = ProbeResult(up=True, address="10.0.0.1", duration=0.1, tls=TlsFacts("TLSv1.2", 0.0, False))
     other.add_info("sqlserver", version="15.0")  # the other label of the family left empty
     outcomes.append(Outcome(make_target("tcp", 1, path_id="rdp", site="med", expect=Expect.CLOSED), other, 0.0))
+    for port, result in ((1433, failed), (1344, ok)):  # one path of two targets: 1433 or 1344
+        outcomes.append(Outcome(make_target("tds", port, path_id='s"q\\l', site="law", require=Require.ANY), result, 0.0))
     return outcomes
 
 

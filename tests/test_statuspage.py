@@ -109,7 +109,7 @@ sites:
       oclc_webservices: {{host: 127.0.0.1, port: {https_port}, ca_file: "{ca_file}", server_name: localhost}}
       atlas_update: {{host: 127.0.0.1, port: {closed_port}}}
       article_exchange: {{enabled: false}}
-      odyssey: {{port: {open_port}}}
+      odyssey_outbound: {{hosts: [127.0.0.1], port: {open_port}}}
     custom:
       - {{name: sql_exposed, from: [web_server], host: 127.0.0.1, port: {open_port}, expect: closed}}
       - {{name: rdp_closed, from: [web_server], host: 127.0.0.1, port: {closed_port}, expect: closed}}
@@ -128,7 +128,7 @@ EXPECTED = {
     ("main-library", "sql"): ("up", "true"),
     ("main-library", "oclc_webservices"): ("up", "true"),
     ("main-library", "atlas_update"): ("down", "false"),
-    ("main-library", "odyssey"): ("up", "true"),
+    ("main-library", "odyssey_outbound"): ("up", "true"),
     ("main-library", "sql_exposed"): ("open", "false"),
     ("main-library", "rdp_closed"): ("closed", "true"),
     ("law-library", "sql"): ("down", "false"),
@@ -170,7 +170,7 @@ def test_the_page_shows_the_latest_scrape_and_a_page_view_never_probes(tmp_path,
             return after_scrape, listener.count(), pages[-1]
 
     after_scrape, after_pages, page = asyncio.run(scenario())
-    assert after_scrape == 3  # sql, odyssey and sql_exposed all point at the listener
+    assert after_scrape == 3  # sql, odyssey_outbound and sql_exposed all point at the listener
     assert after_pages == after_scrape
     rows = parse(page)
     assert {k: (r["data-state"], r["data-met"]) for k, r in by_path(rows).items()} == EXPECTED

@@ -22,7 +22,7 @@ from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ..catalog import Expect
+from ..catalog import Expect, Require
 
 
 class Reason(enum.StrEnum):
@@ -45,8 +45,8 @@ class Reason(enum.StrEnum):
 
 
 ALL_REASONS: tuple[str, ...] = tuple(r.value for r in Reason)
-# Reasons that say nothing about the path, only about the exporter: a path failing with one
-# of these is unknown, not closed.
+# Reasons that say nothing about the path, only about the exporter: a path verdict that
+# depends on a target failing with one of these is unknown (verdict.py), never "closed".
 EXPORTER_SIDE_REASONS: frozenset[Reason] = frozenset({Reason.ERROR, Reason.EXPORTER})
 
 
@@ -124,6 +124,7 @@ class ProbeTarget(Generic[OptionsT]):
     # addresses the config pins for this host (its hosts: table); skips name resolution
     static_addresses: tuple[str, ...] = ()
     system_resolver: bool = True  # False: a host missing from the hosts table fails as dns
+    require: Require = Require.ALL  # of the path: every target, or any one, must meet expect
 
     @property
     def labels(self) -> tuple[str, str, str, str, str, str]:

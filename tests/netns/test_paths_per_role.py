@@ -11,7 +11,7 @@ from .topology import run
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-WEB_PATHS = {"sql", "oclc_webservices", "atlas_update", "article_exchange", "odyssey", "patron_api"}
+WEB_PATHS = {"sql", "oclc_webservices", "atlas_update", "article_exchange", "odyssey_outbound", "patron_api"}
 STAFF_PATHS = {"sql", "web_https", "oclc_webservices", "atlas_update", "odyssey", "patron_api_from_staff"}
 EXTERNAL_PATHS = {"sql_from_external", "web_https", "odyssey", "rdp"}
 
@@ -21,9 +21,9 @@ def test_with_the_standing_firewall_every_role_reaches_what_it_needs_and_sql_sta
     web, staff, external = seen["web_server"], seen["staff_client"], seen["external"]
 
     assert {p for p, _, _ in web.probes()} == WEB_PATHS
-    for path in ("sql", "oclc_webservices", "atlas_update", "article_exchange", "odyssey", "patron_api"):
+    for path in ("sql", "oclc_webservices", "atlas_update", "article_exchange", "odyssey_outbound", "patron_api"):
         web.assert_open(path)
-    assert web.seen("odyssey").host == "partner.example.org"  # the partner library's Odyssey
+    assert web.seen("odyssey_outbound").host == "partner.example.org"  # the partner library's Odyssey
     # SQL is checked by its protocol, across the router: tdspool in the SQL host answered PRELOGIN.
     assert [info["prober"] for info in web.labels_of("illiad_path_info", "sql")] == ["tds"]
     assert [info["version"] for info in web.labels_of("illiad_sqlserver_info", "sql")] == ["10.0.1600"]
@@ -57,7 +57,7 @@ def test_sql_closed_between_web_server_and_sql_server_is_down_from_web_server_on
     web, staff = seen["web_server"], seen["staff_client"]
 
     web.assert_closed("sql", reason)
-    for path in ("oclc_webservices", "atlas_update", "article_exchange", "odyssey", "patron_api"):
+    for path in ("oclc_webservices", "atlas_update", "article_exchange", "odyssey_outbound", "patron_api"):
         web.assert_open(path)
     assert web.check_rc == 1, web
     assert "SOME EXPECTATIONS NOT MET" in web.check_output
@@ -77,7 +77,7 @@ def test_odyssey_blocked_inbound_from_outside_is_down_from_external_and_up_from_
 
     staff.assert_open("odyssey")
     assert staff.check_rc == 0, staff
-    web.assert_open("odyssey")  # outbound to the partner library is another direction
+    web.assert_open("odyssey_outbound")  # outbound to the partner library is another direction
     assert web.check_rc == 0, web
 
 
@@ -90,7 +90,7 @@ def test_oclc_and_update_hosts_blocked_at_the_web_servers_egress_are_down_there_
     for path in ("oclc_webservices", "atlas_update", "article_exchange"):
         web.assert_closed(path, "timeout")
     web.assert_open("sql")
-    web.assert_open("odyssey")
+    web.assert_open("odyssey_outbound")
     web.assert_open("patron_api")  # the same host on another port is still allowed out
     assert web.check_rc == 1, web
     assert {row.path for row in web.rows.values() if row.verdict == "FAIL"} == {
@@ -128,7 +128,7 @@ def test_a_route_lost_at_the_web_server_makes_the_oclc_and_vendor_paths_unreacha
     for path in ("oclc_webservices", "atlas_update", "article_exchange", "patron_api"):
         web.assert_closed(path, "unreachable")
     web.assert_open("sql")
-    web.assert_open("odyssey")  # the partner library is on another network, still routed
+    web.assert_open("odyssey_outbound")  # the partner library is on another network, still routed
     assert web.check_rc == 1, web
 
     for path in ("oclc_webservices", "atlas_update", "sql", "web_https", "odyssey"):
@@ -137,7 +137,7 @@ def test_a_route_lost_at_the_web_server_makes_the_oclc_and_vendor_paths_unreacha
 
 
 def test_forty_ms_on_the_sql_link_reads_forty_ms_for_sql_while_other_paths_stay_fast(lab: Lab) -> None:
-    others = {"web_server": ("oclc_webservices", "atlas_update", "article_exchange", "odyssey", "patron_api"),
+    others = {"web_server": ("oclc_webservices", "atlas_update", "article_exchange", "odyssey_outbound", "patron_api"),
               "staff_client": ("web_https", "oclc_webservices", "atlas_update", "odyssey")}
     with lab.topology.delay_link("sql_server", 0.020):  # 20 ms each way: a connect takes 40 ms
         latencies = {role: lab.latencies(role) for role in others}
