@@ -22,25 +22,35 @@ def exporter(config: Path, workdir: Path, *extra: str, vantage: str = "web_serve
     return peer, f"{scheme}://127.0.0.1:{port}"
 
 
-def loopback_site_config(path: Path, *, custom: str = "", paths: str = "", timeout: str = "2s", top: str = "",
-                         site: str = "lib") -> Path:
-    """One site on 127.0.0.1 with none of the default paths on: only the given ``paths``
-    overrides and ``custom`` entries (YAML lines, indented as they stand under those keys);
-    ``top`` adds top-level sections. Names never reach DNS (system_resolver: false)."""
-    path.write_text(f"""
-defaults: {{timeout: {timeout}, system_resolver: false}}
-{top}sites:
-  - name: {site}
+# The catalog paths to real public hosts (OCLC, the vendor): every test config switches them off.
+PUBLIC_PATHS = ("oclc_webservices", "atlas_update", "article_exchange")
+# What a loopback site switches off unless a test probes it.
+SWITCHED_OFF = ("sql", *PUBLIC_PATHS, "odyssey")
+
+
+def loopback_site(name: str = "lib", *, paths: str = "", custom: str = "",
+                  switched_off: tuple[str, ...] = SWITCHED_OFF) -> str:
+    """A site's YAML (an item of ``sites:``) with its web and SQL servers on 127.0.0.1, the
+    ``switched_off`` catalog paths off, and the given ``paths`` overrides and ``custom``
+    entries (YAML lines, indented as they stand under those keys)."""
+    off = "".join(f"      {path_id}: {{enabled: false}}\n" for path_id in switched_off)
+    return f"""  - name: {name}
     hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
     paths:
-      sql: {{enabled: false}}
-      oclc_webservices: {{enabled: false}}
-      atlas_update: {{enabled: false}}
-      article_exchange: {{enabled: false}}
-      odyssey: {{enabled: false}}
-{paths}    custom:
+{off}{paths}    custom:
 {custom}
-""")
+"""
+
+
+def loopback_site_config(path: Path, *, custom: str = "", paths: str = "", timeout: str = "2s", top: str = "",
+                         site: str = "lib", switched_off: tuple[str, ...] = SWITCHED_OFF, hosts: str = "{}",
+                         more_sites: str = "") -> Path:
+    """A config of one :func:`loopback_site` (then ``more_sites``); ``top`` adds top-level
+    sections, ``hosts`` the defaults' hosts table. Names never reach DNS (system_resolver: false)."""
+    path.write_text(f"""
+defaults: {{timeout: {timeout}, system_resolver: false, hosts: {hosts}}}
+{top}sites:
+{loopback_site(site, paths=paths, custom=custom, switched_off=switched_off)}{more_sites}""")
     return path
 
 

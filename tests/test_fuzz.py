@@ -25,6 +25,8 @@ from illiad_exporter.config import Config, ConfigError, parse_config
 from illiad_exporter.server import build_app
 from illiad_exporter.state import ExporterState
 
+from .exporter_process import PUBLIC_PATHS, loopback_site_config
+
 EXAMPLE = Path(__file__).parent.parent / "examples" / "illiad.yml"
 VALID = yaml.safe_load(EXAMPLE.read_text())
 FILE = "fuzz.yml"
@@ -127,19 +129,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from .peers import free_port
 
     closed = free_port()
-    config = tmp_path_factory.mktemp("fuzz") / "c.yml"
-    config.write_text(f"""
-defaults: {{timeout: 1s, system_resolver: false, hosts: {{lab.test: [127.0.0.1]}}}}
-probe_allow: ["127.0.0.1/32:{closed}"]
-sites:
-  - name: lib
-    hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
-    paths:
-      sql: {{port: {closed}, prober: tcp}}
-      oclc_webservices: {{enabled: false}}
-      atlas_update: {{enabled: false}}
-      article_exchange: {{enabled: false}}
-""")
+    config = loopback_site_config(
+        tmp_path_factory.mktemp("fuzz") / "c.yml", timeout="1s", hosts="{lab.test: [127.0.0.1]}",
+        top=f'probe_allow: ["127.0.0.1/32:{closed}"]\n', switched_off=PUBLIC_PATHS,
+        paths=f"      sql: {{port: {closed}, prober: tcp}}\n")
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     holder: dict[str, Any] = {}

@@ -13,6 +13,7 @@ import pytest
 from illiad_exporter.adhoc import ProbeRequestRefused, adhoc_target
 from illiad_exporter.config import ConfigError, parse_config
 
+from .exporter_process import PUBLIC_PATHS, loopback_site_config
 from .fakes import ThreadedServer
 from .test_server import running, samples, value
 
@@ -23,21 +24,10 @@ def hold(conn: socket.socket, server: ThreadedServer) -> None:
 
 
 def allow_config(path: Path, *, allow: str, hosts: str = "{}", sql_port: int = 1) -> Path:
-    path.write_text(f"""
-defaults: {{timeout: 2s, system_resolver: false, hosts: {hosts}}}
-probe_allow: {allow}
-sites:
-  - name: lib
-    hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
-    paths:
-      sql: {{port: {sql_port}, prober: tcp}}
-      oclc_webservices: {{enabled: false}}
-      atlas_update: {{enabled: false}}
-      article_exchange: {{enabled: false}}
-    custom:
-      - {{name: extra, from: [web_server], host: 127.0.0.1, port: {sql_port}, prober: tcp}}
-""")
-    return path
+    return loopback_site_config(
+        path, top=f"probe_allow: {allow}\n", hosts=hosts, switched_off=PUBLIC_PATHS,
+        paths=f"      sql: {{port: {sql_port}, prober: tcp}}\n",
+        custom=f"      - {{name: extra, from: [web_server], host: 127.0.0.1, port: {sql_port}, prober: tcp}}")
 
 
 async def get(url: str, params: dict[str, str] | list[tuple[str, str]]) -> tuple[int, str]:

@@ -17,22 +17,16 @@ from illiad_exporter.probers import Reason
 from illiad_exporter.server import build_app
 from illiad_exporter.state import ExporterState
 
+from .exporter_process import PUBLIC_PATHS, loopback_site, loopback_site_config
+
 
 def write_config(path: Path, *, sql_port: int, web_port: int, extra_sites: str = "", timeout: str = "2s") -> Path:
-    path.write_text(f"""
-defaults: {{timeout: {timeout}, system_resolver: false}}
-sites:
-  - name: lib
-    hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
-    paths:
+    """sql and web_https probed (tcp) at the given ports; odyssey stays on, and from the web
+    server it is skipped for want of an external host."""
+    return loopback_site_config(path, timeout=timeout, switched_off=PUBLIC_PATHS, more_sites=extra_sites, paths=f"""\
       sql: {{port: {sql_port}, prober: tcp}}
-      oclc_webservices: {{enabled: false}}
-      atlas_update: {{enabled: false}}
-      article_exchange: {{enabled: false}}
       web_https: {{port: {web_port}, prober: tcp}}
-{extra_sites}
 """)
-    return path
 
 
 @asynccontextmanager
@@ -131,14 +125,7 @@ def test_a_silent_target_never_holds_the_scrape_past_its_timeout(tmp_path, dropp
 
 
 def test_probe_endpoint_answers_for_one_site_without_self_metrics(tmp_path, silent_port, refusing_port):
-    other = f"""  - name: branch
-    hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
-    paths:
-      sql: {{port: {refusing_port}}}
-      oclc_webservices: {{enabled: false}}
-      atlas_update: {{enabled: false}}
-      article_exchange: {{enabled: false}}
-"""
+    other = loopback_site("branch", switched_off=PUBLIC_PATHS, paths=f"      sql: {{port: {refusing_port}}}\n")
 
     async def scenario():
         config = write_config(tmp_path / "c.yml", sql_port=silent_port, web_port=refusing_port, extra_sites=other)
