@@ -21,8 +21,8 @@ from .exporter_process import PUBLIC_PATHS, loopback_site, loopback_site_config
 
 
 def write_config(path: Path, *, sql_port: int, web_port: int, extra_sites: str = "", timeout: str = "2s") -> Path:
-    """sql and web_https probed (tcp) at the given ports; odyssey stays on, and from the web
-    server it is skipped for want of an external host."""
+    """sql and web_https probed (tcp) at the given ports; odyssey stays on (its leg from the
+    web server, odyssey_outbound, is skipped for want of an external host)."""
     return loopback_site_config(path, timeout=timeout, switched_off=PUBLIC_PATHS, more_sites=extra_sites, paths=f"""\
       sql: {{port: {sql_port}, prober: tcp}}
       web_https: {{port: {web_port}, prober: tcp}}
