@@ -1,4 +1,4 @@
-"""Command line: serve, check, catalog, validate, assets. Prometheus-style flags."""
+"""Command line: serve, check, catalog, validate, healthcheck, assets. Prometheus-style flags."""
 
 from __future__ import annotations
 
@@ -108,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a config file; exit 0 when valid, 1 when not")
     _add_common(validate, vantage=False)
 
+    health = commands.add_parser("healthcheck", help="exit 0 when the exporter at --address serves, 1 when not "
+                                                     "(for a container HEALTHCHECK or an exec probe)")
+    health.add_argument("--address", type=_listen_arg, default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                        help=f"the exporter's address; no host means 127.0.0.1 (default: {DEFAULT_LISTEN})")
+    health.add_argument("--web.config.file", dest="web_config_file",
+                        default=os.environ.get("ILLIAD_EXPORTER_WEB_CONFIG", ""),
+                        help="the exporter's web config, for its scheme (default: $ILLIAD_EXPORTER_WEB_CONFIG; "
+                             "without one, HTTP then TLS is tried)")
+    health.add_argument("--path", default="/-/healthy", help="what to ask for (default: /-/healthy)")
+    health.add_argument("--expect-metric", dest="expect_metrics", action="append", default=[], metavar="NAME",
+                        help="require a 200 whose answer has this metric (repeatable)")
+    health.add_argument("--timeout", type=float, default=4.0, help="seconds (default: 4)")
+
     assets = commands.add_parser("assets", help="write out the alert and recording rules, the Grafana dashboard "
                                                 "and the example configs of this version")
     assets.add_argument("directory", help="where to write them (alerts/, grafana/, examples/ are made in it)")
@@ -128,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_assets(args)
     if args.command == "report":
         return cmd_report(args)
+    if args.command == "healthcheck":
+        return cmd_healthcheck(args)
     setup_logging(args.log_level, args.log_format)
     if args.command == "validate":
         return cmd_validate(args)
@@ -203,6 +218,33 @@ def cmd_validate(args: argparse.Namespace) -> int:
     per_role = ", ".join(f"{role} {n}" for role, n in counts.items())
     print(f"{args.config_file}: valid; {len(config.sites)} site(s); probes per vantage: {per_role}")
     return 0
+
+
+# -- healthcheck -------------------------------------------------------------------------
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    from .healthcheck import CERT_FILE_ENV, KEY_FILE_ENV, PASSWORD_ENV, USERNAME_ENV, check
+
+    scheme, requires_client_cert = None, False
+    if args.web_config_file:
+        from .webconfig import load_web_config
+
+        try:
+            web_config = load_web_config(args.web_config_file)
+        except ConfigError as error:
+            print(f"unhealthy: cannot read the web config:\n{error}")
+            return 1
+        scheme = web_config.scheme
+        requires_client_cert = web_config.model.tls_server_config.client_auth_type == "RequireAndVerifyClientCert"
+    username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    cert_file, key_file = os.environ.get(CERT_FILE_ENV), os.environ.get(KEY_FILE_ENV)
+    verdict = check(args.address, path=args.path, scheme=scheme, requires_client_cert=requires_client_cert,
+                    credentials=(username, password) if username and password is not None else None,
+                    client_cert=(cert_file, key_file or cert_file) if cert_file else None,
+                    expect_metrics=args.expect_metrics, timeout=args.timeout)
+    print(("healthy: " if verdict.healthy else "unhealthy: ") + verdict.message)
+    return 0 if verdict.healthy else 1
 
 
 # -- assets ------------------------------------------------------------------------------
