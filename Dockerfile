@@ -55,9 +55,11 @@ ENV PATH=/opt/illiad-exporter/bin:$PATH \
     PYTHONUNBUFFERED=1
 USER 10001:10001
 EXPOSE 9968
-# No curl in a slim image: the venv's own Python asks /-/healthy (any non-2xx raises, exit 1).
+# The exporter asks itself as a client would: HTTP or TLS as $ILLIAD_EXPORTER_WEB_CONFIG says
+# (the same variable serve reads), healthy on 200 or on its web config's refusal of a client
+# without credentials (401, or mutual TLS hanging up after the handshake); see healthcheck.py.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9968/-/healthy', timeout=4)"]
+  CMD ["illiad-exporter", "healthcheck", "--address", ":9968", "--timeout", "4"]
 ENTRYPOINT ["illiad-exporter"]
 # The role comes from $ILLIAD_EXPORTER_VANTAGE (web_server, staff_client or external).
 CMD ["serve", "--config.file", "/etc/illiad-exporter/illiad.yml", "--web.listen-address", ":9968"]

@@ -272,20 +272,97 @@ def test_image_holds_no_compiler_build_tools_or_sources(running_exporter: Runnin
     assert running_exporter.container.exec(["python", "-c", "import illiad_exporter"]).exit_code == 0
 
 
-def test_container_health_check_passes_on_a_running_exporter(built_image: Built,
-                                                             running_exporter: RunningExporter) -> None:
-    """The image's HEALTHCHECK (Python asking /-/healthy) turns the container healthy."""
-    test = built_image.engine.inspect(built_image.image)["Config"]["Healthcheck"]["Test"]  # type: ignore[index]
-    assert "/-/healthy" in " ".join(test)
-    deadline = time.monotonic() + 60
+def wait_health(built: Built, container: Any, want: str, timeout: float = 90.0) -> dict[str, Any]:
+    """The container's Docker health once it reads `want` (bounded)."""
+    deadline = time.monotonic() + timeout
     health: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        health = built_image.engine.inspect(running_exporter.container.get_container_id())["State"].get("Health") or {}  # type: ignore[union-attr]
-        if health.get("Status") == "healthy":
-            break
+        health = built.engine.inspect(container.get_container_id())["State"].get("Health") or {}  # type: ignore[union-attr]
+        if health.get("Status") == want:
+            return health
         time.sleep(0.5)
-    assert health.get("Status") == "healthy", json.dumps(health, indent=2)
+    raise AssertionError(f"not {want} within {timeout}s: {json.dumps(health, indent=2)}")
+
+
+def test_container_health_check_passes_on_a_running_exporter(built_image: Built,
+                                                             running_exporter: RunningExporter) -> None:
+    """The image's HEALTHCHECK (`illiad-exporter healthcheck`) turns the container healthy."""
+    test = built_image.engine.inspect(built_image.image)["Config"]["Healthcheck"]["Test"]  # type: ignore[index]
+    assert test == ["CMD", "illiad-exporter", "healthcheck", "--address", ":9968", "--timeout", "4"]
+    health = wait_health(built_image, running_exporter.container, "healthy")
     assert health["Log"][-1]["ExitCode"] == 0
+    assert health["Log"][-1]["Output"] == "healthy: http://127.0.0.1:9968/-/healthy: serving (200)\n"
+
+
+def test_container_turns_unhealthy_while_the_exporter_hangs(built_image: Built,
+                                                            running_exporter: RunningExporter) -> None:
+    """The exporter stopped with SIGSTOP (its port still open, nothing answering): unhealthy;
+    continued: healthy again."""
+    container_id = running_exporter.container.get_container_id()
+    wait_health(built_image, running_exporter.container, "healthy")
+    built_image.engine.cli("kill", "--signal", "STOP", container_id)
+    try:
+        health = wait_health(built_image, running_exporter.container, "unhealthy")
+        assert health["Log"][-1]["ExitCode"] == 1
+        assert health["Log"][-1]["Output"].startswith("unhealthy: http://127.0.0.1:9968/-/healthy: ")
+    finally:
+        built_image.engine.cli("kill", "--signal", "CONT", container_id)
+    wait_health(built_image, running_exporter.container, "healthy")
+
+
+@pytest.fixture(scope="module")
+def web_pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A server certificate and its CA, readable by the image's user."""
+    import trustme
+
+    ca = trustme.CA()
+    directory = tmp_path_factory.mktemp("webpki")
+    directory.chmod(0o755)
+    files = {"ca": directory / "ca.pem", "cert": directory / "server.pem", "key": directory / "server.key"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    files["cert"].write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
+    server.private_key_pem.write_to_path(str(files["key"]))
+    for path in files.values():
+        path.chmod(0o644)
+    return files
+
+
+@pytest.mark.parametrize("kind", ["tls-and-basic-auth", "mutual-tls"])
+def test_container_is_healthy_behind_tls_basic_auth_and_mutual_tls(
+        built_image: Built, test_network: ContainerNet, web_pki: dict[str, Path], tmp_path: Path, kind: str) -> None:
+    """With the web config given the way the image documents ($ILLIAD_EXPORTER_WEB_CONFIG), the
+    HEALTHCHECK speaks TLS, takes the 401 of basic auth or the hang-up of mutual TLS for the
+    answer of a serving exporter, and reports healthy; the exporter refuses a plain scrape."""
+    import bcrypt
+
+    web_dir = tmp_path / "web"
+    web_dir.mkdir()
+    web_dir.chmod(0o755)
+    lines = ["tls_server_config:", "  cert_file: /etc/illiad-exporter/pki/server.pem",
+             "  key_file: /etc/illiad-exporter/pki/server.key"]
+    if kind == "mutual-tls":
+        lines += ["  client_ca_file: /etc/illiad-exporter/pki/ca.pem", "  client_auth_type: RequireAndVerifyClientCert"]
+        expected = "serving (TLS handshake answered; a client certificate is required to go further)"
+    else:
+        hashed = bcrypt.hashpw(b"scrape-secret", bcrypt.gensalt(4)).decode()
+        lines += ["basic_auth_users:", f"  prometheus: '{hashed}'"]
+        expected = "serving (401, asks for basic auth)"
+    (web_dir / "web.yml").write_text("\n".join(lines) + "\n")
+    (web_dir / "web.yml").chmod(0o644)
+    config = write_config(tmp_path / "config", listener_config(test_network.gateway, free_port(), free_port()))
+    host_port = free_port()
+    container = exporter_container(built_image, test_network, config, host_port,
+                                   ILLIAD_EXPORTER_WEB_CONFIG="/etc/illiad-exporter/web/web.yml")
+    container.with_volume_mapping(str(web_dir), "/etc/illiad-exporter/web", "ro")
+    container.with_volume_mapping(str(web_pki["ca"].parent), "/etc/illiad-exporter/pki", "ro")
+    container.with_kwargs(network=test_network.name,
+                          healthcheck={"interval": 1_000_000_000, "start_period": 1_000_000_000, "retries": 3})
+    with container:
+        health = wait_health(built_image, container, "healthy")
+        assert health["Log"][-1]["Output"] == f"healthy: https://127.0.0.1:9968/-/healthy: {expected}\n"
+        with pytest.raises(OSError):  # the exporter really is behind TLS: plain HTTP gets no answer
+            http_get(f"http://127.0.0.1:{host_port}/-/healthy", timeout=5)
 
 
 def run_to_exit(built: Built, network: ContainerNet, config: Path, timeout: float = 60.0,
