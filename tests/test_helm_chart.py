@@ -131,7 +131,8 @@ def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
 def test_ci_scenarios_cover_each_optional_piece() -> None:
     """The scenarios the tests render include the default, a DaemonSet, the monitoring
     objects, an existing Secret and a NetworkPolicy."""
-    assert {"default", "daemonset", "monitoring", "existing-secret", "networkpolicy"} <= set(SCENARIOS)
+    assert {"default", "daemonset", "monitoring", "existing-secret", "networkpolicy", "webconfig", "probe"} <= set(
+        SCENARIOS)
 
 
 # -- lint and schema ---------------------------------------------------------------------
@@ -157,7 +158,7 @@ def test_rendered_manifests_are_valid_kubernetes_objects(rendered: dict[str, lis
     docs = rendered[scenario]
     assert docs
     for doc in docs:
-        assert doc["metadata"]["namespace"] == NAMESPACE or doc["kind"] in ("ServiceMonitor", "PrometheusRule")
+        assert doc["metadata"]["namespace"] == NAMESPACE or doc["kind"] in ("ServiceMonitor", "PrometheusRule", "Probe")
         if doc["apiVersion"] == CRD_GROUP:
             check_operator_object(doc)
         else:
@@ -165,9 +166,9 @@ def test_rendered_manifests_are_valid_kubernetes_objects(rendered: dict[str, lis
 
 
 def check_operator_object(doc: dict[str, Any]) -> None:
-    """The fields prometheus-operator's ServiceMonitor and PrometheusRule CRDs require, with
-    their types (the CRDs are not in kubernetes-validate's schemas)."""
-    assert doc["kind"] in ("ServiceMonitor", "PrometheusRule")
+    """The fields prometheus-operator's ServiceMonitor, Probe and PrometheusRule CRDs require,
+    with their types (the CRDs are not in kubernetes-validate's schemas)."""
+    assert doc["kind"] in ("ServiceMonitor", "PrometheusRule", "Probe")
     assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
     assert isinstance(doc["metadata"]["name"], str) and doc["metadata"]["name"]
     assert all(isinstance(v, str) for v in doc["metadata"]["labels"].values())
@@ -178,13 +179,22 @@ def check_operator_object(doc: dict[str, Any]) -> None:
         assert spec["endpoints"]
         for endpoint in spec["endpoints"]:
             assert set(endpoint) <= {"port", "scheme", "path", "interval", "scrapeTimeout", "params", "relabelings",
-                                     "metricRelabelings"}
+                                     "metricRelabelings", "tlsConfig", "basicAuth"}
+            assert endpoint["scheme"] in ("http", "https")
             assert endpoint["port"] == "http-metrics"
             assert endpoint["path"] in ("/metrics", "/probe")
             for key in ("interval", "scrapeTimeout"):
                 assert isinstance(endpoint[key], str) and endpoint[key][-1] in "smh"
             for values in (endpoint.get("params") or {}).values():
                 assert isinstance(values, list) and all(isinstance(v, str) for v in values)
+    elif doc["kind"] == "Probe":
+        assert set(spec) <= {"jobName", "prober", "interval", "scrapeTimeout", "targets", "metricRelabelings",
+                             "tlsConfig", "basicAuth"}
+        assert set(spec["prober"]) == {"url", "path", "scheme"} and spec["prober"]["path"] == "/probe"
+        static = spec["targets"]["staticConfig"]
+        assert static["static"] and all(isinstance(t, str) for t in static["static"])
+        for key in ("interval", "scrapeTimeout"):
+            assert isinstance(spec[key], str) and spec[key][-1] in "smh"
     else:
         assert set(spec) == {"groups"}
         for group in spec["groups"]:
@@ -264,8 +274,15 @@ def test_workload_is_hardened_and_probed(rendered: dict[str, list[dict[str, Any]
     assert ctx["capabilities"] == {"drop": ["ALL"]}
     assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-    assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "http-metrics"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "http-metrics"}
+    if scenario_values(scenario).get("webConfig", {}).get("existingSecret"):
+        # kubelet's httpGet cannot speak the web config's TLS or credentials: the healthcheck can
+        for probe, path in (("livenessProbe", "/-/healthy"), ("readinessProbe", "/-/ready")):
+            assert "httpGet" not in container[probe]
+            assert container[probe]["exec"]["command"] == ["illiad-exporter", "healthcheck", "--address=:9968",
+                                                           f"--path={path}"]
+    else:
+        assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "http-metrics"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "http-metrics"}
     assert container["ports"] == [{"name": "http-metrics", "containerPort": 9968, "protocol": "TCP"}]
     vantage = scenario_values(scenario).get("vantage", "web_server")
     assert {"name": "ILLIAD_EXPORTER_VANTAGE", "value": vantage} in container["env"]
@@ -346,9 +363,12 @@ def test_service_selects_the_pods(rendered: dict[str, list[dict[str, Any]]]) -> 
 
 
 def test_default_renders_no_optional_objects(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    """Without options: a Deployment, its Service, ServiceAccount and config, nothing more."""
+    """Without options: a Deployment, its Service, ServiceAccount and config, and the `helm
+    test` pod (a hook: installed only by `helm test`), nothing more."""
     kinds = sorted(d["kind"] for d in rendered["default"])
-    assert kinds == ["ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == ["ConfigMap", "Deployment", "Pod", "Service", "ServiceAccount"]
+    assert one(rendered["default"], "Pod")["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert "probe_on_metrics" not in config_text(rendered["default"])
 
 
 def test_servicemonitor_carries_the_release_label_and_one_endpoint_per_site(
@@ -361,7 +381,16 @@ def test_servicemonitor_carries_the_release_label_and_one_endpoint_per_site(
     assert monitor["metadata"]["labels"]["release"] == values["release"]
     endpoints = [(e["path"], e.get("params")) for e in monitor["spec"]["endpoints"]]
     assert endpoints == [("/probe", {"site": [s]}) for s in values["sites"]] + [("/metrics", None)]
-    assert all(e["metricRelabelings"] == values["metricRelabelings"] for e in monitor["spec"]["endpoints"])
+    for endpoint in monitor["spec"]["endpoints"]:
+        site = (endpoint.get("params") or {}).get("site", [None])[0]
+        if site is None:  # /metrics: the exporter's own target
+            assert "relabelings" not in endpoint
+            assert endpoint["metricRelabelings"] == values["metricRelabelings"]
+        else:  # each site a target of its own, its samples' site label kept once
+            assert endpoint["relabelings"] == [{"targetLabel": "instance", "replacement": site},
+                                               {"targetLabel": "site", "replacement": site}]
+            assert endpoint["metricRelabelings"] == [{"action": "labeldrop", "regex": "exported_site"},
+                                                     *values["metricRelabelings"]]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= one(docs, "Service")["metadata"]["labels"].items()
     # The site names the endpoints ask for are sites of the rendered config.
     sites = {s["name"] for s in yaml.safe_load(config_text(docs))["sites"]}
@@ -456,3 +485,69 @@ def test_chart_readme_installs_one_release_per_vantage() -> None:
     installs = [" ".join(words) for words in installs]
     for vantage in ("web_server", "staff_client", "external"):
         assert sum(f"vantage={vantage}" in line for line in installs) == 1, vantage
+
+
+# -- sites scraped through /probe ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", ["monitoring", "probe", "webconfig"])
+def test_sites_scraped_through_probe_turn_probe_on_metrics_off(rendered: dict[str, list[dict[str, Any]]],
+                                                               scenario: str) -> None:
+    """With per-site scrapes the rendered config's /metrics probes nothing (no site twice),
+    the rest of the config's exporter section kept."""
+    exporter_section = yaml.safe_load(config_text(rendered[scenario]))["exporter"]
+    assert exporter_section["probe_on_metrics"] is False
+    assert exporter_section == {**(scenario_values(scenario)["config"].get("exporter") or {}),
+                                "probe_on_metrics": False}
+
+
+def test_a_config_that_asks_metrics_to_probe_with_per_site_scrapes_is_refused(helm: Helm) -> None:
+    values = scenario_values("monitoring")
+    values["config"]["exporter"]["probe_on_metrics"] = True
+    with pytest.raises(Exception, match="probe_on_metrics is true, but the sites are scraped through /probe"):
+        helm.template(values)
+
+
+def test_probe_passes_each_site_as_site_and_makes_it_the_instance(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """The Probe object: the Service as prober, one static target per site; its relabeling
+    moves the name from target= (what a Probe sends) to site= (what this exporter reads)."""
+    docs = rendered["probe"]
+    values = scenario_values("probe")["probe"]
+    probe = one(docs, "Probe")
+    assert probe["metadata"]["labels"]["release"] == values["release"]
+    service = one(docs, "Service")
+    assert probe["spec"]["prober"] == {"url": f"{service['metadata']['name']}.{NAMESPACE}.svc:9968",
+                                       "path": "/probe", "scheme": "http"}
+    static = probe["spec"]["targets"]["staticConfig"]
+    assert static["static"] == values["sites"]
+    assert static["relabelingConfigs"] == [
+        {"sourceLabels": ["__param_target"], "targetLabel": "__param_site"},
+        {"action": "labeldrop", "regex": "__param_target"},
+        {"sourceLabels": ["__param_site"], "targetLabel": "site"},
+    ]
+    assert by_kind(docs, "ServiceMonitor") == []
+
+
+def test_web_config_from_a_secret_reaches_the_pod_the_probes_and_the_scrapes(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["webconfig"]
+    web = scenario_values("webconfig")["webConfig"]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "web-config"]
+    assert volume == {"name": "web-config", "secret": {"secretName": web["existingSecret"]}}
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "web-config"]
+    assert mount == {"name": "web-config", "mountPath": "/etc/illiad-exporter-web", "readOnly": True}
+    assert {"name": "ILLIAD_EXPORTER_WEB_CONFIG", "value": "/etc/illiad-exporter-web/web-config.yml"} in container["env"]
+    for endpoint in one(docs, "ServiceMonitor")["spec"]["endpoints"]:
+        assert endpoint["scheme"] == "https"
+        assert endpoint["tlsConfig"] == web["scrapeTlsConfig"]
+        assert endpoint["basicAuth"] == {"username": {"name": web["basicAuthSecret"], "key": "username"},
+                                         "password": {"name": web["basicAuthSecret"], "key": "password"}}
+    for test_container in one(docs, "Pod")["spec"]["containers"]:  # helm test sends the same credentials
+        names = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in test_container["env"]}
+        assert names == {"ILLIAD_EXPORTER_HEALTHCHECK_USERNAME": {"name": web["basicAuthSecret"], "key": "username"},
+                         "ILLIAD_EXPORTER_HEALTHCHECK_PASSWORD": {"name": web["basicAuthSecret"], "key": "password"}}
+    budget = one(docs, "PodDisruptionBudget")
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": one(docs, "Deployment")["spec"]["selector"]}
+    assert by_kind(rendered["default"], "PodDisruptionBudget") == []

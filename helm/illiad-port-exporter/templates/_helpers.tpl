@@ -70,3 +70,72 @@ illiad-port-exporter/vantage: {{ .Values.vantage }}
 {{- define "illiad-port-exporter.ruleFiles" -}}
 files/alerts/*.rules.yml
 {{- end }}
+
+{{/* "true" when sites are scraped one by one through /probe (ServiceMonitor sites or a Probe):
+then /metrics must not probe them all again (the config's exporter.probe_on_metrics: false). */}}
+{{- define "illiad-port-exporter.sitesThroughProbe" -}}
+{{- if or (and .Values.serviceMonitor.enabled .Values.serviceMonitor.sites) (and .Values.probe.enabled .Values.probe.sites) }}true{{ end }}
+{{- end }}
+
+{{/* The scheme scrapes use: https when the web config turns TLS on. */}}
+{{- define "illiad-port-exporter.scheme" -}}
+{{- if .Values.webConfig.tls }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/* Where the web config Secret is mounted (beside, not inside, the config's read-only mount). */}}
+{{- define "illiad-port-exporter.webConfigDir" -}}
+/etc/illiad-exporter-web
+{{- end }}
+
+{{/* The exporter's in-cluster address: Service name, namespace and port. */}}
+{{- define "illiad-port-exporter.serviceAddress" -}}
+{{- printf "%s.%s.svc:%v" (include "illiad-port-exporter.fullname" .) .Release.Namespace .Values.service.port }}
+{{- end }}
+
+{{/* Relabelings that make one site's scrape a target of its own: instance and site are the
+site's name (without them every site's endpoint has the same target labels, and their
+samples overwrite each other). */}}
+{{- define "illiad-port-exporter.siteRelabelings" -}}
+- targetLabel: instance
+  replacement: {{ . | quote }}
+- targetLabel: site
+  replacement: {{ . | quote }}
+{{- end }}
+
+{{/* Metric relabeling for per-site scrapes: the target's site label makes Prometheus keep the
+sample's own (equal) site as exported_site; drop that copy. */}}
+{{- define "illiad-port-exporter.dropExportedSite" -}}
+- action: labeldrop
+  regex: exported_site
+{{- end }}
+
+{{/* The scrape credentials of the web config's basic auth (prometheus-operator BasicAuth). */}}
+{{- define "illiad-port-exporter.scrapeAuth" -}}
+{{- with .Values.webConfig.tls }}
+tlsConfig:
+  {{- if $.Values.webConfig.scrapeTlsConfig }}
+  {{- toYaml $.Values.webConfig.scrapeTlsConfig | nindent 2 }}
+  {{- else }}
+  insecureSkipVerify: true
+  {{- end }}
+{{- end }}
+{{- with .Values.webConfig.basicAuthSecret }}
+basicAuth:
+  username: {name: {{ . }}, key: username}
+  password: {name: {{ . }}, key: password}
+{{- end }}
+{{- end }}
+
+{{/* A liveness or readiness probe: the values' httpGet, or with a web config (TLS, basic auth,
+client certificates, which kubelet's httpGet cannot pass) an exec of `illiad-exporter
+healthcheck`, which reads the same web config. Called with (list $ probe path). */}}
+{{- define "illiad-port-exporter.healthProbe" -}}
+{{- $ctx := index . 0 }}
+{{- $probe := deepCopy (index . 1) }}
+{{- if $ctx.Values.webConfig.existingSecret }}
+{{- $_ := unset $probe "httpGet" }}
+{{- $command := list "illiad-exporter" "healthcheck" (printf "--address=:%v" $ctx.Values.port) (printf "--path=%s" (index . 2)) }}
+{{- $_ := set $probe "exec" (dict "command" $command) }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}
