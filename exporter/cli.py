@@ -1,4 +1,4 @@
-"""Command line: serve, check, catalog, validate, healthcheck, assets. Prometheus-style flags."""
+"""Command line: serve, check, catalog, validate, report, healthcheck, assets. Prometheus-style flags."""
 
 from __future__ import annotations
 
