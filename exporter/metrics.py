@@ -17,6 +17,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -299,16 +300,17 @@ class _Layout:
                 self._text[values] = text
         return text
 
-    def line(self, labels: _PathLabels, extra: tuple[str, ...], value: float) -> str:
-        name = self.family.name
-        if not extra:
-            return f"{name}{{{labels.full}}} {_value_text(value)}\n"
-        if self.position is not None:
-            head, tail = labels.around(self.position)
-            return f"{name}{{{head}{self.extra_text(extra)}{tail}}} {_value_text(value)}\n"
+    def generic_line(self, labels: _PathLabels, extra: tuple[str, ...], value: float) -> str:
+        """A line whose extra labels interleave with the path labels: all sorted together."""
         pairs = sorted([*zip(PATH_LABELS, labels.values), *zip(self.family.extra, extra)])
         text = ",".join(f'{k}="{_escape_value(v)}"' for k, v in pairs)
-        return f"{name}{{{text}}} {_value_text(value)}\n"
+        return f"{self.family.name}{{{text}}} {_value_text(value)}\n"
+
+
+@lru_cache(maxsize=1 << 17)
+def _path_labels(values: tuple[str, ...]) -> _PathLabels:
+    """Kept from scrape to scrape: a path's label text is the same every time."""
+    return _PathLabels(values)
 
 
 def _header(family: Family | PathFamily, openmetrics: bool) -> str:
@@ -326,15 +328,28 @@ def write_exposition(
     closing ``# EOF``), in chunks of about ``chunk_lines`` lines: together the same text as
     ProbeCollector through prometheus_client."""
     rendering = Rendering(required, failure_reasons)
-    rows = [(_PathLabels(label_values(o)), o.target, o.result) for o in outcomes]
+    rows = [(_path_labels(label_values(o)), o.target, o.result) for o in outcomes]
     out: list[str] = []
+    append = out.append
+    value_text, go_float = _VALUE_TEXT.get, floatToGoString
     for family in path_families(outcomes):
-        layout, rule = _Layout(family), family.rule
-        line = layout.line
-        out.append(_header(family, openmetrics))
+        layout, rule, name = _Layout(family), family.rule, family.name
+        append(_header(family, openmetrics))
+        # three loops for the three shapes of line, each written out: this is the hot path
         for labels, target, result in rows:
-            for extra, value in rule(target, result, rendering):
-                out.append(line(labels, extra, value))
+            samples = rule(target, result, rendering)
+            if not samples:
+                continue
+            if not family.extra:
+                for _, value in samples:
+                    append(f"{name}{{{labels.full}}} {value_text(value) or go_float(value)}\n")
+            elif layout.position is not None:
+                head, tail = labels.around(layout.position)
+                for extra, value in samples:
+                    append(f"{name}{{{head}{layout.extra_text(extra)}{tail}}} {value_text(value) or go_float(value)}\n")
+            else:
+                for extra, value in samples:
+                    append(layout.generic_line(labels, extra, value))
             if len(out) >= chunk_lines:
                 yield "".join(out)
                 out.clear()

@@ -21,6 +21,7 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from . import __version__
 from .catalog import Role
 from .config import Config, ConfigError, load_config
+from .gcpause import CollectionPause
 from .metrics import SelfMetrics
 from .plan import Plan, build_plan
 from .probers import ProbeTarget
@@ -50,6 +51,7 @@ class ExporterState:
         self._limiter: asyncio.Semaphore | None = None
         self._limit = 0
         self.flights = SingleFlight()  # overlapping scrapes share one probe per target
+        self.gc_pause = CollectionPause()
 
         self.registry = CollectorRegistry(auto_describe=True)
         # the standard three every prometheus_client exporter registers: process_*, python_gc_*, python_info
@@ -121,7 +123,8 @@ class ExporterState:
     async def probe(self, targets: Sequence[ProbeTarget], budget: float, *, record: bool = True) -> list[Outcome]:
         """Probe ``targets``; with ``record``, the status page shows the outcomes."""
         snapshot = self.snapshot
-        outcomes = await run_all(targets, budget=budget, limiter=self._limiter, flights=self.flights)
+        with self.gc_pause:  # see gcpause: full collections over a big scrape's live objects
+            outcomes = await run_all(targets, budget=budget, limiter=self._limiter, flights=self.flights)
         for outcome in outcomes:
             if outcome.result.not_run is not None:
                 self.metrics.not_run.labels(outcome.result.not_run.value).inc()

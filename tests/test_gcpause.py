@@ -1,0 +1,105 @@
+"""The garbage collector pauses while scrapes probe, and the memory it would have found
+still comes back once they end."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from illiad_exporter.gcpause import CollectionPause
+
+from .test_server import get, running, write_config
+
+
+@pytest.fixture(autouse=True)
+def collection_enabled() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.enable()
+    yield
+    if not was:
+        gc.disable()
+
+
+class Cycle:
+    """Garbage only the cycle collector can free: it points at itself."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def _make_cycles(count: int, freed: list[int]) -> None:
+    for _ in range(count):
+        weakref.finalize(Cycle(), freed.append, 1)
+
+
+def test_cycles_made_during_a_scrape_are_freed_after_it_without_an_explicit_collection() -> None:
+    freed: list[int] = []
+    pause = CollectionPause()
+    with pause:
+        assert not gc.isenabled()
+        _make_cycles(5000, freed)
+        _ = [[] for _ in range(50_000)]  # what would have triggered collections
+        assert freed == []  # nothing collected during the scrape
+    assert gc.isenabled()
+    for _ in range(100):  # ordinary allocation afterwards: automatic collection runs again
+        _ = [[] for _ in range(10_000)]
+        if len(freed) == 5000:
+            break
+    assert len(freed) == 5000
+
+
+def test_overlapping_scrapes_resume_collection_only_when_the_last_ends() -> None:
+    pause = CollectionPause()
+    with pause:
+        with pause:
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the first scrape is still probing
+    assert gc.isenabled()
+
+
+def test_an_endless_overlap_still_collects_every_max_pause() -> None:
+    now = [0.0]
+    freed: list[int] = []
+    pause = CollectionPause(max_pause=30.0, clock=lambda: now[0])
+    with pause:
+        _make_cycles(100, freed)
+        now[0] = 20.0
+        with pause:  # a second scrape starts before the first ends
+            assert freed == [] and pause.forced == 0
+        now[0] = 31.0
+        with pause:  # a third, more than max_pause after the pause began
+            assert len(freed) == 100 and pause.forced == 1
+            assert not gc.isenabled()  # and the pause goes on
+    assert gc.isenabled()
+
+
+def test_a_collector_disabled_by_the_embedding_program_stays_disabled() -> None:
+    gc.disable()
+    with CollectionPause():
+        pass
+    assert not gc.isenabled()
+
+
+def test_an_exception_in_a_scrape_still_resumes_collection() -> None:
+    with pytest.raises(RuntimeError), CollectionPause():
+        raise RuntimeError("the scrape failed")
+    assert gc.isenabled()
+
+
+def test_the_exporter_pauses_collection_only_while_a_scrape_probes(tmp_path, silent_port, dropping_port) -> None:
+    async def scenario() -> None:
+        config = write_config(tmp_path / "c.yml", sql_port=dropping_port, web_port=silent_port, timeout="1s")
+        async with running(config) as (url, _):
+            assert gc.isenabled()
+            scrape = asyncio.ensure_future(get(url + "/metrics"))
+            await asyncio.sleep(0.5)  # the dropped SQL path holds the scrape for its 1 s timeout
+            assert not gc.isenabled()
+            status, _ = await scrape
+            assert status == 200
+            assert gc.isenabled()
+
+    asyncio.run(scenario())
