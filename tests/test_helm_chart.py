@@ -123,16 +123,16 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 
 def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] in ("Deployment", "DaemonSet")]
+    found = [d for d in docs if d["kind"] in ("Deployment", "DaemonSet", "StatefulSet")]
     assert len(found) == 1
     return found[0]
 
 
 def test_ci_scenarios_cover_each_optional_piece() -> None:
     """The scenarios the tests render include the default, a DaemonSet, the monitoring
-    objects, an existing Secret and a NetworkPolicy."""
-    assert {"default", "daemonset", "monitoring", "existing-secret", "networkpolicy", "webconfig", "probe"} <= set(
-        SCENARIOS)
+    objects, an existing Secret, a NetworkPolicy, a web config, a Probe and shards."""
+    assert {"default", "daemonset", "monitoring", "existing-secret", "networkpolicy", "webconfig", "probe",
+            "shards"} <= set(SCENARIOS)
 
 
 # -- lint and schema ---------------------------------------------------------------------
@@ -351,6 +351,28 @@ def test_daemonset_option_renders_a_daemonset_on_the_node_network(rendered: dict
     assert pod["hostNetwork"] is True
     assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
     assert one(rendered["default"], "Deployment")["spec"]["replicas"] == 1
+
+
+def test_shards_render_a_statefulset_whose_pods_take_their_shard_from_their_index(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """`shards: 3`: a StatefulSet of 3 pods, pod i run with --shard i/3 (its index label), and
+    a ServiceMonitor that scrapes every pod's /metrics and labels it with its shard.
+    tests/test_shard.py runs these pods as real exporters."""
+    docs = rendered["shards"]
+    statefulset = one(docs, "StatefulSet")
+    assert not by_kind(docs, "Deployment")
+    assert statefulset["spec"]["replicas"] == 3
+    assert statefulset["spec"]["serviceName"] == one(docs, "Service")["metadata"]["name"]
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    assert "--shard=$(SHARD_INDEX)/3" in container["args"]
+    assert {"name": "SHARD_INDEX", "valueFrom": {"fieldRef": {
+        "fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}} in container["env"]
+    (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert {"sourceLabels": ["__meta_kubernetes_pod_label_apps_kubernetes_io_pod_index"],
+            "targetLabel": "shard"} in endpoint["relabelings"]
+    assert "--shard" not in " ".join(workload(rendered["default"])["spec"]["template"]["spec"]["containers"][0]["args"])
 
 
 def test_service_selects_the_pods(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from illiad_exporter.catalog import Role
 from illiad_exporter.config import ConfigError, parse_config
 from illiad_exporter.plan import build_plan
 from illiad_exporter.shard import Shard, owner, parse_shard, select
+
+from .exporter_process import fetch
+from .peers import Peer, free_port
 
 SITES = [f"library-{i:04d}.consortium.example" for i in range(1000)]
 
@@ -124,3 +130,69 @@ def test_check_with_shard_probes_only_that_replicas_sites(tmp_path: Path) -> Non
     )
     assert bad.returncode == 2
     assert "argument --shard: the shard index must be between 0 and 2 (0-based), got 3" in bad.stderr
+
+
+# -- the chart's StatefulSet, run as real processes ------------------------------------------
+
+
+def _pod_commands(docs: list[dict], config_file: Path) -> list[tuple[list[str], dict[str, str]]]:
+    """What the kubelet runs in each pod of the rendered StatefulSet: the container's args with
+    $(SHARD_INDEX) expanded from the pod's index label, and its plain env."""
+    (statefulset,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    index_env = [e for e in container["env"] if e["name"] == "SHARD_INDEX"]
+    assert index_env == [{"name": "SHARD_INDEX", "valueFrom": {"fieldRef": {
+        "fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}}]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    commands = []
+    for index in range(statefulset["spec"]["replicas"]):
+        args = [a.replace("$(SHARD_INDEX)", str(index)) for a in container["args"]]
+        args = [f"--config.file={config_file}" if a.startswith("--config.file=") else a for a in args]
+        args = [a for a in args if not a.startswith("--web.listen-address=")]  # each its own loopback port
+        commands.append((args, env))
+    return commands
+
+
+def _sites_probed_by_the_shard_pods(helm: object, shards: int, sites: list[str], port: int, work: Path) -> Counter:
+    values = {"vantage": "external", "shards": shards, "config": {
+        "defaults": {"system_resolver": False, "timeout": "2s"},
+        "sites": [{"name": s, "custom": [{"name": "door", "from": ["external"], "host": "127.0.0.1", "port": port}]}
+                  for s in sites],
+    }}
+    docs = helm.template(values)  # type: ignore[attr-defined]
+    (configmap,) = [d for d in docs if d["kind"] == "ConfigMap" and "illiad.yml" in d.get("data", {})]
+    config_file = work / f"illiad-{shards}.yml"
+    config_file.write_text(configmap["data"]["illiad.yml"])
+    probed: Counter = Counter()
+    pods = []
+    try:
+        for args, env in _pod_commands(docs, config_file):
+            assert args[0] == "serve" and f"--shard={len(pods)}/{shards}" in args
+            port_ = free_port()
+            peer = Peer([sys.executable, "-m", "illiad_exporter", *args, f"--web.listen-address=127.0.0.1:{port_}"],
+                        port=port_, log=work / f"pod-{shards}-{len(pods)}.log", env={**os.environ, **env})
+            pods.append((peer.start(), port_))
+        for _, port_ in pods:
+            status, text = fetch(f"http://127.0.0.1:{port_}/metrics")
+            assert status == 200
+            probed.update(s.labels["site"] for f in text_string_to_metric_families(text) for s in f.samples
+                          if s.name == "illiad_port_up")
+    finally:
+        for peer, _ in pods:
+            peer.stop()
+    return probed
+
+
+def test_the_charts_shard_pods_probe_every_site_exactly_once_before_and_after_a_resize(
+    tmp_path: Path, refusing_port: int,
+) -> None:
+    """`shards: 3`, then `shards: 4`: the rendered StatefulSet's pods, run as real exporters
+    on the rendered config, together probe each of the 24 sites once."""
+    from .test_helm_chart import Helm
+
+    helm = Helm()
+    sites = [f"library-{i:02d}" for i in range(24)]
+    for shards in (3, 4):
+        probed = _sites_probed_by_the_shard_pods(helm, shards, sites, refusing_port, tmp_path)
+        assert sorted(probed) == sites, f"shards={shards}: missing {set(sites) - set(probed)}"
+        assert set(probed.values()) == {1}, f"shards={shards}: probed twice: {[s for s, n in probed.items() if n > 1]}"

@@ -12,7 +12,7 @@ import pytest
 from illiad_exporter.probers import ProbeResult
 from illiad_exporter.probers.net import connect_socket
 
-from ..conftest import make_target
+from ..probing import make_target
 from .lab import require_netns
 from .topology import Topology, in_netns
 
