@@ -11,16 +11,17 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from . import __version__
-from .catalog import CATALOG, CatalogPath, Role, paths_for
+from .catalog import CATALOG, CatalogPath, Require, Role, paths_for
 from .config import Config, ConfigError, load_config
-from .explain import Check, Explanation, explain_site_paths, impact_of, outcome_verdicts
+from .explain import Explanation, explain_site_paths, impact_of, verdict_tuples
 from .explain import as_markdown as explain_markdown
 from .explain import as_text as explain_text
 from .listen import ListenAddress, parse_listen_address
 from .logs import setup_logging
-from .plan import build_plan
+from .plan import Skipped, build_plan
 from .scrape import Outcome
 from .shard import Shard, parse_shard
+from .verdict import PathVerdict, target_met, verdicts_of
 
 DEFAULT_CONFIG = "illiad.yml"
 DEFAULT_LISTEN = ":9968"
@@ -270,6 +271,8 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Probe once and judge every path by its verdict (verdict.py): exit 0 when every path
+    meets its expectation, 1 when one fails or is unknown, 2 when no path starts here."""
     try:
         config = load_config(args.config_file)
     except ConfigError as error:
@@ -277,45 +280,69 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     plan = build_plan(config, Role(args.vantage), shard=args.shard)
     targets = [t for t in plan.targets if not args.site or t.site in args.site]
-    budget = max((t.timeout for t in targets), default=1.0) + 1.0
+    skipped = [s for s in plan.skipped if not args.site or s.site in args.site]
+    if not targets:
+        why = (f"no enabled path starts at {args.vantage}" + (f" for site {', '.join(args.site)}" if args.site else "")
+               + ": nothing to check (see 'illiad-exporter catalog --vantage " + args.vantage + "')")
+        if args.output == "json":
+            print(json.dumps({"vantage": args.vantage, "checked_at": _utc_now(), "ok": False, "error": why,
+                              "paths": [], "results": [], "skipped": [vars_of(s) for s in skipped]}, indent=2))
+        else:
+            if skipped:
+                print(check_table([], skipped) + "\n")
+            print(why)
+        return 2
+    budget = max(t.timeout for t in targets) + 1.0
 
     async def run() -> list[Outcome]:
         from .scrape import run_all
 
         return await run_all(targets, budget=budget, limiter=asyncio.Semaphore(config.exporter.max_concurrency))
 
-    outcomes = _run(run(), args.event_loop)  # type: ignore[arg-type]
-    skipped = [s for s in plan.skipped if not args.site or s.site in args.site]
-    all_met = all(o.result.observed is o.target.expect for o in outcomes)  # type: ignore[union-attr]
-    verdicts = outcome_verdicts(outcomes)  # type: ignore[arg-type]
-    explained = explain_site_paths(config, args.vantage, verdicts)
+    outcomes: list[Outcome] = _run(run(), args.event_loop)  # type: ignore[arg-type]
+    verdicts = verdicts_of(outcomes, plan.required)
+    all_met = all(v.met is True for v in verdicts)
+    explained = explain_site_paths(config, args.vantage, verdict_tuples(verdicts))
     if args.output == "json":
         print(json.dumps({"vantage": args.vantage, "checked_at": _utc_now(), "ok": all_met,
                           "paths": _paths_json(config, verdicts, explained),
-                          "results": [_outcome_json(o) for o in outcomes],  # type: ignore[arg-type]
+                          "results": [_outcome_json(o) for o in outcomes],
                           "skipped": [vars_of(s) for s in skipped]}, indent=2))
     elif args.output == "markdown":
-        print(check_markdown(args.vantage, outcomes, skipped, list(explained.values()), all_met))  # type: ignore[arg-type]
+        print(check_markdown(args.vantage, verdicts, skipped, list(explained.values())))
     else:
-        print(check_table(outcomes, skipped))  # type: ignore[arg-type]
-        verdict = "all expectations met" if all_met else "SOME EXPECTATIONS NOT MET"
-        print(f"\n{len(outcomes)} probe(s) from {args.vantage}: {verdict}")  # type: ignore[arg-type]
+        print(check_table(verdicts, skipped))
+        print("\n" + check_summary(args.vantage, verdicts, len(outcomes)))
         if args.explain and explained:
             print("\n" + explain_text(list(explained.values())))
     return 0 if all_met else 1
 
 
-def _paths_json(config: Config, verdicts: Sequence[tuple[str, str, bool | None, Sequence[Check]]],
+def check_summary(vantage: str, verdicts: Sequence[PathVerdict], probes: int) -> str:
+    failed = sum(1 for v in verdicts if v.met is False)
+    unknown = sum(1 for v in verdicts if v.met is None)
+    head = f"{len(verdicts)} path(s), {probes} probe(s) from {vantage}: "
+    if not failed and not unknown:
+        return head + "all expectations met"
+    counts = [f"{failed} failed"] if failed else []
+    counts += [f"{unknown} unknown (the exporter could not judge them)"] if unknown else []
+    return head + "SOME EXPECTATIONS NOT MET (" + ", ".join(counts) + ")"
+
+
+def _paths_json(config: Config, verdicts: Sequence[PathVerdict],
                 explained: Mapping[tuple[str, str], Explanation]) -> list[dict[str, object]]:
     out = []
-    for site_name, path_id, met, _ in verdicts:
-        site = config.site(site_name)
-        path = next((p for p in site.paths if p.id == path_id), None) if site is not None else None
-        explanation = explained.get((site_name, path_id))
+    for v in verdicts:
+        site = config.site(v.site)
+        path = next((p for p in site.paths if p.id == v.path), None) if site is not None else None
+        explanation = explained.get((v.site, v.path))
         out.append({
-            "site": site_name, "path": path_id, "title": path.title if path else path_id,
-            "required": path.required if path else False, "expect": path.expect.value if path else "open",
-            "met": met, "impact": impact_of(path) if path else "",
+            "site": v.site, "path": v.path, "title": path.title if path else v.path,
+            "required": v.required, "expect": v.expect.value, "require": v.require.value,
+            "met": v.met, "state": v.state, "summary": v.summary, "impact": impact_of(path) if path else "",
+            "targets": [{"host": c.target.host, "port": c.port, "met": c.met, "observed": c.observed,
+                         "reason": c.result.reason.value if c.result and c.result.reason and not c.result.up
+                         else None} for c in v.checks],
             "explanation": explanation.as_json() if explanation is not None else None,
         })
     return out
@@ -325,12 +352,13 @@ def _utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def check_markdown(vantage: str, outcomes: Sequence[Outcome], skipped: Sequence[object],
-                   explanations: Sequence[Explanation], all_met: bool) -> str:
+def check_markdown(vantage: str, verdicts: Sequence[PathVerdict], skipped: Sequence[Skipped],
+                   explanations: Sequence[Explanation]) -> str:
     """The check as a report to paste into a ticket: the table, then each failing path explained."""
-    verdict = "every expectation met" if all_met else f"{len(explanations)} path(s) NOT as expected"
+    not_met = sum(1 for v in verdicts if v.met is not True)
+    verdict = "every expectation met" if not not_met else f"{not_met} path(s) NOT as expected"
     lines = [f"## ILLiad network paths from {vantage}", "", f"Checked {_utc_now()}: {verdict}.", "", "```",
-             check_table(outcomes, skipped), "```", ""]
+             check_table(verdicts, skipped), "```", ""]
     if explanations:
         lines.append(explain_markdown(explanations))
     return "\n".join(lines).rstrip() + "\n"
@@ -344,7 +372,9 @@ def _outcome_json(o: Outcome) -> dict[str, object]:
     t, r = o.target, o.result
     return {
         "site": t.site, "path": t.path, "host": t.host, "port": r.port or t.port, "prober": t.prober,
-        "expect": t.expect.value, "observed": r.observed.value, "met": r.observed is t.expect, "up": r.up,
+        # met: whether this target meets the path's expectation (verdict.target_met): an open
+        # port whose protocol or TLS check failed does not; null when the exporter could not judge
+        "expect": t.expect.value, "observed": r.observed.value, "met": target_met(t, r), "up": r.up,
         "reason": r.reason.value if r.reason else None, "detail": r.detail,
         "latency_seconds": r.connect_latency, "duration_seconds": r.duration, "phases": r.phases,
         "tls": None if r.tls is None else {"version": r.tls.version, "cert_not_after": r.tls.cert_not_after,
@@ -354,18 +384,23 @@ def _outcome_json(o: Outcome) -> dict[str, object]:
     }
 
 
-def check_table(outcomes: Sequence[Outcome], skipped: Sequence[object] = ()) -> str:
-    header = ("SITE", "PATH", "TARGET", "EXPECTED", "OBSERVED", "LATENCY", "REASON", "")
-    rows = [header]
-    for o in outcomes:
-        t, r = o.target, o.result
-        latency = f"{r.connect_latency * 1000:.1f} ms" if r.connect_latency is not None else "-"
-        met = "ok" if r.observed is t.expect else "FAIL"
-        observed = r.observed.value if r.up or r.observed.value == "closed" else "open (check failed)"
-        reason = "" if r.up else f"{r.reason}" + (f": {r.detail}" if r.detail else "")
-        rows.append((t.site, t.path, f"{t.host}:{r.port or t.port}", t.expect.value, observed, latency, reason[:80], met))
+_RESULT = {True: "ok", False: "FAIL", None: "UNKNOWN"}
+CHECK_COLUMNS = ("SITE", "PATH", "NEED", "EXPECT", "RESULT", "TARGET", "OBSERVED", "LATENCY", "DETAIL")
+
+
+def check_table(verdicts: Sequence[PathVerdict], skipped: Sequence[Skipped] = ()) -> str:
+    """One row per path with its verdict, then one row per target (PATH left empty) as detail."""
+    rows: list[Sequence[str]] = [CHECK_COLUMNS]
+    for v in verdicts:
+        expect = v.expect.value + (" (any)" if v.require is Require.ANY and len(v.checks) > 1 else "")
+        rows.append((v.site, v.path, "required" if v.required else "optional", expect, _RESULT[v.met], "", "",
+                     "", v.headline))
+        for c in v.checks:
+            r = c.result
+            latency = f"{r.connect_latency * 1000:.1f} ms" if r is not None and r.connect_latency is not None else "-"
+            rows.append(("", "", "", "", _RESULT[c.met], c.endpoint, c.observed, latency, c.why[:80]))
     for s in skipped:
-        rows.append((s.site, s.path, "-", "-", "skipped", "-", s.why, ""))  # type: ignore[attr-defined]
+        rows.append((s.site, s.path, "", "", "skipped", "-", "-", "-", s.why))
     return _table(rows)
 
 

@@ -17,10 +17,11 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .catalog import BY_ID, Expect
+from .catalog import BY_ID, Require
 from .config import Config, SitePath
 from .probers.base import ProbeResult, ProbeTarget
 from .scrape import Outcome
+from .verdict import PathVerdict, verdicts_of
 
 # Paths the vendors require to be direct (OCLC's services, the Atlas update server): no proxy
 # and no TLS inspection. A certificate from an unknown issuer there is an interceptor.
@@ -433,7 +434,7 @@ def explain_site_paths(
             expect=path.expect.value, required=path.required, prober=path.prober, met=met,
             targets=tuple(target_facts(t, r, m, source_address=source, pick=pick) for t, r, m in checks),
             site_hosts={role.value: host for role, host in site.hosts.items()},
-            hosts_answering=frozenset(answering.get(site_name, ())), require_any=False,
+            hosts_answering=frozenset(answering.get(site_name, ())), require_any=path.require is Require.ANY,
         )
         explanation = explain(facts)
         if explanation is not None:
@@ -441,13 +442,14 @@ def explain_site_paths(
     return found
 
 
+def verdict_tuples(verdicts: Iterable[PathVerdict]) -> list[tuple[str, str, bool | None, list[Check]]]:
+    """(site, path, met, checks) of path verdicts (verdict.py), as explain_site_paths takes them."""
+    return [(v.site, v.path, v.met, [(c.target, c.result, c.met) for c in v.checks]) for v in verdicts]
+
+
 def outcome_verdicts(outcomes: Sequence[Outcome]) -> list[tuple[str, str, bool | None, list[Check]]]:
-    """(site, path, met, checks) per path of these outcomes."""
-    groups: dict[tuple[str, str], list[Check]] = {}
-    for o in outcomes:
-        met = o.result.observed is o.target.expect and (o.target.expect is Expect.CLOSED or o.result.up)
-        groups.setdefault((o.target.site, o.target.path), []).append((o.target, o.result, met))
-    return [(site, path, all(m for _, _, m in checks), checks) for (site, path), checks in groups.items()]
+    """(site, path, met, checks) per path of these outcomes, judged by verdict.py."""
+    return verdict_tuples(verdicts_of(outcomes))
 
 
 def explain_outcomes(config: Config, vantage: str, outcomes: Sequence[Outcome]) -> dict[tuple[str, str], Explanation]:
@@ -456,4 +458,5 @@ def explain_outcomes(config: Config, vantage: str, outcomes: Sequence[Outcome]) 
 
 
 def impact_of(path: SitePath) -> str:
-    return ""  # the catalog has no impact sentences yet
+    """What breaks for the library when the path is closed (catalog or config ``impact``)."""
+    return path.impact

@@ -119,6 +119,7 @@ async def handle_index(request: web.Request) -> web.Response:
     page = statuspage.render(
         targets_by_site=snapshot.plan.by_site, outcomes_by_site=state.last_outcomes, vantage=state.vantage.value,
         version=__version__, now=time.time(), reload_error=state.last_reload_error,
+        required=snapshot.plan.required, impact=snapshot.plan.impact,
         explanations=explain_outcomes(snapshot.config, state.vantage.value,
                                       [o for outcomes in state.last_outcomes.values() for o in outcomes]),
     )

@@ -2,6 +2,10 @@
 plain HTML an administrator can read on the web server during an outage, with Grafana or the
 network down.
 
+Each path is judged as a whole by its verdict (verdict.py), the same one ``check`` prints
+and ``illiad_path_expectation_met`` exposes; its targets follow as detail. Required paths
+are marked, and each path says in one line what breaks for the library when it is closed.
+
 It shows what the latest scrape found and never probes by itself, so reloading the page
 cannot hammer the targets. Self-contained on purpose: inline CSS, no script, no fonts, no
 external resource; every value from config or probes is escaped.
@@ -14,11 +18,12 @@ import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .catalog import Expect
+from .catalog import Expect, Require
 from .explain import Explanation
 from .probers import ProbeTarget
 from .report import explanation_html
 from .scrape import Outcome
+from .verdict import PathVerdict, path_verdicts, target_met
 
 # Seconds to reload the page after: the page reads cached results only, so this costs no probe.
 REFRESH_SECONDS = 30
@@ -56,6 +61,12 @@ code{font-size:13px}
 pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px;white-space:pre-wrap;
 overflow-wrap:anywhere;font-size:13px;margin:4px 0}
 summary{cursor:pointer;color:#0969da}
+tr.path td{border-top:2px solid #8c959f}
+tr.path .impact{color:#57606a;font-size:13px}
+.need{font-size:12px;font-weight:600;border-radius:10px;padding:1px 7px;white-space:nowrap}
+.need.required{background:#24292f;color:#fff}
+.need.optional{background:#eaeef2;color:#57606a}
+.matrix td.req{outline:3px solid #24292f;outline-offset:-3px}
 """
 
 
@@ -78,11 +89,24 @@ class Row:
 
     @property
     def met(self) -> bool | None:
-        if self.outcome is None:
-            return None
-        return self.outcome.result.observed is self.target.expect and (
-            self.target.expect is Expect.CLOSED or self.outcome.result.up
-        )
+        """Whether this target meets its path's expectation (verdict.target_met)."""
+        return target_met(self.target, self.outcome.result if self.outcome is not None else None)
+
+
+@dataclass(frozen=True, slots=True)
+class PathRows:
+    """One path of a site: its verdict, its targets' rows, and what breaks when it is closed."""
+
+    verdict: PathVerdict
+    rows: tuple[Row, ...]
+    impact: str
+
+    @property
+    def state(self) -> str:
+        """met, failed, unknown (the exporter could not judge it) or unprobed."""
+        if all(row.outcome is None for row in self.rows):
+            return "unprobed"
+        return self.verdict.state
 
 
 def _e(value: object) -> str:
@@ -154,34 +178,66 @@ def _cert(row: Row, now: float) -> str:
     return f'<span class="{css}">{_e(text)}</span>{version}' if css else f"{_e(text)}{version}"
 
 
-def _site_table(rows: Sequence[Row], now: float) -> str:
+_VERDICT_CELL = {"met": ("good", "OK"), "failed": ("bad", "FAIL"), "unknown": ("unprobed", "UNKNOWN"),
+                 "unprobed": ("unprobed", "not probed yet")}
+
+
+def _need(required: bool) -> str:
+    return '<span class="need required">required</span>' if required else '<span class="need optional">optional</span>'
+
+
+def _path_row(path: PathRows) -> str:
+    v = path.verdict
+    css, text = _VERDICT_CELL[path.state]
+    expect = v.expect.value + (" (any one)" if v.require is Require.ANY and len(v.checks) > 1 else "")
+    summary = "waiting for the first scrape" if path.state == "unprobed" else v.summary
+    impact = f'<div class="impact">If closed: {_e(path.impact)}</div>' if path.impact else ""
+    return (
+        f'<tr class="path" data-verdict-site="{_e(v.site)}" data-verdict-path="{_e(v.path)}"'
+        f' data-verdict="{path.state}" data-required="{str(v.required).lower()}">'
+        f"<td><b>{_e(v.path)}</b></td><td>{_need(v.required)}</td><td>{_e(expect)}</td>"
+        f'<td class="state {css}">{text}</td><td colspan="6" class="detail">{_e(summary)}{impact}</td></tr>'
+    )
+
+
+def _site_table(paths: Sequence[PathRows], now: float) -> str:
     lines = [
-        "<table><thead><tr><th>path</th><th>target</th><th>expect</th><th>state</th><th>details</th>"
-        "<th>latency</th><th>TLS certificate expires</th><th>checked</th></tr></thead><tbody>"
+        "<table><thead><tr><th>path</th><th>need</th><th>expect</th><th>verdict</th><th>target</th><th>state</th>"
+        "<th>details</th><th>latency</th><th>TLS certificate expires</th><th>checked</th></tr></thead><tbody>"
     ]
-    for row in rows:
-        t = row.target
-        port = row.outcome.result.port if row.outcome and row.outcome.result.port else t.port
-        met = "" if row.met is None else str(row.met).lower()
-        checked = "-" if row.outcome is None else _age(now - row.outcome.finished_at)
-        lines.append(
-            f'<tr data-site="{_e(t.site)}" data-path="{_e(t.path)}" data-host="{_e(t.host)}" data-port="{port}"'
-            f' data-state="{row.state}" data-met="{met}">'
-            f"<td><b>{_e(t.path)}</b></td><td><code>{_e(t.host)}:{port}</code>"
-            f' <span class="muted">{_e(t.prober)}</span></td><td>{_e(t.expect.value)}</td>'
-            f"{_state_cell(row)}<td class=\"detail\">{_detail(row)}</td>"
-            f'<td class="num">{_latency(row)}</td><td class="num">{_cert(row, now)}</td>'
-            f'<td class="num">{checked}</td></tr>'
-        )
+    for path in paths:
+        lines.append(_path_row(path))
+        for row in path.rows:
+            t = row.target
+            port = row.outcome.result.port if row.outcome and row.outcome.result.port else t.port
+            met = "" if row.met is None else str(row.met).lower()
+            checked = "-" if row.outcome is None else _age(now - row.outcome.finished_at)
+            lines.append(
+                f'<tr data-site="{_e(t.site)}" data-path="{_e(t.path)}" data-host="{_e(t.host)}" data-port="{port}"'
+                f' data-state="{row.state}" data-met="{met}"><td colspan="4"></td>'
+                f"<td><code>{_e(t.host)}:{port}</code> <span class=\"muted\">{_e(t.prober)}</span></td>"
+                f"{_state_cell(row)}<td class=\"detail\">{_detail(row)}</td>"
+                f'<td class="num">{_latency(row)}</td><td class="num">{_cert(row, now)}</td>'
+                f'<td class="num">{checked}</td></tr>'
+            )
     lines.append("</tbody></table>")
     return "".join(lines)
 
 
-def _explained(site: str, rows: Sequence[Row], explanations: Mapping[tuple[str, str], Explanation]) -> str:
+def _paths(targets: Sequence[ProbeTarget], outcomes: Sequence[Outcome], required: frozenset[tuple[str, str]],
+           impact: Mapping[tuple[str, str], str]) -> list[PathRows]:
+    rows = _rows(targets, outcomes)
+    verdicts = path_verdicts(((row.target, row.outcome.result if row.outcome else None) for row in rows), required)
+    by_path: dict[str, list[Row]] = {}
+    for row in rows:
+        by_path.setdefault(row.target.path, []).append(row)
+    return [PathRows(v, tuple(by_path[v.path]), impact.get((v.site, v.path), "")) for v in verdicts]
+
+
+def _explained(site: str, paths: Sequence[PathRows], explanations: Mapping[tuple[str, str], Explanation]) -> str:
     """What each failing path of the site breaks and why; the rule to ask for folded away."""
-    paths = list(dict.fromkeys(row.target.path for row in rows))
     blocks = []
-    for path in paths:
+    for path in (p.verdict.path for p in paths):
         e = explanations.get((site, path))
         if e is None:
             continue
@@ -193,33 +249,32 @@ def _explained(site: str, rows: Sequence[Row], explanations: Mapping[tuple[str, 
     return "".join(blocks)
 
 
-def _matrix(sites: Sequence[str], rows_by_site: Mapping[str, Sequence[Row]]) -> str:
-    """Path by site, one green or red cell each: the vendor's checklist at a glance."""
-    paths: list[str] = []
+def _matrix(sites: Sequence[str], paths_by_site: Mapping[str, Sequence[PathRows]]) -> str:
+    """Path by site, one cell each coloured by the path's verdict: the vendor's checklist at
+    a glance. A required path's cell is framed."""
+    order: list[str] = []
     for site in sites:
-        for row in rows_by_site[site]:
-            if row.target.path not in paths:
-                paths.append(row.target.path)
+        for path in paths_by_site[site]:
+            if path.verdict.path not in order:
+                order.append(path.verdict.path)
     head = "".join(f"<th>{_e(site)}</th>" for site in sites)
     body = []
-    for path in paths:
+    for path_id in order:
         cells = []
         for site in sites:
-            rows = [r for r in rows_by_site[site] if r.target.path == path]
-            if not rows:
+            path = next((p for p in paths_by_site[site] if p.verdict.path == path_id), None)
+            if path is None:
                 cells.append('<td class="muted">-</td>')
                 continue
-            if any(r.met is False for r in rows):
-                css, text = "bad", "FAIL"
-            elif any(r.met is None for r in rows):
-                css, text = "unprobed", "?"
-            else:
-                css, text = "good", "OK"
+            css, text = {"met": ("good", "OK"), "failed": ("bad", "FAIL")}.get(path.state, ("unprobed", "?"))
+            req = " req" if path.verdict.required else ""
             cells.append(
-                f'<td class="state {css}" data-matrix-site="{_e(site)}" data-matrix-path="{_e(path)}">{text}</td>'
+                f'<td class="state {css}{req}" data-matrix-site="{_e(site)}" data-matrix-path="{_e(path_id)}"'
+                f' data-matrix-required="{str(path.verdict.required).lower()}">{text}</td>'
             )
-        body.append(f"<tr><th>{_e(path)}</th>{''.join(cells)}</tr>")
-    return f'<table class="matrix"><thead><tr><th>path</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        body.append(f"<tr><th>{_e(path_id)}</th>{''.join(cells)}</tr>")
+    return (f'<table class="matrix"><thead><tr><th>path</th>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+            '</table><p class="muted">A framed cell is a path the ILLiad checklist (or the site) requires.</p>')
 
 
 def render(
@@ -231,15 +286,21 @@ def render(
     now: float,
     reload_error: str = "",
     explanations: Mapping[tuple[str, str], Explanation] | None = None,
+    required: frozenset[tuple[str, str]] = frozenset(),
+    impact: Mapping[tuple[str, str], str] | None = None,
 ) -> str:
     """The whole page. ``targets_by_site`` is the running plan, ``outcomes_by_site`` the
     latest scrape's results per site (``ExporterState.last_outcomes``), ``explanations``
-    those of the failing paths by (site, path): impact and diagnosis, the rule on demand."""
+    those of the failing paths by (site, path): impact and diagnosis, the rule on demand;
+    ``required`` and ``impact`` are the plan's (site, path) -> required and one-line impact."""
     sites = list(targets_by_site)
-    rows_by_site = {site: _rows(targets_by_site[site], outcomes_by_site.get(site, ())) for site in sites}
-    every = [row for rows in rows_by_site.values() for row in rows]
-    probed = [row for row in every if row.outcome is not None]
-    failing = [row for row in probed if not row.met]
+    paths_by_site = {
+        site: _paths(targets_by_site[site], outcomes_by_site.get(site, ()), required, impact or {}) for site in sites
+    }
+    every = [path for paths in paths_by_site.values() for path in paths]
+    probed = [path for path in every if path.state != "unprobed"]
+    failing = [path for path in probed if path.state == "failed"]
+    unknown = [path for path in probed if path.state == "unknown"]
 
     if not every:
         banner = '<div class="banner none">This exporter has no path to probe from this vantage.</div>'
@@ -249,10 +310,16 @@ def render(
             "of the latest scrape of /metrics or /probe and never probes by itself; they appear after Prometheus' "
             "first scrape.</div>"
         )
-    elif failing:
+    elif failing or unknown:
+        parts = []
+        if failing:
+            needed = sum(1 for path in failing if path.verdict.required)
+            parts.append(f"{len(failing)} of {len(probed)} probed paths are NOT as expected ({needed} required).")
+        if unknown:
+            parts.append(f"{len(unknown)} could not be judged: the exporter failed to probe them.")
         banner = (
-            f'<div class="banner bad" id="summary" data-summary="failing">{len(failing)} of {len(probed)} '
-            "probed paths are NOT as expected.</div>"
+            f'<div class="banner bad" id="summary" data-summary="{"failing" if failing else "unknown"}">'
+            f"{' '.join(parts)}</div>"
         )
     else:
         banner = (
@@ -267,17 +334,17 @@ def render(
 
     sections = []
     for site in sites:
-        rows = rows_by_site[site]
-        finished = [r.outcome.finished_at for r in rows if r.outcome is not None]
+        paths = paths_by_site[site]
+        finished = [r.outcome.finished_at for p in paths for r in p.rows if r.outcome is not None]
         when = (
             f"results of {_e(_utc(max(finished)))}, {_age(now - max(finished))}" if finished else "not probed yet"
         )
         sections.append(
             f'<section data-site="{_e(site)}"><h2>{_e(site)} <span class="muted">({when})</span></h2>'
-            f"{_site_table(rows, now)}{_explained(site, rows, explanations or {})}</section>"
+            f"{_site_table(paths, now)}{_explained(site, paths, explanations or {})}</section>"
         )
 
-    matrix = _matrix(sites, rows_by_site) if every else ""
+    matrix = _matrix(sites, paths_by_site) if every else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">'

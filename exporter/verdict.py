@@ -120,6 +120,11 @@ class PathVerdict:
         """One short line for a person: what the path as a whole does, and why."""
         return summarize(self)
 
+    @property
+    def headline(self) -> str:
+        """The summary without the targets' details (shown beside them)."""
+        return summarize(self, detailed=False)
+
 
 def path_verdicts(
     checked: Iterable[tuple[ProbeTarget, ProbeResult | None]], required: frozenset[tuple[str, str]] = frozenset(),
@@ -155,27 +160,37 @@ def _listed(checks: Sequence[TargetCheck], text: str) -> str:
     return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
 
 
-def summarize(verdict: PathVerdict) -> str:
+def summarize(verdict: PathVerdict, *, detailed: bool = True) -> str:
+    """One line; ``detailed`` names the targets that decided it (for a line that stands
+    alone, not above the targets' own rows)."""
     checks = verdict.checks
     n = len(checks)
+
+    def listing(head: str, which: Sequence[TargetCheck], text: str) -> str:
+        return f"{head}: {_listed(which, text)}" if detailed else head
+
     if verdict.met is None:
         exporter = [c for c in checks if c.met is None and c.exporter_side]
         if exporter:
+            if not detailed:
+                reasons = sorted({c.result.reason.value for c in exporter if c.result and c.result.reason})
+                return f"unknown (exporter: {', '.join(reasons)})"
             return "unknown (exporter: " + _listed(exporter, "{why}") + ")"
         return "not probed yet"
     if verdict.expect is Expect.CLOSED:
         if verdict.met:
             closed = sum(1 for c in checks if c.met)
             return "closed" if n == 1 else (f"all {n} closed" if closed == n else f"{closed} of {n} closed")
-        return "accepts connections: " + _listed([c for c in checks if c.met is False], "")
+        open_ = [c for c in checks if c.met is False]
+        head = "accepts connections" if n == 1 or len(open_) == n else f"{len(open_)} of {n} accept connections"
+        return listing(head, open_, "")
     failing = [c for c in checks if c.met is False]
     if verdict.met:
         if not failing:
             return "answers" if n == 1 else f"all {n} answer"
-        answering = n - len(failing)
-        return f"{answering} of {n} answer; down: " + _listed(failing, "({why})")
+        return listing(f"{n - len(failing)} of {n} answer; down", failing, "({why})")
     if n == 1:
-        return f"down: {checks[0].why}"
+        return f"down: {checks[0].why}" if detailed else "down"
     if verdict.require is Require.ANY:
-        return f"none of {n} answers: " + _listed(failing, "({why})")
-    return f"{len(failing)} of {n} down: " + _listed(failing, "({why})")
+        return listing(f"none of {n} answers", failing, "({why})")
+    return listing(f"{len(failing)} of {n} down", failing, "({why})")

@@ -25,11 +25,11 @@ def test_check_exits_0_when_every_expectation_is_met(tmp_path, silent_port, refu
     result = run("check", "--config.file", str(config), "--vantage", "web_server")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["SITE", "PATH", "TARGET", "EXPECTED", "OBSERVED", "LATENCY", "REASON"]
-    assert lines[1].split()[:5] == ["lib", "sql", f"127.0.0.1:{silent_port}", "open", "open"]
-    assert lines[1].split()[-1] == "ok"
-    assert "skipped" in lines[2] and "odyssey" in lines[2]
-    assert lines[-1] == "1 probe(s) from web_server: all expectations met"
+    assert lines[0].split() == ["SITE", "PATH", "NEED", "EXPECT", "RESULT", "TARGET", "OBSERVED", "LATENCY", "DETAIL"]
+    assert lines[1].split() == ["lib", "sql", "required", "open", "ok", "answers"]  # the path's verdict
+    assert lines[2].split()[:3] == ["ok", f"127.0.0.1:{silent_port}", "open"]  # and its one target
+    assert lines[3].split()[:3] == ["lib", "odyssey_outbound", "skipped"]
+    assert lines[-1] == "1 path(s), 1 probe(s) from web_server: all expectations met"
 
 
 def test_check_exits_1_and_names_the_reason_when_a_path_is_down(tmp_path, silent_port, refusing_port):
@@ -41,6 +41,56 @@ def test_check_exits_1_and_names_the_reason_when_a_path_is_down(tmp_path, silent
     by_path = {r["path"]: r for r in report["results"]}
     assert by_path["web_https"]["reason"] == "refused" and by_path["web_https"]["met"] is False
     assert by_path["sql"]["up"] is True and by_path["sql"]["latency_seconds"] > 0
+    paths = {p["path"]: (p["state"], p["required"]) for p in report["paths"]}
+    assert paths == {"sql": ("met", True), "web_https": ("failed", True), "odyssey": ("failed", True)}
+
+
+def test_a_listener_that_is_not_the_service_fails_check(tmp_path, nginx, refusing_port):
+    """nginx's plain HTTP port on the SQL port (PRELOGIN fails) and on the OCLC port (the TLS
+    handshake fails): connected, but not the service, so both paths fail, in the table, in
+    the JSON (ok false, met false beside up false) and in the exit status."""
+    path = tmp_path / "c.yml"
+    path.write_text(f"""
+defaults: {{timeout: 2s, system_resolver: false}}
+sites:
+  - name: lib
+    hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
+    paths:
+      sql: {{port: {nginx.http_port}}}
+      oclc_webservices: {{host: 127.0.0.1, port: {nginx.http_port}}}
+      atlas_update: {{enabled: false}}
+      article_exchange: {{enabled: false}}
+      odyssey_outbound: {{enabled: false}}
+""")
+    table = run("check", "--config.file", str(path), "--vantage", "web_server")
+    assert table.returncode == 1, table.stdout + table.stderr
+    lines = table.stdout.splitlines()
+    assert [line.split()[:6] for line in lines[1:5]] == [
+        ["lib", "sql", "required", "open", "FAIL", "down"],
+        ["FAIL", f"127.0.0.1:{nginx.http_port}", "open", "(check", "failed)", lines[2].split()[5]],
+        ["lib", "oclc_webservices", "required", "open", "FAIL", "down"],
+        ["FAIL", f"127.0.0.1:{nginx.http_port}", "open", "(check", "failed)", lines[4].split()[5]],
+    ]
+    assert lines[2].split()[7] == "protocol:" and lines[4].split()[7] == "tls:"
+    assert lines[-1] == "2 path(s), 2 probe(s) from web_server: SOME EXPECTATIONS NOT MET (2 failed)"
+
+    report = json.loads(run("check", "--config.file", str(path), "--vantage", "web_server", "--output", "json").stdout)
+    assert report["ok"] is False
+    assert [(r["path"], r["observed"], r["up"], r["met"], r["reason"]) for r in report["results"]] == [
+        ("sql", "open", False, False, "protocol"), ("oclc_webservices", "open", False, False, "tls")]
+    assert [(p["path"], p["met"], p["state"]) for p in report["paths"]] == [
+        ("sql", False, "failed"), ("oclc_webservices", False, "failed")]
+
+
+def test_check_from_a_vantage_where_no_path_starts_says_so_and_exits_2(tmp_path, silent_port, refusing_port):
+    config = write_config(tmp_path / "c.yml", sql_port=silent_port, web_port=refusing_port)
+    table = run("check", "--config.file", str(config), "--vantage", "sql_server")
+    assert table.returncode == 2
+    assert table.stdout.strip() == ("no enabled path starts at sql_server: nothing to check "
+                                    "(see 'illiad-exporter catalog --vantage sql_server')")
+    report = run("check", "--config.file", str(config), "--vantage", "sql_server", "--output", "json")
+    assert report.returncode == 2
+    assert json.loads(report.stdout)["ok"] is False and json.loads(report.stdout)["paths"] == []
 
 
 def test_validate_exit_status_and_messages():

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from illiad_exporter import statuspage
-from illiad_exporter.catalog import Expect
+from illiad_exporter.catalog import Expect, Require
 from illiad_exporter.probers import ProbeResult, Reason
 from illiad_exporter.scrape import Outcome
 
@@ -35,6 +35,7 @@ class Rows(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[dict[str, str]] = []
+        self.paths: list[dict[str, str]] = []
         self.cells: list[dict[str, str]] = []
         self.summary: str | None = None
         self.external: list[str] = []
@@ -43,6 +44,8 @@ class Rows(HTMLParser):
         a = {k: v or "" for k, v in attrs}
         if tag == "tr" and "data-state" in a:
             self.rows.append(a)
+        if tag == "tr" and "data-verdict" in a:
+            self.paths.append(a)
         if "data-matrix-path" in a:
             self.cells.append({"path": a["data-matrix-path"], "site": a["data-matrix-site"], "class": a["class"]})
         if a.get("id") == "summary":
@@ -61,6 +64,12 @@ def parse(page: str) -> Rows:
 
 def by_path(rows: Rows) -> dict[tuple[str, str], dict[str, str]]:
     return {(r["data-site"], r["data-path"]): r for r in rows.rows}
+
+
+def verdicts(rows: Rows) -> dict[tuple[str, str], tuple[str, str]]:
+    """(site, path) -> (the path's verdict, whether it is required), from the path rows."""
+    return {(r["data-verdict-site"], r["data-verdict-path"]): (r["data-verdict"], r["data-required"])
+            for r in rows.paths}
 
 
 class CountingListener:
@@ -133,6 +142,16 @@ EXPECTED = {
     ("main-library", "rdp_closed"): ("closed", "true"),
     ("law-library", "sql"): ("down", "false"),
 }
+# the same, path by path (each path here has one target), and whether the path is required
+EXPECTED_PATHS = {
+    ("main-library", "sql"): ("met", "true"),
+    ("main-library", "oclc_webservices"): ("met", "true"),
+    ("main-library", "atlas_update"): ("failed", "true"),
+    ("main-library", "odyssey_outbound"): ("met", "true"),
+    ("main-library", "sql_exposed"): ("failed", "true"),
+    ("main-library", "rdp_closed"): ("met", "true"),
+    ("law-library", "sql"): ("failed", "true"),
+}
 
 
 def test_before_any_scrape_the_page_lists_every_path_as_not_probed_and_probes_nothing(tmp_path, listener, nginx):
@@ -152,6 +171,7 @@ def test_before_any_scrape_the_page_lists_every_path_as_not_probed_and_probes_no
     assert rows.summary == "unprobed" and "No scrape yet" in page
     assert {(r["data-site"], r["data-path"]) for r in rows.rows} == set(EXPECTED)
     assert {r["data-state"] for r in rows.rows} == {"unprobed"}
+    assert set(verdicts(rows).values()) == {("unprobed", "true")}
     assert listener.count() == 0
 
 
@@ -174,11 +194,15 @@ def test_the_page_shows_the_latest_scrape_and_a_page_view_never_probes(tmp_path,
     assert after_pages == after_scrape
     rows = parse(page)
     assert {k: (r["data-state"], r["data-met"]) for k, r in by_path(rows).items()} == EXPECTED
-    assert rows.summary == "failing" and "3 of 7 probed paths are NOT as expected" in page
+    assert verdicts(rows) == EXPECTED_PATHS
+    assert rows.summary == "failing" and "3 of 7 probed paths are NOT as expected (3 required)." in page
+    # each path's one line of impact, from the catalog
+    assert ("If closed: Staff clients and the web server cannot reach the ILLiad database: no request can be "
+            "processed.") in page
     assert by_path(rows)[("main-library", "atlas_update")]["data-port"]
     assert "<b>refused</b>" in page
     assert re.search(r"\d{4}-\d\d-\d\d \(\d+ days\)", page), "the nginx certificate's expiry is shown"
-    assert {(c["site"], c["path"]): c["class"] for c in rows.cells}[("law-library", "sql")] == "state bad"
+    assert {(c["site"], c["path"]): c["class"] for c in rows.cells}[("law-library", "sql")] == "state bad req"
 
 
 def test_everything_from_config_and_probes_is_escaped():
@@ -244,7 +268,35 @@ def test_headless_chromium_renders_each_paths_state_and_saves_a_screenshot(tmp_p
     dom = asyncio.run(scenario())
     rows = parse(dom)
     assert {k: (r["data-state"], r["data-met"]) for k, r in by_path(rows).items()} == EXPECTED
+    assert verdicts(rows) == EXPECTED_PATHS
     assert rows.summary == "failing"
     assert rows.external == []
     assert screenshot.stat().st_size > 10_000
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_path_of_several_targets_is_one_verdict_and_an_exporter_fault_is_unknown():
+    """1433 refused but 1344 answering meets a require-any SQL path; an optional path whose
+    only probe the exporter could not run is unknown, not failed."""
+    now = time.time()
+    sql = [make_target("tds", port, path_id="sql", require=Require.ANY) for port in (1433, 1344)]
+    refused, answered = ProbeResult(), ProbeResult(up=True, address="127.0.0.1", port=1344)
+    refused.fail(Reason.REFUSED, "connection refused")
+    ldap = make_target("ldap", 389, path_id="ldap")
+    crashed = ProbeResult()
+    crashed.fail(Reason.EXPORTER, "no free probe slot before the scrape deadline")
+    page = statuspage.render(
+        targets_by_site={"lib": (*sql, ldap)},
+        outcomes_by_site={"lib": [Outcome(sql[0], refused, now), Outcome(sql[1], answered, now),
+                                  Outcome(ldap, crashed, now)]},
+        vantage="web_server", version="1", now=now, required=frozenset({("lib", "sql")}),
+        impact={("lib", "sql"): "No request can be processed."},
+    )
+    rows = parse(page)
+    assert verdicts(rows) == {("lib", "sql"): ("met", "true"), ("lib", "ldap"): ("unknown", "false")}
+    assert [(r["data-port"], r["data-met"]) for r in rows.rows if r["data-path"] == "sql"] == [
+        ("1433", "false"), ("1344", "true")]
+    assert "1 of 2 answer; down: 127.0.0.1:1433 (refused: connection refused)" in page
+    assert "open (any one)" in page and "If closed: No request can be processed." in page
+    assert rows.summary == "unknown"
+    assert "1 could not be judged: the exporter failed to probe them." in page

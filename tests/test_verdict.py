@@ -102,7 +102,7 @@ def test_verdicts_are_one_per_path_in_first_seen_order_and_carry_required():
         ([("db", 1433, None)], Require.ALL, Expect.OPEN, "not probed yet"),
         ([("db", 1433, failed(Reason.REFUSED))], Require.ALL, Expect.CLOSED, "closed"),
         ([("db", 1433, failed(Reason.REFUSED)), ("db", 1344, up(1344))], Require.ALL, Expect.CLOSED,
-         "accepts connections: db:1344"),
+         "1 of 2 accept connections: db:1344"),
         ([("fe80::1", 3389, up(3389))], Require.ALL, Expect.CLOSED, "accepts connections: [fe80::1]:3389"),
     ],
 )
@@ -114,3 +114,18 @@ def test_a_verdict_names_its_state():
     assert verdict(("db", 1433, up())).state == "met"
     assert verdict(("db", 1433, failed(Reason.REFUSED))).state == "failed"
     assert verdict(("db", 1433, failed(Reason.ERROR))).state == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("pairs", "require", "headline"),
+    [
+        ([("db", 1433, failed(Reason.REFUSED)), ("db", 1344, up(1344))], Require.ANY, "1 of 2 answer; down"),
+        ([("a", 7968, failed(Reason.TIMEOUT)), ("b", 7968, failed(Reason.REFUSED))], Require.ANY,
+         "none of 2 answers"),
+        ([("db", 1433, failed(Reason.PROTOCOL, "no PRELOGIN answer", connected=True))], Require.ALL, "down"),
+        ([("db", 1433, failed(Reason.EXPORTER, "no free probe slot")), ("db", 1344, failed(Reason.ERROR, "bug"))],
+         Require.ANY, "unknown (exporter: error, exporter)"),
+    ],
+)
+def test_the_headline_leaves_the_targets_to_their_own_rows(pairs, require, headline):
+    assert verdict(*pairs, require=require).headline == headline

@@ -147,23 +147,30 @@ class CheckRow:
     observed: str
     latency: str
     reason: str  # the reason word only ("timeout"), "" when up
-    verdict: str  # "ok" or "FAIL"
+    verdict: str  # the target's: "ok", "FAIL" or "UNKNOWN"
 
 
 def parse_check_table(output: str) -> dict[tuple[str, str], CheckRow]:
-    """``check``'s table by (path, host:port); columns are cut at the header's positions."""
+    """``check``'s target rows by (path, host:port); columns are cut at the header's
+    positions. A row with a PATH is a path's verdict; the rows under it, with PATH empty,
+    are its targets."""
     lines = output.splitlines()
     header = lines[0]
-    starts = [header.index(word) for word in ("SITE", "PATH", "TARGET", "EXPECTED", "OBSERVED", "LATENCY", "REASON")]
+    names = ("SITE", "PATH", "NEED", "EXPECT", "RESULT", "TARGET", "OBSERVED", "LATENCY", "DETAIL")
+    starts = [header.index(word) for word in names]
     rows: dict[tuple[str, str], CheckRow] = {}
+    path = expect = ""
     for line in lines[1:]:
         if not line.strip():
             break  # the verdict follows a blank line
-        cells = [line[a:b].strip() for a, b in zip(starts, starts[1:])]
-        rest = line[starts[-1]:].split()  # the reason text (may be empty), then ok/FAIL
-        reason = rest[0].rstrip(":") if len(rest) > 1 else ""
-        row = CheckRow(cells[1], cells[2], cells[3], cells[4], cells[5], reason, rest[-1] if rest else "")
-        rows[(row.path, row.target)] = row
+        cells = [line[a:b].strip() for a, b in zip(starts, starts[1:] + [None])]  # type: ignore[operator]
+        site, path_cell, _, expect_cell, result, target, observed, latency, detail = cells
+        if path_cell:
+            path, expect = path_cell, expect_cell.split()[0] if expect_cell else ""
+            continue
+        words = detail.split()
+        reason = words[0].rstrip(":") if words else ""
+        rows[(path, target)] = CheckRow(path, target, expect, observed, latency, reason, result)
     return rows
 
 
