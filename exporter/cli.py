@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from . import __version__
 from .catalog import CATALOG, CatalogPath, Require, Role, paths_for
 from .config import Config, ConfigError, load_config
-from .explain import Explanation, explain_site_paths, impact_of, verdict_tuples
+from .explain import Explanation, explain_verdicts
 from .explain import as_markdown as explain_markdown
 from .explain import as_text as explain_text
 from .listen import ListenAddress, parse_listen_address
@@ -302,7 +302,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     outcomes: list[Outcome] = _run(run(), args.event_loop)  # type: ignore[arg-type]
     verdicts = verdicts_of(outcomes, plan.required)
     all_met = all(v.met is True for v in verdicts)
-    explained = explain_site_paths(config, args.vantage, verdict_tuples(verdicts))
+    explained = explain_verdicts(config, verdicts)
     if args.output == "json":
         print(json.dumps({"vantage": args.vantage, "checked_at": _utc_now(), "ok": all_met,
                           "paths": _paths_json(config, verdicts, explained),
@@ -339,7 +339,7 @@ def _paths_json(config: Config, verdicts: Sequence[PathVerdict],
         out.append({
             "site": v.site, "path": v.path, "title": path.title if path else v.path,
             "required": v.required, "expect": v.expect.value, "require": v.require.value,
-            "met": v.met, "state": v.state, "summary": v.summary, "impact": impact_of(path) if path else "",
+            "met": v.met, "state": v.state, "summary": v.summary, "impact": path.impact if path else "",
             "targets": [{"host": c.target.host, "port": c.port, "met": c.met, "observed": c.observed,
                          "reason": c.result.reason.value if c.result and c.result.reason and not c.result.up
                          else None} for c in v.checks],

@@ -17,8 +17,8 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .catalog import BY_ID, Require
-from .config import Config, SitePath
+from .catalog import Require
+from .config import Config
 from .probers.base import ProbeResult, ProbeTarget
 from .scrape import Outcome
 from .verdict import PathVerdict, verdicts_of
@@ -408,55 +408,37 @@ def target_facts(target: ProbeTarget, result: ProbeResult | None, met: bool | No
     )
 
 
-Check = tuple[ProbeTarget, "ProbeResult | None", "bool | None"]  # a target, its result, whether it meets
-
-
-def explain_site_paths(
-    config: Config, vantage: str, verdicts: Iterable[tuple[str, str, bool | None, Sequence[Check]]], *,
-    pick: Callable[[str], str | None] = kernel_source_address,
+def explain_verdicts(
+    config: Config, verdicts: Iterable[PathVerdict], *, pick: Callable[[str], str | None] = kernel_source_address,
 ) -> dict[tuple[str, str], Explanation]:
-    """The explanation of every path that fails, keyed by (site, path). ``verdicts`` are
-    (site, path, met, checks) of one vantage; the hosts some probe reached count as up."""
+    """The explanation of every path whose verdict is not met, keyed by (site, path); the
+    hosts some probe of the same vantage reached count as up."""
     verdicts = list(verdicts)
     answering: dict[str, set[str]] = {}
-    for site_name, _, _, checks in verdicts:
-        answering.setdefault(site_name, set()).update(
-            t.host for t, r, _ in checks if r is not None and r.address is not None)
+    for v in verdicts:
+        answering.setdefault(v.site, set()).update(
+            c.target.host for c in v.checks if c.result is not None and c.result.address is not None)
     source = str(config.defaults.source_address) if config.defaults.source_address else None
     found: dict[tuple[str, str], Explanation] = {}
-    for site_name, path_id, met, checks in verdicts:
-        site = config.site(site_name)
-        path = next((p for p in site.paths if p.id == path_id), None) if site is not None else None
-        if site is None or path is None or met is True or not checks:
+    for v in verdicts:
+        site = config.site(v.site)
+        path = next((p for p in site.paths if p.id == v.path), None) if site is not None else None
+        if site is None or path is None or v.met is True:
             continue
         facts = PathFacts(
-            site=site_name, vantage=vantage, path=path_id, title=path.title, impact=impact_of(path),
-            expect=path.expect.value, required=path.required, prober=path.prober, met=met,
-            targets=tuple(target_facts(t, r, m, source_address=source, pick=pick) for t, r, m in checks),
+            site=v.site, vantage=v.vantage, path=v.path, title=path.title, impact=path.impact,
+            expect=path.expect.value, required=path.required, prober=path.prober, met=v.met,
+            targets=tuple(target_facts(c.target, c.result, c.met, source_address=source, pick=pick)
+                          for c in v.checks),
             site_hosts={role.value: host for role, host in site.hosts.items()},
-            hosts_answering=frozenset(answering.get(site_name, ())), require_any=path.require is Require.ANY,
+            hosts_answering=frozenset(answering.get(v.site, ())), require_any=v.require is Require.ANY,
         )
         explanation = explain(facts)
         if explanation is not None:
-            found[(site_name, path_id)] = explanation
+            found[(v.site, v.path)] = explanation
     return found
 
 
-def verdict_tuples(verdicts: Iterable[PathVerdict]) -> list[tuple[str, str, bool | None, list[Check]]]:
-    """(site, path, met, checks) of path verdicts (verdict.py), as explain_site_paths takes them."""
-    return [(v.site, v.path, v.met, [(c.target, c.result, c.met) for c in v.checks]) for v in verdicts]
-
-
-def outcome_verdicts(outcomes: Sequence[Outcome]) -> list[tuple[str, str, bool | None, list[Check]]]:
-    """(site, path, met, checks) per path of these outcomes, judged by verdict.py."""
-    return verdict_tuples(verdicts_of(outcomes))
-
-
-def explain_outcomes(config: Config, vantage: str, outcomes: Sequence[Outcome]) -> dict[tuple[str, str], Explanation]:
+def explain_outcomes(config: Config, outcomes: Sequence[Outcome]) -> dict[tuple[str, str], Explanation]:
     """The explanations of the failing paths among one vantage's outcomes."""
-    return explain_site_paths(config, vantage, outcome_verdicts(outcomes))
-
-
-def impact_of(path: SitePath) -> str:
-    """What breaks for the library when the path is closed (catalog or config ``impact``)."""
-    return path.impact
+    return explain_verdicts(config, verdicts_of(outcomes))

@@ -223,6 +223,28 @@ class ProbeCollector(Collector):
         yield verdicts
 
 
+EXPLANATION_LABELS = ("site", "vantage", "path", "impact", "diagnosis")
+
+
+class ExplanationCollector(Collector):
+    """``illiad_path_explanation_info``: for each path that fails its expectation in the latest
+    results, what it breaks for the library and what the probes saw, in words, so an alert's
+    description can quote them (a ``query`` on site, vantage and path). Absent for paths that
+    meet their expectation. ``explanations`` yields label values in EXPLANATION_LABELS order."""
+
+    def __init__(self, explanations: Callable[[], Iterable[tuple[str, str, str, str, str]]]) -> None:
+        self.explanations = explanations
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "illiad_path_explanation_info",
+            "Impact and diagnosis of a path failing its expectation, from the latest probe results (cached).",
+            labels=list(EXPLANATION_LABELS))
+        for values in self.explanations():
+            family.add_metric(list(values), 1.0)
+        yield family
+
+
 class StaticCollector(Collector):
     """Yields families built elsewhere (used to put a few self metrics in a registry)."""
 

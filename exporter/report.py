@@ -140,9 +140,8 @@ def as_markdown(matrix: Matrix, *, now: float) -> str:
     for run, entry in failures:
         e = _explanation(entry)
         need = "required" if entry.get("required") else "optional"
-        out += [f"### {_md(entry['path'])} ({need}) from {_md(run.label)}, site {_md(entry['site'])}", ""]
-        if entry.get("title"):
-            out += [_md(entry["title"]), ""]
+        title = f": {entry['title']}" if entry.get("title") else ""
+        out += [f"### {_md(entry['path'])} ({need}) from {_md(run.label)}, site {_md(entry['site'])}{_md(title)}", ""]
         out += [f"**Impact:** {_md(e.get('impact') or entry.get('impact') or '(none recorded)')}", ""]
         for d in e.get("diagnosis", []):
             out.append(f"- **{_md(d['reason'])}** `{_md(d['target'])}`: {_md(d['text'])}")
@@ -248,7 +247,8 @@ def as_html(matrix: Matrix, *, now: float) -> str:
         sections.append(
             f'<section class="failure" data-site="{_e(entry["site"])}" data-path="{_e(entry["path"])}" '
             f'data-vantage="{_e(run.label)}"><h3>{_e(entry["path"])} ({need}) from {_e(run.label)}, site '
-            f'{_e(entry["site"])}</h3>{explanation_html(entry, open_rules=True)}</section>')
+            f'{_e(entry["site"])}{_e(": " + entry["title"] if entry.get("title") else "")}</h3>'
+            f"{explanation_html(entry, open_rules=True)}</section>")
     explanations = f"<h2>What failed, what it breaks, and the rule to ask for</h2>{''.join(sections)}" if sections else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

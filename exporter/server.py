@@ -12,7 +12,6 @@ from aiohttp import web
 
 from . import __version__, statuspage
 from .adhoc import ProbeRequestRefused, adhoc_target, check_parameters
-from .explain import explain_outcomes
 from .exposition import outcomes_response, registry_response
 from .listen import ListenAddress
 from .metrics import ProbeCollector
@@ -120,8 +119,7 @@ async def handle_index(request: web.Request) -> web.Response:
         targets_by_site=snapshot.plan.by_site, outcomes_by_site=state.last_outcomes, vantage=state.vantage.value,
         version=__version__, now=time.time(), reload_error=state.last_reload_error,
         required=snapshot.plan.required, impact=snapshot.plan.impact,
-        explanations=explain_outcomes(snapshot.config, state.vantage.value,
-                                      [o for outcomes in state.last_outcomes.values() for o in outcomes]),
+        explanations=state.explanations(),
     )
     return web.Response(text=page, content_type="text/html", headers={"Content-Security-Policy": STATUS_PAGE_CSP})
 

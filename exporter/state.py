@@ -11,7 +11,7 @@ import gc
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +21,9 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from . import __version__
 from .catalog import Role
 from .config import Config, ConfigError, load_config
+from .explain import Explanation, explain_outcomes
 from .gcpause import CollectionPause
-from .metrics import SelfMetrics
+from .metrics import ExplanationCollector, SelfMetrics
 from .plan import Plan, build_plan
 from .probers import ProbeTarget
 from .scrape import Outcome, run_all
@@ -59,6 +60,18 @@ class ExporterState:
         GCCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.metrics = SelfMetrics(self.registry, version=__version__, vantage=vantage.value)
+        self.registry.register(ExplanationCollector(self._explanation_labels))
+
+    def explanations(self) -> dict[tuple[str, str], Explanation]:
+        """The explanations of the paths failing in the latest results, by (site, path)."""
+        if self.snapshot is None:
+            return {}
+        latest = [o for outcomes in self.last_outcomes.values() for o in outcomes]
+        return explain_outcomes(self.snapshot.config, latest)
+
+    def _explanation_labels(self) -> Iterator[tuple[str, str, str, str, str]]:
+        for e in self.explanations().values():
+            yield e.site, e.vantage, e.path, e.impact, " ".join(d.text for d in e.diagnoses)
 
     # -- config ---------------------------------------------------------------------------
 

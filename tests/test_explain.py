@@ -293,3 +293,48 @@ sites:
     assert "### sql (required) from web_server, site main-library: ILLiad database (SQL Server)" in text
     assert f"```\nallow TCP from 127.0.0.1 to 127.0.0.1 port {closed}\n```" in text
     assert "```powershell\nNew-NetFirewallRule -DisplayName \"ILLiad sql from 127.0.0.1\"" in text
+
+
+def test_the_runbook_has_a_section_per_catalog_path_quoting_its_impact() -> None:
+    from illiad_exporter.catalog import CATALOG
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "runbooks.md").read_text()
+    paths_part = text.split("\n# Paths\n", 1)[1]
+    sections = {chunk.split("\n", 1)[0]: chunk for chunk in paths_part.split("\n### Path: ")[1:]}
+    assert list(sections) == [p.id for p in CATALOG]
+    for path in CATALOG:
+        assert f"**Impact:** {path.impact}\n" in sections[path.id], path.id
+
+
+def test_metrics_carry_the_impact_and_diagnosis_of_each_failing_path_for_the_alerts(tmp_path: Path) -> None:
+    closed = free_port()
+    config = tmp_path / "c.yml"
+    config.write_text(f"""
+defaults: {{timeout: 2s, system_resolver: false, hosts: {{sql.test: [127.0.0.1], web.test: [127.0.0.1]}}}}
+sites:
+  - name: main-library
+    hosts: {{web_server: web.test, sql_server: sql.test}}
+    paths:
+      sql: {{port: {closed}, prober: tcp}}
+      oclc_webservices: {{enabled: false}}
+      atlas_update: {{enabled: false}}
+      article_exchange: {{enabled: false}}
+""")
+
+    async def scenario() -> str:
+        async with running(config) as (url, _):
+            return (await get(url + "/metrics"))[1]
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = asyncio.run(scenario())
+    found = [s.labels for f in text_string_to_metric_families(text) for s in f.samples
+             if s.name == "illiad_path_explanation_info"]
+    from illiad_exporter.catalog import BY_ID
+
+    assert found == [{
+        "site": "main-library", "vantage": "web_server", "path": "sql", "impact": BY_ID["sql"].impact,
+        "diagnosis": f"sql.test (127.0.0.1) port {closed} refused the connection from 127.0.0.1 (TCP reset): nothing "
+                     f"listens on port {closed}, or a host firewall rejects it. Check that the service runs on "
+                     f"sql.test and listens on {closed}, then the firewall of sql.test.",
+    }]

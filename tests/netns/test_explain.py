@@ -18,6 +18,8 @@ import pytest
 import trustme
 from cryptography import x509
 
+from illiad_exporter.catalog import BY_ID
+
 from ..peers import need_binary, nginx_argv
 from ..test_statuspage import ARTIFACTS, chromium
 from .lab import VANTAGES, Lab, NetnsPeer
@@ -76,7 +78,7 @@ def test_sql_closed_to_the_web_server_is_diagnosed_as_the_wire_showed_it_with_th
     assert rc == 1, output
     block = explained(output, "sql")
     assert block[0] == "sql (required) from web_server, site main-library: ILLiad database (SQL Server)"
-    assert block[1].startswith("Impact: "), block
+    assert block[1] == f"Impact: {BY_ID['sql'].impact}"
     assert block[2:] == [
         f"Diagnosis ({reason}): {diagnosis}",
         f"Network rule: allow TCP from {WEB} to {SQL} port 1433",
