@@ -46,7 +46,7 @@ def _add_common(parser: argparse.ArgumentParser, *, vantage: bool) -> None:
         parser.add_argument(
             "--event-loop", dest="event_loop", choices=["auto", "uvloop", "asyncio"],
             default=os.environ.get("ILLIAD_EXPORTER_EVENT_LOOP", "auto"),
-            help="auto: uvloop when installed (pip install illiad-port-exporter[fast]), else asyncio's own",
+            help="auto: uvloop when installed (the [fast] extra, or pip install uvloop), else asyncio's own",
         )
     parser.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
@@ -199,7 +199,7 @@ def _run(coro: object, event_loop: str = "auto") -> int:
         except ImportError:
             if event_loop == "uvloop":
                 raise SystemExit("error: --event-loop uvloop, but uvloop is not installed "
-                                 "(pip install illiad-port-exporter[fast])") from None
+                                 "(the [fast] extra, or pip install uvloop)") from None
         else:
             return uvloop.run(coro)  # type: ignore[no-any-return]
     return asyncio.run(coro)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ the wheel itself."""
 from __future__ import annotations
 
 import email
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -26,7 +27,13 @@ SHIPPED = sorted(
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The wheel pip builds from the checkout, and the build's output."""
     out = tmp_path_factory.mktemp("wheel")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(out), str(REPO)],
+    # from a copy of what the image build copies (.dockerignore): no stale build/ of a checkout
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, source / name)
+    for name in ("exporter", "alerts", "grafana", "examples"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(out), str(source)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (built,) = out.glob("*.whl")
