@@ -435,3 +435,10 @@ class SelfMetrics:
         )
         for cause in NotRun:  # every series exists before the first shortage
             self.not_run.labels(cause.value)
+        # On /metrics in both scrape patterns (with probe_on_metrics: false too), so "this
+        # exporter has nothing to probe" is told apart from "this scrape probes nothing".
+        self.planned_targets = Gauge(
+            "illiad_exporter_planned_targets",
+            "Targets the loaded config gives this exporter to probe (its vantage and shard).",
+            registry=registry,
+        )

@@ -95,6 +95,7 @@ class ExporterState:
         self.last_reload_error = ""
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(snapshot.loaded_at)
+        self.metrics.planned_targets.set(len(snapshot.plan))
         if snapshot.config.exporter.max_concurrency != self._limit:  # probes in flight keep their slots
             self._limit = snapshot.config.exporter.max_concurrency
             self._limiter = asyncio.Semaphore(self._limit)

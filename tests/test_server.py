@@ -181,10 +181,13 @@ def test_metrics_probes_nothing_when_sites_are_scraped_through_probe(tmp_path, s
     config.write_text(config.read_text().replace("defaults:", "exporter: {probe_on_metrics: false}\ndefaults:"))
 
     async def scenario():
-        async with running(config) as (url, _):
+        async with running(config) as (url, state):
             _, text = await get(url + "/metrics")
             assert samples(text, "illiad_port_up") == {}
             assert value(text, "illiad_exporter_build_info") == 1.0
+            # what the config plans is still told, for IlliadExporterProbesNothing
+            planned = len(state.snapshot.plan)  # type: ignore[union-attr]
+            assert planned >= 1 and value(text, "illiad_exporter_planned_targets") == planned
             _, text = await get(url + "/probe", params={"site": "lib"})
             assert value(text, "illiad_port_up", path="sql") == 1.0
 
