@@ -1,6 +1,7 @@
 """The Grafana dashboard's structure: importable into any Grafana with any Prometheus data
-source, filtered by site and vantage. Its queries run against a real Prometheus in
-test_e2e_alerting."""
+source, filtered by site and vantage, and showing the vendor's checklist by the path verdict.
+Its queries run against a real Prometheus in test_e2e_alerting (every query returns data, the
+checklist cells, the failing lists and the targets table hold what the paths' state says)."""
 
 from __future__ import annotations
 
@@ -72,14 +73,98 @@ def test_every_panel_and_query_uses_the_datasource_variable_and_no_fixed_uid():
         assert ref == DATASOURCE, f"a fixed data source: {ref}"
 
 
+# The exporter-health panels keep a target unless it is known to serve only other vantages or
+# sites (a dead exporter says nothing of either and must stay listed).
+EXPORTER_FILTER = re.compile(
+    r'unless on \(job, instance\) \(\s*illiad_exporter_vantage_info\{vantage!~"\$vantage"\}\s*or\s*'
+    r'\(count by \(job, instance\) \(illiad_path_info\) unless on \(job, instance\) '
+    r'illiad_path_info\{site=~"\$site", vantage=~"\$vantage"\}\)\s*\)')
+
+
 def test_path_queries_follow_the_site_and_vantage_variables():
+    """Every selector of a path series (and of ALERTS) filters by both variables; the only bare
+    one is inside the exporter filter."""
     checked = 0
     for panel in panels(board()["panels"]):
         for target in panel.get("targets", []):
-            for name, labels in re.findall(r"(illiad_(?:port|probe|path|tls)[\w:]*)(\{[^}]*\})?", target["expr"]):
+            expr = EXPORTER_FILTER.sub("", target["expr"])
+            for name, labels in re.findall(r"(illiad_(?:port|probe|path|tls)[\w:]*|ALERTS)(\{[^}]*\})?", expr):
                 assert 'site=~"$site"' in labels and 'vantage=~"$vantage"' in labels, (panel["title"], name)
                 checked += 1
-    assert checked >= 10
+    assert checked >= 25
+
+
+def test_every_panel_honours_site_and_vantage():
+    """Each query names both variables, but the extra columns of the Exporters table, whose
+    rows are kept only where its first (filtered) query has a value."""
+    for panel in panels(board()["panels"]):
+        kept_by_first = any(t["id"] == "filterByValue" for t in panel.get("transformations", []))
+        for n, target in enumerate(panel.get("targets", [])):
+            if kept_by_first and n > 0:
+                continue
+            assert "$site" in target["expr"] and "$vantage" in target["expr"], (panel["title"], target["refId"])
+
+
+CHECKLIST = [("SQL Server", "sql"), ("Odyssey in", "odyssey"), ("Odyssey out", "odyssey_outbound"),
+             ("OCLC web services", "oclc_webservices"), ("Vendor update", "atlas_update"),
+             ("Article Exchange", "article_exchange")]
+
+
+def test_the_top_row_is_the_checklist_one_cell_per_vantage_coloured_by_the_path_verdict():
+    top = sorted((p for p in board()["panels"] if p["gridPos"]["y"] <= 1), key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    assert top[0]["type"] == "row"
+    cells = top[1:]
+    assert [(p["title"], p["type"]) for p in cells] == [(title, "stat") for title, _ in CHECKLIST]
+    assert sum(p["gridPos"]["w"] for p in cells) == 24
+    for panel, (_, path) in zip(cells, CHECKLIST):
+        (target,) = panel["targets"]
+        assert target["legendFormat"] == "{{vantage}}" and target.get("instant")
+        expr = target["expr"]
+        assert f'path=~"{path}"' in expr and "illiad_path_expectation_met" in expr
+        assert expr.count("min by (vantage)") == 2, "one cell per vantage: the worst of the selected sites"
+        assert 'required="true"' in expr and '2 + min by (vantage)' in expr and 'required="false"' in expr
+        mapping = panel["fieldConfig"]["defaults"]["mappings"][0]["options"]
+        assert {value: (m["text"], m["color"]) for value, m in mapping.items()} == {
+            "1": ("OK", "green"), "0": ("FAIL", "red"), "3": ("OK (optional)", "green"),
+            "2": ("FAIL (optional)", "orange")}
+        assert panel["options"]["colorMode"] == "background"
+
+
+def test_paths_are_judged_by_the_verdict_so_a_path_closed_as_expected_never_shows_failing():
+    """illiad_port_up is nowhere (a closed path is up 0); the lists of failures are the path
+    verdict or targets whose expectation is not met; reasons are only read at 1."""
+    text = DASHBOARD.read_text()
+    assert "illiad_port_up" not in text
+    exprs = {(p["title"], t["refId"]): t["expr"] for p in panels(board()["panels"]) for t in p.get("targets", [])}
+    assert exprs["Paths failing now", "A"].startswith("illiad_path_expectation_met{") and exprs["Paths failing now", "A"].endswith("== 0")
+    targets_failing = exprs["Targets not as expected, with the reason", "A"]
+    assert "illiad_probe_failure_reason" in targets_failing and "illiad_port_expectation_met" in targets_failing
+    assert re.search(r"illiad_port_expectation_met\{[^}]*\} == 0\)", targets_failing)
+    for key, expr in exprs.items():
+        for match in re.finditer(r"illiad_probe_failure_reason\{[^}]*\}", expr):
+            assert expr[match.end():].lstrip().startswith("== 1"), key
+    for title in ("Path matrix", "Path state over time", "Paths not as expected", "Paths probed"):
+        assert all("illiad_path_expectation_met" in e for (t, _), e in exprs.items() if t == title), title
+
+
+def test_required_and_optional_paths_are_told_apart():
+    by_title = {p["title"]: p for p in panels(board()["panels"])}
+    matrix = by_title["Path matrix"]
+    assert 'required="true"' in matrix["targets"][0]["expr"] and 'required="false"' in matrix["targets"][0]["expr"]
+    texts = {m["text"] for m in matrix["fieldConfig"]["defaults"]["mappings"][0]["options"].values()}
+    assert texts == {"OK", "FAIL", "OK (optional)", "FAIL (optional)"}
+    assert [t["legendFormat"] for t in by_title["Paths not as expected"]["targets"]] == ["required", "optional"]
+    assert "required" in by_title["Paths failing now"]["transformations"][0]["options"]["indexByName"]
+
+
+def test_the_targets_of_a_path_are_shown_one_row_per_host_and_port():
+    """1433 and 1344, two RDP hosts, each Odyssey partner: never merged into one cell."""
+    by_title = {p["title"]: p for p in panels(board()["panels"])}
+    for title in ("Targets", "Targets not as expected, with the reason"):
+        for target in by_title[title]["targets"]:
+            assert " by (" not in target["expr"], "no aggregation that drops host or port"
+        order = by_title[title]["transformations"][-1]["options"]["indexByName"]
+        assert order["host"] < order["port"] < 6
 
 
 def test_panels_have_unique_ids_and_sit_on_the_grid_without_overlapping():
@@ -96,15 +181,17 @@ def test_panels_have_unique_ids_and_sit_on_the_grid_without_overlapping():
 
 
 def test_the_dashboard_shows_what_the_issue_asks_for():
-    """Path matrix, latency, certificate expiry, failure reasons, alerts, exporter health."""
+    """Checklist, path matrix, targets, latency, certificate expiry, failure reasons, alerts,
+    exporter health."""
     exprs = {p["title"]: " ".join(t["expr"] for t in p.get("targets", [])) for p in panels(board()["panels"])}
-    matrix = exprs["Path matrix"]
-    assert "illiad_port_up" in matrix and "illiad_port_expectation_met" in matrix and "vantage" in matrix
+    assert "illiad_path_expectation_met" in exprs["Path matrix"] and "vantage" in exprs["Path matrix"]
+    assert "illiad_port_expectation_met" in exprs["Targets"]
     assert "illiad_port_latency_seconds" in exprs["Connect latency"]
     assert "illiad_tls_cert_expiry" in exprs["Certificate expiry"]
     assert "illiad_probe_failure_reason" in exprs["Failure reasons"]
     assert "ALERTS" in exprs["Illiad alerts firing"]
     assert "job_instance:illiad_exporter:up" in exprs["Exporters"]
+    assert "illiad_exporter_planned_targets" in exprs["Exporters"]
 
 
 def test_recorded_series_the_dashboard_uses_are_recorded_by_the_bundled_rules():
