@@ -25,7 +25,7 @@ SEVERITIES = {"critical", "warning", "info"}
 PATH_GROUPS = {"illiad-ports.paths", "illiad-ports.tls"}
 # The path alerts judged by the path verdict, and the exporter-health group.
 VERDICT = "illiad_path_expectation_met"
-EXPORTER_GROUP = "illiad-ports.exporter"
+EXPORTER_GROUPS = ("illiad-ports.exporter", "illiad-ports.exporter-capacity")
 
 
 def alert_rules() -> list[tuple[str, dict]]:
@@ -105,7 +105,7 @@ def test_each_alert_is_named_labelled_and_annotated_for_an_operator(group, rule)
     assert notes["runbook_url"] == RUNBOOK_BASE + name.lower()
     assert "for" in rule, f"{name} has no for: a single failed probe would notify"
     # The exporter's own health is its owner's business, not the library's.
-    assert (rule["labels"].get("owner") == "exporter") == (group == EXPORTER_GROUP), name
+    assert (rule["labels"].get("owner") == "exporter") == (group in EXPORTER_GROUPS), name
 
 
 def _rule_texts() -> list[tuple[str, str]]:
@@ -255,7 +255,7 @@ def test_amtool_accepts_the_example_alertmanager_config():
     amtool = need_binary("amtool", "prometheus-alertmanager")
     done = run([amtool, "check-config", str(ALERTMANAGER_EXAMPLE)])
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS" in done.stdout and "3 inhibit rules" in done.stdout
+    assert "SUCCESS" in done.stdout and "4 inhibit rules" in done.stdout
 
 
 def _routed(*labels: str) -> str:
@@ -269,7 +269,7 @@ def _routed(*labels: str) -> str:
                                                ("info", "illiad-chat")])
 def test_the_example_routes_critical_to_the_pager_and_warnings_to_a_ticket(severity, receiver):
     names = sorted({rule["alert"] for group, rule in alert_rules()
-                    if rule["labels"]["severity"] == severity and group != EXPORTER_GROUP})
+                    if rule["labels"]["severity"] == severity and group not in EXPORTER_GROUPS})
     assert names
     for name in names:
         assert _routed(f"alertname={name}", f"severity={severity}", "site=main-library") == receiver, name
@@ -279,7 +279,7 @@ def test_the_example_routes_critical_to_the_pager_and_warnings_to_a_ticket(sever
                                                ("warning", "illiad-exporter-owner")])
 def test_the_example_sends_the_exporters_own_health_to_its_owner_not_the_library(severity, receiver):
     names = sorted({rule["alert"] for group, rule in alert_rules()
-                    if rule["labels"]["severity"] == severity and group == EXPORTER_GROUP})
+                    if rule["labels"]["severity"] == severity and group in EXPORTER_GROUPS})
     assert names
     for name in names:
         assert _routed(f"alertname={name}", f"severity={severity}", "owner=exporter", "job=illiad-ports",

@@ -507,9 +507,10 @@ async def check_dashboard_shows_the_verdict(api: PromAPI, *, sql_ports: set[int]
 
 def test_the_example_inhibitions_hold_back_alerts_under_a_dead_exporter_and_flapping_under_an_outage(tmp_path):
     """Alerts posted straight to a real Alertmanager running the example config: the path
-    alerts of a dead exporter, a path's flapping alert while the same path is down, and a
-    certificate's warning under its critical are suppressed and never notified; the others
-    go out, a host being unreachable holding back none of them."""
+    alerts of a dead exporter, a path's flapping alert while the same path is down, the
+    per-target view of an exporter shortage its counter already reports, and a certificate's
+    warning under its critical are suppressed and never notified; the others go out, a host
+    being unreachable holding back none of them."""
     alertmanager = need_binary("prometheus-alertmanager", "prometheus-alertmanager")
     am_port = free_port()
     webhook = Webhook()
@@ -529,12 +530,16 @@ def test_the_example_inhibitions_hold_back_alerts_under_a_dead_exporter_and_flap
                              "required": "true"},
         "its-open-rdp": {"alertname": "IlliadClosedPathOpen", "severity": "critical", **site, "path": "rdp",
                          "required": "false"},
+        "cannot-run": {"alertname": "IlliadExporterCannotRunProbes", "severity": "critical", "owner": "exporter",
+                       "job": "illiad-sites", "instance": "law-library", "cause": "no_slot"},
+        "probe-failing": {"alertname": "IlliadExporterProbeFailing", "severity": "critical", "owner": "exporter",
+                          "job": "illiad-sites", "instance": "law-library"},
         "cert-7d": {"alertname": "IlliadTlsCertExpiring", "severity": "critical", **site, "path": "web_https",
                     "host": "illiad.example.edu", "port": "443", "expect": "open"},
         "cert-21d": {"alertname": "IlliadTlsCertExpiring", "severity": "warning", **site, "path": "web_https",
                      "host": "illiad.example.edu", "port": "443", "expect": "open"},
     }
-    suppressed = {"its-sql", "its-web-flapping", "cert-21d"}
+    suppressed = {"its-sql", "its-web-flapping", "probe-failing", "cert-21d"}
 
     async def scenario() -> None:
         async with webhook.serving() as webhook_port:
