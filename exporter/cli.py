@@ -464,7 +464,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         for row in rows:
             print("| " + " | ".join(row[k].replace("|", "\\|") for k in keys) + " |")
     else:
-        keys = ["id", "routes", "ports", "prober", "need", "expect", "default"]
+        keys = ["id", "routes", "ports", "prober", "need", "expect", "require", "default"]
         print(_table([[k.upper() for k in keys]] + [[row[k] for k in keys] for row in rows]))
     return 0
 

@@ -500,10 +500,13 @@ class _Validator:
             self.error(loc + ("ports",), "give port or ports, not both")
             ok = False
         for key, values in (("hosts", given.hosts), ("ports", given.ports)):
+            seen: set[object] = set()
             for index, value in enumerate(values or ()):
-                if value in values[:index]:  # type: ignore[index]
+                same = normalize_host(value) if isinstance(value, str) else value  # names compare without case
+                if same in seen:
                     self.error(loc + (key, index), f"{value} is listed twice")
                     ok = False
+                seen.add(same)
         return ok
 
     def catalog_path(

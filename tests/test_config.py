@@ -220,7 +220,7 @@ def test_bad_hosts_ports_require_and_impact_are_all_reported_with_line_and_key()
     paths:
       sql: {host: db.lab, hosts: [db2.lab], ports: [1433, 1433]}
       odyssey_outbound: {hosts: [], require: some}
-      rdp: {port: 3389, ports: [3389], hosts: [a.lab, a.lab]}
+      rdp: {port: 3389, ports: [3389], hosts: [a.lab, A.lab.]}
     custom:
       - {name: x, from: [web_server], host: a.lab, hosts: [b.lab], port: 1}
       - {name: y, from: [web_server], hosts: [c.lab], role: sql_server, ports: [70000]}
@@ -234,7 +234,7 @@ def test_bad_hosts_ports_require_and_impact_are_all_reported_with_line_and_key()
         "not 0",
         "x.yml:5:37: sites[0].paths.odyssey_outbound.require: Input should be 'all' or 'any'",
         "x.yml:6:25: sites[0].paths.rdp.ports: give port or ports, not both",
-        "x.yml:6:55: sites[0].paths.rdp.hosts[1]: a.lab is listed twice",
+        "x.yml:6:55: sites[0].paths.rdp.hosts[1]: A.lab. is listed twice",
         "x.yml:8:52: sites[0].custom[0].hosts: give host or hosts, not both",
         "x.yml:9:81: sites[0].custom[1].ports[0]: Input should be less than or equal to 65535",
         "x.yml:10:61: sites[0].custom[2].impact: impact is one line of text, at most 300 characters: what breaks "
