@@ -9,6 +9,7 @@ cluster. One shard (the operator's hashmod rules with modulus 1)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 # the operator's camelCase relabeling keys -> Prometheus' own
@@ -40,8 +41,9 @@ def _sharding(label: str) -> list[dict[str, Any]]:
     ]
 
 
-def _http_client(spec: dict[str, Any], secrets: dict[tuple[str, str], str]) -> dict[str, Any]:
-    """basicAuth (Secret references resolved, as the operator does) and tlsConfig."""
+def _http_client(spec: dict[str, Any], secrets: dict[tuple[str, str], str], files: Path | None) -> dict[str, Any]:
+    """basicAuth and tlsConfig, Secret references resolved as the operator does (it writes a
+    referenced CA into a file of the Prometheus pod; here into `files`)."""
     out: dict[str, Any] = {}
     if "basicAuth" in spec:
         auth = spec["basicAuth"]
@@ -52,11 +54,18 @@ def _http_client(spec: dict[str, Any], secrets: dict[tuple[str, str], str]) -> d
         out["tls_config"] = {"insecure_skip_verify": bool(tls.get("insecureSkipVerify", False))}
         if "serverName" in tls:
             out["tls_config"]["server_name"] = tls["serverName"]
+        if "secret" in tls.get("ca", {}):
+            assert files is not None, "a CA from a Secret needs a directory to write it to"
+            ref = tls["ca"]["secret"]
+            path = files / f"{ref['name']}_{ref['key']}"
+            path.write_text(secrets[(ref["name"], ref["key"])])
+            out["tls_config"]["ca_file"] = str(path)
     return out
 
 
 def service_monitor_jobs(monitor: dict[str, Any], service: dict[str, Any], *, address: str, pod: str,
-                         secrets: dict[tuple[str, str], str] | None = None) -> list[dict[str, Any]]:
+                         secrets: dict[tuple[str, str], str] | None = None,
+                         files: Path | None = None) -> list[dict[str, Any]]:
     """One scrape job per endpoint (generateServiceMonitorConfig), the exporter's pod at `address`."""
     namespace = monitor["metadata"]["namespace"]
     selector = monitor["spec"]["selector"]["matchLabels"]
@@ -109,15 +118,15 @@ def service_monitor_jobs(monitor: dict[str, Any], service: dict[str, Any], *, ad
         }
         if "params" in endpoint:
             job["params"] = endpoint["params"]
-        job.update(_http_client(endpoint, secrets or {}))
+        job.update(_http_client(endpoint, secrets or {}, files))
         if endpoint.get("metricRelabelings"):
             job["metric_relabel_configs"] = relabel(endpoint["metricRelabelings"])
         jobs.append(job)
     return jobs
 
 
-def probe_job(probe: dict[str, Any], *, prober_address: str,
-              secrets: dict[tuple[str, str], str] | None = None) -> dict[str, Any]:
+def probe_job(probe: dict[str, Any], *, prober_address: str, secrets: dict[tuple[str, str], str] | None = None,
+              files: Path | None = None) -> dict[str, Any]:
     """generateProbeConfig for static targets; the prober's Service address replaced by
     `prober_address` (no cluster DNS here)."""
     spec = probe["spec"]
@@ -144,7 +153,7 @@ def probe_job(probe: dict[str, Any], *, prober_address: str,
     }
     if spec.get("module"):
         job["params"] = {"module": [spec["module"]]}
-    job.update(_http_client(spec, secrets or {}))
+    job.update(_http_client(spec, secrets or {}, files))
     if spec.get("metricRelabelings"):
         job["metric_relabel_configs"] = relabel(spec["metricRelabelings"])
     return job

@@ -7,9 +7,11 @@ site and path, one sample per scrape, nothing probed through /metrics)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -90,8 +92,12 @@ def test_every_site_is_one_target_and_no_sample_is_doubled(tmp_path: Path, silen
 
     with peer, prom:
         deadline = time.monotonic() + 60
+        counts: dict[tuple[str, ...], float] = {}
         while time.monotonic() < deadline:  # every target scraped a few times
-            counts = by(query(base, "count_over_time(up[1m])"), "job", "instance")
+            try:
+                counts = by(query(base, "count_over_time(up[1m])"), "job", "instance")
+            except urllib.error.HTTPError:  # 503 while its storage starts
+                counts = {}
             if len(counts) == 5 and min(counts.values()) >= 6:
                 break
             time.sleep(1)
@@ -134,3 +140,71 @@ def test_every_site_is_one_target_and_no_sample_is_doubled(tmp_path: Path, silen
             assert ran.returncode == 0, (container["name"], ran.stdout, ran.stderr)
         assert [c["args"][2] for c in test_pod["spec"]["containers"]] == [
             "--path=/metrics", "--path=/probe?site=alpha", "--path=/probe?site=beta"]
+
+
+def test_behind_tls_and_basic_auth_every_site_is_scraped_with_the_secrets_credentials(
+        tmp_path: Path, silent_port: int, refusing_port: int) -> None:
+    """webConfig: the exporter serves TLS with basic auth (the web config the chart mounts);
+    the ServiceMonitor's https scheme, CA and server name, and credentials from the Secrets,
+    as prometheus-operator resolves them, get every site and /metrics scraped; the `helm
+    test` containers, given the same Secret's credentials, pass."""
+    import bcrypt
+    import trustme
+
+    prometheus = need_binary("prometheus", "prometheus")
+    ca = trustme.CA()
+    cert = ca.issue_cert("illiad-exporter")
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    cert.private_key_pem.write_to_path(str(pki / "tls.key"))
+    (pki / "tls.crt").write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    password = "scrape secret"
+    (pki / "web-config.yml").write_text(
+        "tls_server_config: {cert_file: tls.crt, key_file: tls.key}\n"
+        f"basic_auth_users: {{prometheus: '{bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()}'}}\n")
+    secrets = {("illiad-exporter-scrape", "username"): "prometheus", ("illiad-exporter-scrape", "password"): password,
+               ("illiad-exporter-web", "ca.crt"): ca.cert_pem.bytes().decode()}
+    docs = Helm().template({"vantage": "web_server", "config": loopback_config(silent_port, refusing_port),
+                            "webConfig": {"existingSecret": "illiad-exporter-web", "tls": True,
+                                          "scrapeTlsConfig": {"ca": {"secret": {"name": "illiad-exporter-web",
+                                                                                "key": "ca.crt"}},
+                                                              "serverName": "illiad-exporter"},
+                                          "basicAuthSecret": "illiad-exporter-scrape"},
+                            "serviceMonitor": {"enabled": True, "sites": SITES, "selfMetrics": True,
+                                               "interval": "1s", "scrapeTimeout": "1s"}}, release="web")
+    (tmp_path / "illiad.yml").write_text(config_text(docs))
+    peer, _ = exporter(tmp_path / "illiad.yml", tmp_path, "--web.config.file", str(pki / "web-config.yml"),
+                       scheme="https")
+    address = f"127.0.0.1:{peer.port}"
+    jobs = service_monitor_jobs(one(docs, "ServiceMonitor"), one(docs, "Service"), address=address, pod=POD,
+                                secrets=secrets, files=pki)
+    assert {job["scheme"] for job in jobs} == {"https"}
+    prom_dir = tmp_path / "prometheus"
+    prom_dir.mkdir()
+    (prom_dir / "prometheus.yml").write_text(yaml.safe_dump({"scrape_configs": jobs}, sort_keys=False))
+    prom_port = free_port()
+    base = f"http://127.0.0.1:{prom_port}"
+    prom = Peer([prometheus, f"--config.file={prom_dir / 'prometheus.yml'}",
+                 f"--web.listen-address=127.0.0.1:{prom_port}", f"--storage.tsdb.path={prom_dir / 'data'}"],
+                port=prom_port, log=prom_dir / "log")
+    with peer, prom:
+        deadline = time.monotonic() + 60
+        up: dict[tuple[str, ...], float] = {}
+        while time.monotonic() < deadline:
+            try:
+                up = by(query(base, "up"), "instance")
+            except urllib.error.HTTPError:  # 503 while its storage starts
+                up = {}
+            if len(up) == 3 and set(up.values()) == {1.0}:
+                break
+            time.sleep(1)
+        assert up == {("alpha",): 1.0, ("beta",): 1.0, (address,): 1.0}
+        assert by(query(base, "illiad_port_up"), "site", "path") == {("alpha", "sql"): 1.0, ("beta", "sql"): 0.0}
+        credentials = {"ILLIAD_EXPORTER_HEALTHCHECK_USERNAME": "prometheus",
+                       "ILLIAD_EXPORTER_HEALTHCHECK_PASSWORD": password}
+        for container in one(docs, "Pod")["spec"]["containers"]:
+            args = [f"--address={address}" if a.startswith("--address=") else a for a in container["args"]]
+            ran = subprocess.run([sys.executable, "-m", "illiad_exporter", *args], capture_output=True, text=True,
+                                 timeout=60, env={**os.environ, **credentials})
+            assert ran.returncode == 0, (container["name"], ran.stdout, ran.stderr)
+            assert ran.stdout.startswith(f"healthy: https://{address}/")
