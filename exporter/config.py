@@ -111,6 +111,10 @@ class ExporterSettings(_Strict):
     # 1 (a working path has none); "all": every reason per path, 1 for the one that failed
     # and 0 for the others (eleven series per path, the only way before it became an option)
     failure_reasons: Literal["active", "all"] = "active"
+    # the front door (frontdoor.py): clients of the exporter's own HTTP server
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 100  # and at most 1/4 of the descriptor limit
+    header_timeout: Duration = 10.0  # a new connection's first request (and TLS handshake) must arrive by then
+    idle_timeout: Duration = 60.0  # a kept-alive connection waits this long for its next request
 
 
 class PathOverride(_Strict):

@@ -13,6 +13,7 @@ from aiohttp import web
 from . import __version__, statuspage
 from .adhoc import ProbeRequestRefused, adhoc_target, check_parameters
 from .exposition import outcomes_response, registry_response
+from .frontdoor import DoorLimits, FrontDoor
 from .listen import ListenAddress
 from .metrics import ProbeCollector
 from .state import ExporterState
@@ -124,9 +125,14 @@ async def handle_index(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html", headers={"Content-Security-Policy": STATUS_PAGE_CSP})
 
 
-def build_app(state: ExporterState, *, web_config: WebConfig | None = None) -> web.Application:
+def build_app(state: ExporterState, *, web_config: WebConfig | None = None,
+              front_door: FrontDoor | None = None) -> web.Application:
+    # the front door sees every request first (a request waiting for auth is one being served);
     # the web config's auth, rate limit and headers wrap every endpoint, health included
-    app = web.Application(middlewares=[web_config.middleware()] if web_config is not None else [])
+    middlewares = [front_door.middleware()] if front_door is not None else []
+    if web_config is not None:
+        middlewares.append(web_config.middleware())
+    app = web.Application(middlewares=middlewares)
     app[STATE_KEY] = state
     if web_config is not None:
         app[WEB_CONFIG_KEY] = web_config
@@ -150,14 +156,17 @@ class CannotListen(Exception):
 async def serve(state: ExporterState, listen_addresses: Sequence[ListenAddress], *,
                 started: asyncio.Event | None = None, web_config: WebConfig | None = None) -> None:
     """Serve on every address until SIGTERM/SIGINT (or Ctrl-C on Windows); SIGHUP reloads where it exists."""
-    runner = web.AppRunner(build_app(state, web_config=web_config), handle_signals=False, access_log=None)
+    door = FrontDoor(lambda: door_limits(state))
+    runner = web.AppRunner(build_app(state, web_config=web_config, front_door=door), handle_signals=False,
+                           access_log=None)
     await runner.setup()
+    assert runner.server is not None
+    listeners: list[asyncio.AbstractServer] = []
     try:
         for address in listen_addresses:  # each one served, as exporter-toolkit does with a repeated flag
-            site = web.TCPSite(runner, address.host, address.port,
-                               ssl_context=web_config.ssl_context if web_config else None)
             try:
-                await site.start()
+                listeners.append(await door.listen(runner.server, address.host, address.port,
+                                                   ssl_context=web_config.ssl_context if web_config else None))
             except OSError as exc:
                 raise CannotListen(address, exc) from exc
             log.info("listening", extra={"address": str(address), "vantage": state.vantage.value,
@@ -165,7 +174,7 @@ async def serve(state: ExporterState, listen_addresses: Sequence[ListenAddress],
                                          "tls": web_config is not None and web_config.ssl_context is not None,
                                          "basic_auth": web_config is not None and web_config.auth is not None})
     except BaseException:
-        await runner.cleanup()
+        await _stop_serving(listeners, door, runner)
         raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -197,7 +206,21 @@ async def serve(state: ExporterState, listen_addresses: Sequence[ListenAddress],
         await stop.wait()
         log.info("shutting down: no new connections; in-flight scrapes finish by their deadline")
     finally:
-        # aiohttp stops listening, then waits for running handlers; every scrape is bounded
+        # stop listening, then aiohttp waits for running handlers; every scrape is bounded
         # by its deadline, so this ends by the longest probe timeout.
-        await runner.cleanup()
+        await _stop_serving(listeners, door, runner)
         log.info("stopped")
+
+
+async def _stop_serving(listeners: Sequence[asyncio.AbstractServer], door: FrontDoor, runner: web.AppRunner) -> None:
+    for listener in listeners:
+        listener.close()
+    await door.close()
+    await runner.cleanup()
+
+
+def door_limits(state: ExporterState) -> DoorLimits:
+    """The front door's limits from the running config (a reload changes them)."""
+    assert state.snapshot is not None
+    settings = state.snapshot.config.exporter
+    return DoorLimits(settings.max_connections, settings.header_timeout, settings.idle_timeout)
