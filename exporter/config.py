@@ -8,6 +8,7 @@ is validated on its own so that one bad site does not hide the errors of the nex
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydantic import IPvAnyAddress, PlainValidator, field_validator
 
 from .allowlist import ProbeAllow, normalize_host
 from .catalog import BY_ID, CatalogPath, Expect, HostTarget, Require, Role, RoleTarget, SiteTarget
+from .files import read_bounded
 from .probers import PROBERS, ProberOptions
 from .shard import Shard, parse_shard
 
@@ -115,6 +117,8 @@ class ExporterSettings(_Strict):
     max_connections: Annotated[int, Field(ge=1, le=100_000)] = 100  # and at most 1/4 of the descriptor limit
     header_timeout: Duration = 10.0  # a new connection's first request (and TLS handshake) must arrive by then
     idle_timeout: Duration = 60.0  # a kept-alive connection waits this long for its next request
+    # a reload (SIGHUP, POST /-/reload) that takes longer fails, and the running config stays
+    reload_timeout: Duration = 30.0
 
 
 class PathOverride(_Strict):
@@ -270,14 +274,33 @@ class _Positions:
         return (0, 0)
 
 
+class LoadInterrupted(Exception):
+    """A load stopped by its deadline (exporter.reload_timeout)."""
+
+
 class _Builder:
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, *, deadline: float | None = None) -> None:
         self.file = file
         self.positions = _Positions()
         self.issues: list[ConfigIssue] = []
         self._scalars = yaml.SafeLoader("")  # only its scalar constructors are used
+        self.nodes = 0
+        self.deadline = deadline
+        self._built: set[int] = set()  # ids of the nodes built once: building one again is an alias
+        self._again = 0
 
     def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self.nodes += 1
+        if id(node) in self._built:  # an alias expands to a copy of its whole tree, every time
+            self._again += 1
+            if self._again > MAX_ALIAS_NODES:
+                raise ConfigError([ConfigIssue(
+                    self.file, node.start_mark.line + 1, node.start_mark.column + 1, "",
+                    f"aliases expand to more than {MAX_ALIAS_NODES} values: refused, as an alias bomb would be")])
+        else:
+            self._built.add(id(node))
+        if self.nodes % 2048 == 0:
+            checkpoint(self.deadline)
         self.positions.marks.setdefault(loc, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
@@ -311,18 +334,42 @@ _TOP_LEVEL = ("defaults", "exporter", "sites")
 EXTRA_SECTIONS: dict[str, type[BaseModel]] = {"probe_allow": ProbeAllow}
 
 
+# Bounds on what a config file may cost to load. A 600-byte YAML alias bomb or a 50 MB file
+# once took gigabytes and most of a minute; a FIFO at the config path hung every reload.
+# 10,000 paths (more than one exporter should probe, see Scaling out) take about 0.7 MB and
+# 150,000 YAML nodes.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+MAX_YAML_NODES = 500_000  # values in the file
+MAX_ALIAS_NODES = 20_000  # values built again because an alias names them: refuses alias bombs
+MAX_ISSUES = 100  # errors reported at once; past that, the rest is summarised
+# Characters of which a YAML node needs at least one (a separator, an indicator): more of
+# them than MAX_YAML_NODES allows, and the text is refused before it is parsed.
+_NODE_MARKS = ",\n:-[{"
+
+
 def read_text(path: str | Path, what: str = "config") -> str:
     """The file's text, or a ConfigError naming the file and why it cannot be read."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return read_bounded(path, MAX_CONFIG_BYTES).decode("utf-8")
     except OSError as exc:
         raise ConfigError([ConfigIssue(str(path), 0, 0, "", f"cannot read {what}: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigIssue(str(path), 0, 0, "", f"{what} is not UTF-8 text: {exc.reason}")]) from None
 
 
-def load_config(path: str | Path) -> Config:
-    return parse_config(read_text(path), str(path))
+def load_config(path: str | Path, *, deadline: float | None = None) -> Config:
+    """Read and validate a config file. ``deadline`` (time.monotonic()) bounds the work:
+    past it the load stops with LoadInterrupted."""
+    return parse_config(read_text(path), str(path), deadline=deadline)
+
+
+def checkpoint(deadline: float | None) -> None:
+    """Called every so often by a long load: stop past ``deadline``; and give the event loop
+    the interpreter for a moment, so a reload in a worker thread slows no scrape much."""
+    if deadline is not None:
+        if time.monotonic() > deadline:
+            raise LoadInterrupted("the config took too long to load (exporter.reload_timeout)")
+        time.sleep(0.0005)  # releases the GIL: the loop's waiting callbacks run now
 
 
 def _compose(text: str) -> yaml.Node | None:
@@ -336,12 +383,18 @@ def _compose(text: str) -> yaml.Node | None:
     return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
-def compose_yaml(text: str, file: str) -> tuple[Any, _Builder]:
+def compose_yaml(text: str, file: str, *, deadline: float | None = None) -> tuple[Any, _Builder]:
     """Plain data from YAML text (None when empty), with the builder that knows where each
-    key stands; any YAML error is a ConfigError with its line and column, on one line."""
-    builder = _Builder(file)
+    key stands; any YAML error is a ConfigError with its line and column, on one line.
+    Bounded: a text with room for more than MAX_YAML_NODES values is refused before it is
+    parsed, and building stops there too (aliases counted each time they are used)."""
+    builder = _Builder(file, deadline=deadline)
+    if sum(text.count(mark) for mark in _NODE_MARKS) > 2 * MAX_YAML_NODES:
+        raise ConfigError([ConfigIssue(file, 0, 0, "", f"more than {MAX_YAML_NODES} YAML values: refused")])
     try:
         node = _compose(text)
+    except RecursionError:
+        raise ConfigError([ConfigIssue(file, 0, 0, "", "invalid YAML: nested too deeply")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -366,25 +419,42 @@ def compose_yaml(text: str, file: str) -> tuple[Any, _Builder]:
         raise ConfigError([ConfigIssue(file, line, column, "", f"invalid YAML value: {problem}")]) from None
     except (yaml.YAMLError, ValueError) as exc:
         raise ConfigError([ConfigIssue(file, 0, 0, "", f"invalid YAML value: {' '.join(str(exc).split())}")]) from None
+    except RecursionError:
+        raise ConfigError([ConfigIssue(file, 0, 0, "", "invalid YAML: nested too deeply")]) from None
     return raw, builder
 
 
-def parse_config(text: str, file: str = "<string>") -> Config:
-    raw, builder = compose_yaml(text, file)
+def parse_config(text: str, file: str = "<string>", *, deadline: float | None = None) -> Config:
+    raw, builder = compose_yaml(text, file, deadline=deadline)
     if raw is None:
         raise ConfigError([ConfigIssue(file, 1, 1, "", "config is empty: it needs at least one site under sites:")])
-    return _Validator(file, builder).validate(raw)
+    return _Validator(file, builder, deadline=deadline).validate(raw)
+
+
+class _TooManyIssues(Exception):
+    pass
 
 
 class _Validator:
-    def __init__(self, file: str, builder: _Builder) -> None:
+    def __init__(self, file: str, builder: _Builder, *, deadline: float | None = None) -> None:
         self.file = file
         self.positions = builder.positions
         self.issues: list[ConfigIssue] = list(builder.issues)
+        self.deadline = deadline
 
     def error(self, loc: Loc, message: str) -> None:
         line, column = self.positions.at(loc)
         self.issues.append(ConfigIssue(self.file, line, column, format_loc(loc), message))
+        if len(self.issues) >= MAX_ISSUES:
+            raise _TooManyIssues
+
+    def validate(self, raw: Any) -> Config:
+        try:
+            return self._validate(raw)
+        except _TooManyIssues:
+            shown = sorted(self.issues, key=lambda i: (i.line, i.column))
+            raise ConfigError(shown + [ConfigIssue(self.file, 0, 0, "", f"stopped after {MAX_ISSUES} errors; "
+                                                                          "fix these and validate again")]) from None
 
     def model(self, model: type[BaseModel], data: Any, loc: Loc) -> Any:
         try:
@@ -394,7 +464,7 @@ class _Validator:
                 self.error(loc + tuple(err["loc"]), _message(err))
             return None
 
-    def validate(self, raw: Any) -> Config:
+    def _validate(self, raw: Any) -> Config:
         if not isinstance(raw, dict):
             self.error((), "the config must be a mapping with a sites: list")
             raise ConfigError(self.issues)
@@ -413,6 +483,8 @@ class _Validator:
         else:
             seen: dict[str, int] = {}
             for index, site_raw in enumerate(sites_raw):
+                if index % 64 == 0:
+                    checkpoint(self.deadline)
                 site = self.site(site_raw, ("sites", index), defaults or Defaults())
                 if site is None:
                     continue

@@ -4,10 +4,13 @@ secret itself, and the value is read only when a probe needs it."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
+
+from .files import read_bounded
+
+MAX_SECRET_BYTES = 64 * 1024
 
 
 def _no_inline_secret(value: Any) -> Any:
@@ -36,7 +39,8 @@ class SecretRef(BaseModel):
         """The secret's current value (read now, so a rotated file is picked up)."""
         if self.env is not None:
             return os.environ.get(self.env, "")
-        return Path(self.file or "").read_text(encoding="utf-8").rstrip("\r\n")
+        # a secret is a line or a key, never megabytes; a FIFO here would stall the probe
+        return read_bounded(self.file or "", MAX_SECRET_BYTES).decode("utf-8").rstrip("\r\n")
 
     def __repr__(self) -> str:
         return f"SecretRef(env={self.env!r})" if self.env else f"SecretRef(file={self.file!r})"

@@ -17,9 +17,9 @@ the scrapes still waiting on it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Hashable
 
 from .allowlist import normalize_host
 from .probers import ProbeResult, ProbeTarget
@@ -46,27 +46,35 @@ class _Flight:
     deadline: float  # loop time by which the probe ends, whatever its own timeout
 
 
+FlightKeys = dict[int, tuple[ProbeTarget, Hashable]]  # id(target) -> (target, its key)
+
+
+def flight_keys(targets: Iterable[ProbeTarget]) -> FlightKeys:
+    """The keys of a plan's targets, made once when the plan is (in the reload thread):
+    repr() of their options is the dearest part of a key (measured at 10,000 paths)."""
+    return {id(target): (target, flight_key(target)) for target in targets}
+
+
 class SingleFlight:
     def __init__(self) -> None:
         self._flights: dict[Hashable, _Flight] = {}
         self.started = 0  # probes actually run (for tests and benchmarks)
         self.joined = 0  # requests answered by a probe already in flight
-        # id(target) -> (target, its key): a plan's targets live as long as the config, and
-        # repr() of their options is the dearest part of a key (measured at 10,000 paths)
-        self._keys: dict[int, tuple[ProbeTarget, Hashable]] = {}
+        # the running plan's keys only: a reload replaces them, so no old target stays
+        # reachable from here (an ad-hoc target's key is made each time)
+        self._keys: FlightKeys = {}
 
     def __len__(self) -> int:
         return len(self._flights)
+
+    def use_keys(self, keys: FlightKeys) -> None:
+        self._keys = keys
 
     def key(self, target: ProbeTarget) -> Hashable:
         entry = self._keys.get(id(target))
         if entry is not None and entry[0] is target:
             return entry[1]
-        if len(self._keys) > 1_000_000:  # many reloads: start over rather than grow
-            self._keys.clear()
-        key = flight_key(target)
-        self._keys[id(target)] = (target, key)
-        return key
+        return flight_key(target)
 
     def in_flight(self, target: ProbeTarget, deadline: float) -> asyncio.Future[ProbeResult] | None:
         """The probe of ``target`` running (or queued) now that a scrape ending at

@@ -12,7 +12,8 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -20,15 +21,15 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from . import __version__
 from .catalog import Role
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, LoadInterrupted, load_config
 from .explain import Explanation, explain_outcomes
 from .gcpause import CollectionPause
 from .metrics import ExplanationCollector, SelfMetrics
 from .plan import Plan, build_plan
-from .probers import ProbeTarget
+from .probers import ProbeTarget, release_frames
 from .scrape import Outcome, run_all
 from .shard import Shard
-from .singleflight import SingleFlight
+from .singleflight import FlightKeys, SingleFlight, flight_keys
 
 log = logging.getLogger("illiad_exporter")
 
@@ -38,6 +39,11 @@ class Snapshot:
     config: Config
     plan: Plan
     loaded_at: float
+    keys: FlightKeys = field(default_factory=dict)  # the single-flight key of each planned target
+
+
+# Reloads load on a thread of their own: never queued behind name lookups or bcrypt checks.
+_RELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="illiad-reload")
 
 
 class ExporterState:
@@ -49,6 +55,7 @@ class ExporterState:
         self.last_outcomes: dict[str, list[Outcome]] = {}  # site -> latest outcomes
         self.last_reload_error: str = ""
         self._reload_lock = asyncio.Lock()
+        self._loading: asyncio.Future[Snapshot] | None = None
         self._limiter: asyncio.Semaphore | None = None
         self._limit = 0
         self.flights = SingleFlight()  # overlapping scrapes share one probe per target
@@ -77,20 +84,27 @@ class ExporterState:
 
     def load(self) -> Snapshot:
         """First load: a bad config is fatal here (the caller exits with the errors)."""
-        snapshot = self._read()
+        snapshot = self._read(None)
         self._install(snapshot)
         return snapshot
 
-    def _read(self) -> Snapshot:
-        config = load_config(self.config_file)
-        return Snapshot(config, build_plan(config, self.vantage, shard=self.shard), time.time())
+    def _read(self, timeout: float | None) -> Snapshot:
+        """Load and plan (in the reload thread): bounded in size, nodes and, with
+        ``timeout``, in time; the flight keys of the new plan are made here too."""
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        config = load_config(self.config_file, deadline=deadline)
+        plan = build_plan(config, self.vantage, shard=self.shard)
+        return Snapshot(config, plan, time.time(), flight_keys(plan.targets))
 
     def _install(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
+        self.flights.use_keys(snapshot.keys)  # the old plan's keys go with it
         # The config and plan live until the next reload: move them out of the garbage
         # collector's sight, or every full collection during a scrape walks them all again
         # (a large share of a 10,000-path scrape's CPU, measured with bench/profile.py).
-        gc.collect()
+        # Unfrozen first, so the previous config is collectable once its last scrape ends
+        # (freezing is a list splice, cheap; no full collection on the event loop here).
+        gc.unfreeze()
         gc.freeze()
         self.last_reload_error = ""
         self.metrics.reload_ok.set(1)
@@ -102,15 +116,31 @@ class ExporterState:
         known = set(snapshot.plan.by_site)
         self.last_outcomes = {k: v for k, v in self.last_outcomes.items() if k in known}
 
-    async def reload(self) -> ConfigError | None:
-        """Load the config file again; on error keep the running config and return the error."""
+    async def reload(self) -> Exception | None:
+        """Load the config file again; on any error keep the running config, log it, set
+        the success metric to 0 and return the error.
+
+        The load runs on a thread of its own (never the loop's default pool, which other
+        work shares), bounded by the running config's exporter.reload_timeout; a load that
+        is still running refuses the next reload rather than queue behind it."""
         async with self._reload_lock:
+            assert self.snapshot is not None
+            timeout = self.snapshot.config.exporter.reload_timeout
             try:
-                snapshot = await asyncio.to_thread(self._read)
-            except ConfigError as error:
+                if self._loading is not None and not self._loading.done():
+                    raise LoadInterrupted("the previous reload is still loading; try again")
+                self._loading = asyncio.get_running_loop().run_in_executor(_RELOADER, self._read, timeout)
+                # the load stops itself at its deadline (config.checkpoint); the margin is
+                # for a parse step that cannot look at the clock
+                snapshot = await asyncio.wait_for(asyncio.shield(self._loading), timeout + 5.0)
+            except Exception as error:  # noqa: BLE001 - every failure is reported, whatever it is
+                if isinstance(error, TimeoutError):
+                    error = LoadInterrupted(f"the config did not load within {timeout + 5.0:g}s")
                 self.metrics.reload_ok.set(0)
-                self.last_reload_error = str(error)
-                log.error("config reload failed, keeping the running config", extra={"errors": str(error)})
+                self.last_reload_error = str(error) or type(error).__name__
+                log.error("config reload failed, keeping the running config",
+                          extra={"errors": self.last_reload_error, "error_type": type(error).__name__})
+                release_frames(error)
                 return error
             self._install(snapshot)
             log.info(
