@@ -118,12 +118,16 @@ async def run_all(
     waiting = time.perf_counter()
     pending = {answer for answer in answers if not answer.done()}
     if pending:
-        # asyncio.wait cancels nothing: a shared probe may still serve a later scrape
-        await asyncio.wait(pending, timeout=max(deadline - loop.time(), 0.0))
+        # asyncio.wait cancels nothing: a shared probe may still serve a later scrape. The
+        # grace lets the probes this deadline ends record why (a name still resolving is
+        # dns), rather than all read as this scrape's timeout.
+        await asyncio.wait(pending, timeout=max(deadline - loop.time(), 0.0) + SETTLE_GRACE)
     now = time.time()
     return [Outcome(target, _result_of(answer, waiting), now) for target, answer in zip(targets, answers)]
 
 
+# How long after the deadline a scrape waits for the probes that deadline has just ended.
+SETTLE_GRACE = 0.05
 # The exporter's own limit, not the path's: reason exporter (see Reason.EXPORTER).
 NO_SLOT = "no free probe slot before the scrape deadline (exporter.max_concurrency)"
 

@@ -7,17 +7,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from .peers import Peer, free_port
 
 
 def exporter(config: Path, workdir: Path, *extra: str, vantage: str = "web_server",
-             env: dict[str, str] | None = None, scheme: str = "http") -> tuple[Peer, str]:
-    """A started exporter (stop it with ``.stop()`` or use it as a context manager) and its URL."""
+             env: dict[str, str] | None = None, scheme: str = "http", prefix: Sequence[str] = ()) -> tuple[Peer, str]:
+    """A started exporter (stop it with ``.stop()`` or use it as a context manager) and its URL.
+    ``prefix`` runs it through another command (that ends by exec'ing it), e.g. unshare."""
     port = free_port()
-    argv = [sys.executable, "-m", "illiad_exporter", "serve", "--config.file", str(config), "--vantage", vantage,
-            "--web.listen-address", f"127.0.0.1:{port}", *extra]
+    argv = [*prefix, sys.executable, "-m", "illiad_exporter", "serve", "--config.file", str(config),
+            "--vantage", vantage, "--web.listen-address", f"127.0.0.1:{port}", *extra]
     peer = Peer(argv, port=port, log=workdir / f"exporter-{port}.log", env={**os.environ, **(env or {})})
     return peer, f"{scheme}://127.0.0.1:{port}"
 

@@ -12,6 +12,7 @@ import pytest
 
 from illiad_exporter.adhoc import ProbeRequestRefused, adhoc_target
 from illiad_exporter.config import ConfigError, parse_config
+from illiad_exporter.probers import resolver
 
 from .exporter_process import PUBLIC_PATHS, loopback_site_config
 from .fakes import ThreadedServer
@@ -100,12 +101,11 @@ def test_a_rebinding_name_is_probed_at_the_address_that_was_checked(tmp_path, mo
         answers = iter(["127.0.0.1", "127.0.0.2", "127.0.0.2"])
         asked: list[str] = []
 
-        async def rebinding_getaddrinfo(self, host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def rebinding_getaddrinfo(host, port):  # type: ignore[no-untyped-def]  # the resolver's system call
             asked.append(host)
-            address = next(answers)
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+            return [(socket.AF_INET, next(answers))]
 
-        monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", rebinding_getaddrinfo)
+        monkeypatch.setattr(resolver, "_getaddrinfo", rebinding_getaddrinfo)
 
         async def scenario() -> None:
             async with running(config) as (url, _):

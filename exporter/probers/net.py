@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .base import ProbeFailure, ProbeResult, ProbeTarget, Reason, release_frames
+from .resolver import RESOLVER
 from .tlsclient import tls_facts
 
 # Bytes any single protocol answer may take before it is called garbage.
@@ -97,15 +98,10 @@ async def resolve(target: ProbeTarget, result: ProbeResult) -> list[str]:
     elif not target.system_resolver:
         raise ProbeFailure(Reason.DNS, f"{target.host} is not in the config's hosts table")
     else:
-        loop = asyncio.get_running_loop()
         with result.timed("resolve", keep_on_failure=True):
-            try:
-                infos = await loop.getaddrinfo(
-                    target.host, target.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-                )
-            except socket.gaierror as exc:
-                raise ProbeFailure(Reason.DNS, f"cannot resolve {target.host}: {exc.strerror}") from None
-        found = [(info[0], str(info[4][0])) for info in infos]
+            result.step = "resolve"  # a deadline now is the resolver's silence: reason dns
+            found = await RESOLVER.lookup(target.host, target.port)
+            result.step = ""
     addresses: list[str] = []
     for family in families:
         for found_family, address in found:
