@@ -4,20 +4,27 @@ test_prober_wrong_servers.py)."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from illiad_exporter.probers import Reason, z3950
 from illiad_exporter.probers.z3950 import InitAnswer, Z3950Error
 
+from .exporter_process import exporter, fetch, loopback_site_config
+from .fakes import ThreadedServer
 from .peers import need_binary
 from .probing import make_target, probe
 from .scripted import ScriptedServer
+from .test_server import value
 
 
 class Relay:
@@ -162,3 +169,81 @@ def test_z3950_truncated_answer_is_protocol(yaz_exchange, cut, why):
         result = probe(make_target("z3950", server.port))
     assert result.reason is Reason.PROTOCOL
     assert why in result.detail
+
+
+# -- a long answer costs linear work (issue 13, point 8) ---------------------------------------
+
+YAZ_INIT_RESPONSE = bytes.fromhex(
+    "b559830200e0840300e9a28504040000008604040000008c01019f6e0238319f6f074746532f59415a9f702f352e33342e3020"
+    "64656330633861306237363231333234363863633832363463316232323065616531633637626437")
+
+
+def long_init_response(entries: int = 12_000, *, indefinite: bool = True) -> bytes:
+    """yaz-ztest's initResponse with an otherInfo of ``entries`` small elements: about 60 KB
+    of flat segments. In indefinite-length form (end marked by 00 00, as BER allows) only
+    walking every element finds the end."""
+    inner = b"\x30\x03\x02\x01\x01" * entries
+    if indefinite:
+        return b"\xb5\x80" + YAZ_INIT_RESPONSE[2:] + b"\xbf\x81\x49\x80" + inner + b"\x00\x00" + b"\x00\x00"
+    other_info = b"\xbf\x81\x49\x82" + len(inner).to_bytes(2, "big") + inner
+    body = YAZ_INIT_RESPONSE[2:] + other_info
+    return b"\xb5\x82" + len(body).to_bytes(2, "big") + body
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 400), min_size=1, max_size=60), st.booleans())
+def test_the_apdu_reader_finds_the_end_once_however_the_bytes_arrive(cuts, indefinite):
+    apdu = long_init_response(60, indefinite=indefinite)
+    reader = z3950.ApduReader(64 * 1024)
+    position, complete_at = 0, []
+    for size in cuts * (len(apdu) // max(sum(cuts), 1) + 1):
+        if position >= len(apdu):
+            break
+        chunk = apdu[position:position + size]
+        position += len(chunk)
+        if reader.feed(chunk):
+            complete_at.append(position)
+            break
+    assert complete_at == [len(apdu)]
+    assert reader.apdu == apdu
+    assert z3950.decode_init_response(reader.apdu)[0].implementation_name == "GFS/YAZ"
+
+
+def test_the_apdu_reader_refuses_an_answer_that_claims_more_than_its_limit():
+    reader = z3950.ApduReader(64 * 1024)
+    with pytest.raises(z3950.Z3950Error, match="longer than 65536 bytes"):
+        reader.feed(b"\xb5\x83\x01\x00\x00")
+
+
+def trickle_long_answer(conn: socket.socket, server: ThreadedServer) -> None:
+    """Reads the initRequest, then sends a 60 KB initResponse in 64-byte segments."""
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.recv(4096)
+    answer = long_init_response()
+    for at in range(0, len(answer), 64):
+        conn.sendall(answer[at:at + 64])
+        server.sleep(0.002)  # so the exporter reads them as many chunks
+    server.sleep(1.0)
+
+
+def test_a_long_answer_in_small_segments_costs_the_real_exporter_little_cpu(tmp_path):
+    """60 KB of flat segments in indefinite-length form, sent 64 bytes at a time: the
+    exporter's CPU for the probe stays under a second (each chunk used to decode the whole
+    buffer again, walking every segment to look for the end: 7.5 s for 64 KB)."""
+    with ThreadedServer(trickle_long_answer) as server:
+        config = loopback_site_config(tmp_path / "c.yml", timeout="20s", custom=(
+            f"      - {{name: opac, from: [web_server], host: 127.0.0.1, port: {server.port}, prober: z3950}}"))
+        peer, url = exporter(config, tmp_path)
+        with peer:
+            fetch(url + "/-/ready")
+            before = process_cpu_seconds(peer.pid)
+            status, text = fetch(url + "/probe?site=lib", headers={"X-Prometheus-Scrape-Timeout-Seconds": "25"},
+                                 timeout=30)
+            spent = process_cpu_seconds(peer.pid) - before
+    assert status == 200 and value(text, "illiad_port_up") == 1.0, text[-1500:]
+    assert spent < 1.0, f"{spent:.2f}s of CPU"
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

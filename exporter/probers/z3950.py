@@ -140,16 +140,15 @@ def _text(value: object) -> str:
 def decode_init_response(data: bytes) -> tuple[InitAnswer, bytes]:
     """Read one initResponse from the start of ``data``: the answer and the bytes after it.
     SubstrateUnderrunError (incomplete) passes through so a reader can wait for more."""
-    if data[:1] and data[0] != INIT_RESPONSE_TAG:
-        if data[:2] == CLOSE_TAG:
-            raise Z3950Error("the target answered the init with a Close")
-        raise Z3950Error(f"not a Z39.50 initResponse (it starts {bytes(data[:8])!r})")
+    _check_start(data)
     try:
         response, rest = decoder.decode(data, asn1Spec=InitializeResponse())
     except SubstrateUnderrunError:
         raise
     except PyAsn1Error as exc:
         raise Z3950Error(f"malformed initResponse: {_first_line(exc)}") from None
+    except (IndexError, ValueError, TypeError) as exc:  # pyasn1 on some truncated inner lengths
+        raise Z3950Error(f"malformed initResponse: {type(exc).__name__}") from None
     versions = response["protocolVersion"]
     return (
         InitAnswer(
@@ -163,6 +162,100 @@ def decode_init_response(data: bytes) -> tuple[InitAnswer, bytes]:
     )
 
 
+def _check_start(data: bytes | bytearray) -> None:
+    """Z3950Error unless ``data`` (once it has a byte) starts as an initResponse does."""
+    if data[:1] and data[0] != INIT_RESPONSE_TAG:
+        if data[:2] == CLOSE_TAG:
+            raise Z3950Error("the target answered the init with a Close")
+        if len(data) >= 2 or data[0] != CLOSE_TAG[0]:
+            raise Z3950Error(f"not a Z39.50 initResponse (it starts {bytes(data[:8])!r})")
+
+
+class ApduReader:
+    """Gathers received bytes until one whole BER element (the answer's APDU) is in.
+
+    It scans each element header once, as the bytes arrive, and skips contents by their
+    length without looking at them, so the work per received chunk is bounded by that chunk
+    (decoding the whole buffer again on every chunk cost quadratic time: 64 KiB sent in small
+    segments took 7.5 s of event-loop CPU). The answer is decoded once, when complete."""
+
+    def __init__(self, limit: int) -> None:
+        self.buffer = bytearray()
+        self.limit = limit
+        self._at = 0  # where the next element header starts
+        self._open = 0  # indefinite-length elements not yet closed
+        self._end: int | None = None  # where the whole APDU ends, once known
+
+    def feed(self, chunk: bytes) -> bool:
+        """Add ``chunk``; True once the APDU is complete. Z3950Error for bytes that cannot be
+        one, or one longer than ``limit``."""
+        self.buffer += chunk
+        _check_start(self.buffer)
+        while self._end is None:
+            if self._open and self._at + 2 <= len(self.buffer) and self.buffer[self._at] == 0:
+                if self.buffer[self._at + 1] != 0:
+                    raise Z3950Error("malformed initResponse: a bad end-of-contents marker")
+                self._at += 2
+                self._open -= 1
+                if not self._open:
+                    self._end = self._at
+                continue
+            header = _ber_header(self.buffer, self._at)
+            if header is None:
+                break  # the header (or a skipped content before it) is not all here yet
+            constructed, length, size = header
+            if length is None:  # indefinite: its elements follow, then 00 00
+                if not constructed:
+                    raise Z3950Error("malformed initResponse: an indefinite length on a primitive value")
+                self._open += 1
+                self._at += size
+            else:
+                self._at += size + length
+                if not self._open:
+                    self._end = self._at
+            if (self._end or self._at) > self.limit:
+                raise Z3950Error(f"initResponse longer than {self.limit} bytes")
+        return self._end is not None and len(self.buffer) >= self._end
+
+    @property
+    def apdu(self) -> bytes:
+        assert self._end is not None
+        return bytes(self.buffer[:self._end])
+
+
+def _ber_header(data: bytearray, at: int) -> tuple[bool, int | None, int] | None:
+    """(constructed, content length or None when indefinite, header size) of the element
+    header at ``at``; None while it has not all arrived."""
+    if at >= len(data):
+        return None
+    constructed = bool(data[at] & 0x20)
+    index = at + 1
+    if data[at] & 0x1F == 0x1F:  # a tag number in the following bytes, seven bits each
+        while True:
+            if index >= len(data):
+                return None
+            if index - at > 5:
+                raise Z3950Error("malformed initResponse: a tag number too long")
+            more = data[index] & 0x80
+            index += 1
+            if not more:
+                break
+    if index >= len(data):
+        return None
+    first = data[index]
+    index += 1
+    if first == 0x80:
+        return constructed, None, index - at
+    if first < 0x80:
+        return constructed, first, index - at
+    count = first & 0x7F
+    if count > 4:
+        raise Z3950Error("malformed initResponse: a length of more than four bytes")
+    if index + count > len(data):
+        return None
+    return constructed, int.from_bytes(data[index:index + count], "big"), index + count - at
+
+
 def _first_line(exc: Exception) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:120]
 
@@ -172,24 +265,23 @@ async def probe_z3950(target: ProbeTarget, result: ProbeResult) -> bool:
     try:
         with result.timed("handshake"):
             await connection.send(encode_init_request())
-            received = b""
-            while True:
-                chunk = await connection.read_some(DEFAULT_READ_LIMIT - len(received))
-                if not chunk:
-                    what = ("closed the connection without an initResponse" if not received
-                            else "cut the initResponse short")
-                    raise ProbeFailure(Reason.PROTOCOL, f"the target {what} ({len(received)} bytes)")
-                received += chunk
-                try:
-                    answer, _ = decode_init_response(received)
-                    break
-                except SubstrateUnderrunError:
-                    if len(received) >= DEFAULT_READ_LIMIT:
-                        raise ProbeFailure(
-                            Reason.PROTOCOL, f"initResponse longer than {DEFAULT_READ_LIMIT} bytes"
-                        ) from None
-                except Z3950Error as exc:
-                    raise ProbeFailure(Reason.PROTOCOL, str(exc)) from None
+            reader = ApduReader(DEFAULT_READ_LIMIT)
+            try:
+                while True:
+                    chunk = await connection.read_some(DEFAULT_READ_LIMIT - len(reader.buffer))
+                    if not chunk:
+                        what = ("closed the connection without an initResponse" if not reader.buffer
+                                else "cut the initResponse short")
+                        raise ProbeFailure(Reason.PROTOCOL, f"the target {what} ({len(reader.buffer)} bytes)")
+                    if reader.feed(chunk):
+                        break
+                    if len(reader.buffer) >= DEFAULT_READ_LIMIT:
+                        raise Z3950Error(f"initResponse longer than {DEFAULT_READ_LIMIT} bytes")
+                answer, _ = decode_init_response(reader.apdu)  # once, whole
+            except SubstrateUnderrunError:  # the element was whole, its insides were not
+                raise ProbeFailure(Reason.PROTOCOL, "malformed initResponse: an element overruns the APDU") from None
+            except Z3950Error as exc:
+                raise ProbeFailure(Reason.PROTOCOL, str(exc)) from None
     finally:
         await connection.close()
     result.add_info(
