@@ -42,6 +42,8 @@ class Snapshot:
     keys: FlightKeys = field(default_factory=dict)  # the single-flight key of each planned target
 
 
+# Seconds without a scrape before a new config is collected and frozen (see _install).
+FREEZE_AFTER_IDLE = 0.5
 # Reloads load on a thread of their own: never queued behind name lookups or bcrypt checks.
 _RELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="illiad-reload")
 
@@ -56,6 +58,8 @@ class ExporterState:
         self.last_reload_error: str = ""
         self._reload_lock = asyncio.Lock()
         self._loading: asyncio.Future[Snapshot] | None = None
+        self._scrapes = 0  # running now
+        self._freeze_wanted = False  # a new config waits to be frozen (see _install)
         self._limiter: asyncio.Semaphore | None = None
         self._limit = 0
         self.flights = SingleFlight()  # overlapping scrapes share one probe per target
@@ -102,10 +106,13 @@ class ExporterState:
         # The config and plan live until the next reload: move them out of the garbage
         # collector's sight, or every full collection during a scrape walks them all again
         # (a large share of a 10,000-path scrape's CPU, measured with bench/profile.py).
-        # Unfrozen first, so the previous config is collectable once its last scrape ends
-        # (freezing is a list splice, cheap; no full collection on the event loop here).
+        # Unfrozen now, so the previous config (and the load's cyclic garbage) is collectable
+        # once its last scrape ends; collected and frozen again only when no scrape runs,
+        # so the full collection (a stall at 10,000 paths) delays no scrape's answer. Freezing
+        # without collecting first would keep every reload's garbage forever.
         gc.unfreeze()
-        gc.freeze()
+        self._freeze_wanted = True
+        self._freeze_when_idle()
         self.last_reload_error = ""
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(snapshot.loaded_at)
@@ -115,6 +122,12 @@ class ExporterState:
             self._limiter = asyncio.Semaphore(self._limit)
         known = set(snapshot.plan.by_site)
         self.last_outcomes = {k: v for k, v in self.last_outcomes.items() if k in known}
+
+    def _freeze_when_idle(self) -> None:
+        if self._freeze_wanted and not self._scrapes:
+            self._freeze_wanted = False
+            gc.collect()
+            gc.freeze()
 
     async def reload(self) -> Exception | None:
         """Load the config file again; on any error keep the running config, log it, set
@@ -167,8 +180,14 @@ class ExporterState:
     async def probe(self, targets: Sequence[ProbeTarget], budget: float, *, record: bool = True) -> list[Outcome]:
         """Probe ``targets``; with ``record``, the status page shows the outcomes."""
         snapshot = self.snapshot
-        with self.gc_pause:  # see gcpause: full collections over a big scrape's live objects
-            outcomes = await run_all(targets, budget=budget, limiter=self._limiter, flights=self.flights)
+        self._scrapes += 1
+        try:
+            with self.gc_pause:  # see gcpause: full collections over a big scrape's live objects
+                outcomes = await run_all(targets, budget=budget, limiter=self._limiter, flights=self.flights)
+        finally:
+            self._scrapes -= 1
+            if self._freeze_wanted and not self._scrapes:  # after this answer is written, if still idle
+                asyncio.get_running_loop().call_later(FREEZE_AFTER_IDLE, self._freeze_when_idle)
         for outcome in outcomes:
             if outcome.result.not_run is not None:
                 self.metrics.not_run.labels(outcome.result.not_run.value).inc()
