@@ -79,9 +79,8 @@ def test_an_upper_case_target_is_probed_at_the_pinned_address_by_the_real_export
     and reaches the pin, so the probe is up, not a dns failure."""
     config = loopback_site_config(
         tmp_path / "c.yml", custom=f"      - {{name: app, from: [web_server], host: 127.0.0.1, port: {silent_port}}}",
-        top=f'probe_allow: ["lab.test:{silent_port}"]\n')
-    config.write_text(config.read_text().replace(
-        "system_resolver: false}", 'system_resolver: true, hosts: {"lab.test": [127.0.0.1]}}'))
+        top=f'probe_allow: ["lab.test:{silent_port}"]\n', hosts='{"lab.test": [127.0.0.1]}')
+    config.write_text(config.read_text().replace("system_resolver: false", "system_resolver: true"))
     peer, url = exporter(config, tmp_path)
     with peer:
         for spelling in ("lab.test", "LAB.TEST", "Lab.Test."):

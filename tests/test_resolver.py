@@ -76,9 +76,8 @@ def test_dead_names_are_dns_and_starve_neither_local_names_nor_logins(tmp_path, 
         dead,
         f"      - {{name: local, from: [web_server], host: localhost, port: {silent_port}}}",
         f"      - {{name: pinned, from: [web_server], host: lab.test, port: {silent_port}}}",
-    ]))
-    config.write_text(config.read_text().replace(
-        "system_resolver: false}", 'system_resolver: true, hosts: {"lab.test": [127.0.0.1]}}'))
+    ]), hosts='{"lab.test": [127.0.0.1]}')
+    config.write_text(config.read_text().replace("system_resolver: false", "system_resolver: true"))
     password = "first-login-9"
     web_yml = tmp_path / "web.yml"
     web_yml.write_text(f"basic_auth_users: {{prometheus: '{bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()}'}}\n")
