@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .peers import need_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "illiad-ports.json"
@@ -199,3 +202,108 @@ def test_recorded_series_the_dashboard_uses_are_recorded_by_the_bundled_rules():
                 for rule in group["rules"]}
     used = set(re.findall(r"\b\w+:\w+:\w+\b", DASHBOARD.read_text()))
     assert used and used <= recorded
+
+
+# -- the queries in Prometheus' own engine (promtool), on a site's series ---------------------
+
+def _series(metric: str, value: float = 1, **labels: str) -> dict[str, str]:
+    text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{metric}{{{text}}}", "values": f"{value:g}x10"}
+
+
+MAIN = {"job": "illiad-ports", "instance": "web:9968", "site": "main-library"}
+LAW = {"job": "illiad-ports", "instance": "law:9968", "site": "law-library"}
+
+
+def _path(base: dict[str, str], vantage: str, path: str, met: float, required: bool,
+          targets: list[tuple[str, str, str, float, str | None]]) -> list[dict[str, str]]:
+    """A path's verdict and its targets (host, port, expect, expectation met, active reason)."""
+    out = [_series("illiad_path_expectation_met", met, **base, vantage=vantage, path=path,
+                   required=str(required).lower())]
+    for host, port, expect, target_met, reason in targets:
+        labels = {**base, "vantage": vantage, "path": path, "host": host, "port": port, "expect": expect}
+        out.append(_series("illiad_port_expectation_met", target_met, **labels))
+        if reason:
+            out.append(_series("illiad_probe_failure_reason", 1, **labels, reason=reason))
+    return out
+
+
+# main-library: SQL met on 1344 while 1433 is refused (require any); SQL Server and RDP closed
+# from outside as they must be (refused, timeout); the update server down; Z39.50 (optional)
+# down from a staff PC; one Odyssey partner down of two. law-library: SQL down.
+SERIES = [
+    *_path(MAIN, "web_server", "sql", 1, True, [("sql.main", "1433", "open", 0, "refused"),
+                                                ("sql.main", "1344", "open", 1, None)]),
+    *_path(MAIN, "external", "sql_from_external", 1, True, [("sql.main", "1433", "closed", 1, "refused"),
+                                                            ("sql.main", "1344", "closed", 1, "timeout")]),
+    *_path(MAIN, "external", "rdp", 1, False, [("web.main", "3389", "closed", 1, "timeout"),
+                                               ("sql.main", "3389", "closed", 1, "timeout")]),
+    *_path(MAIN, "web_server", "atlas_update", 0, True, [("update.atlas-sys.com", "443", "open", 0, "timeout")]),
+    *_path(MAIN, "staff_client", "z3950", 0, False, [("opac.main", "210", "open", 0, "protocol")]),
+    *_path(MAIN, "web_server", "odyssey_outbound", 1, True, [("ill.partner-a", "7968", "open", 0, "refused"),
+                                                             ("ill.partner-b", "7968", "open", 1, None)]),
+    *_path(LAW, "web_server", "sql", 0, True, [("sql.law", "1433", "open", 0, "refused")]),
+]
+
+
+def _query(title: str, ref: str = "A", *, site: str, vantage: str) -> str:
+    (expr,) = [t["expr"] for p in panels(board()["panels"]) if p["title"] == title
+               for t in p.get("targets", []) if t["refId"] == ref]
+    return expr.replace("$site", site).replace("$vantage", vantage)
+
+
+def _sample(labels: dict[str, str], value: float, name: str | None = None) -> dict[str, Any]:
+    text = ", ".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"labels": f"{name or ''}{{{text}}}", "value": value}
+
+
+def test_the_panels_in_prometheus_show_the_verdict_per_vantage_and_each_target_apart(tmp_path):
+    """Prometheus' own engine (promtool) runs the panels' queries, main-library selected and
+    every vantage (Grafana's All is `.*`): the checklist cells, the failing lists (a path closed
+    as it must be, and 1433 while 1344 answers, are not failing paths), one row per target, and
+    nothing of law-library."""
+    promtool = need_binary("promtool", "prometheus")
+    main = {"site": "main-library", "vantage": ".*"}
+
+    def tgt(vantage: str, path: str, host: str, port: str, reason: str) -> dict[str, str]:
+        return {**MAIN, "vantage": vantage, "path": path, "host": host, "port": port, "expect": "open",
+                "reason": reason}
+
+    cases = [
+        (_query("SQL Server", **main), [_sample({"vantage": "web_server"}, 1)]),
+        (_query("Vendor update", **main), [_sample({"vantage": "web_server"}, 0)]),
+        (_query("Odyssey out", **main), [_sample({"vantage": "web_server"}, 1)]),
+        (_query("SQL Server", site="law-library", vantage=".*"), [_sample({"vantage": "web_server"}, 0)]),
+        (_query("SQL Server", site="main-library", vantage="staff_client"), []),
+        (_query("Paths not as expected", "A", **main), [_sample({}, 1)]),
+        (_query("Paths not as expected", "B", **main), [_sample({}, 1)]),
+        (_query("Paths failing now", **main), [
+            _sample({**MAIN, "vantage": "web_server", "path": "atlas_update", "required": "true"}, 0,
+                    "illiad_path_expectation_met"),
+            _sample({**MAIN, "vantage": "staff_client", "path": "z3950", "required": "false"}, 0,
+                    "illiad_path_expectation_met")]),
+        (_query("Targets not as expected, with the reason", **main), [
+            _sample(tgt("web_server", "sql", "sql.main", "1433", "refused"), 1, "illiad_probe_failure_reason"),
+            _sample(tgt("web_server", "atlas_update", "update.atlas-sys.com", "443", "timeout"), 1,
+                    "illiad_probe_failure_reason"),
+            _sample(tgt("staff_client", "z3950", "opac.main", "210", "protocol"), 1, "illiad_probe_failure_reason"),
+            _sample(tgt("web_server", "odyssey_outbound", "ill.partner-a", "7968", "refused"), 1,
+                    "illiad_probe_failure_reason")]),
+        (_query("Targets not as expected, with the reason", "B", **main), []),
+        (f'count by (path) ({_query("Targets", **main)})', [
+            _sample({"path": "sql"}, 2), _sample({"path": "sql_from_external"}, 2), _sample({"path": "rdp"}, 2),
+            _sample({"path": "atlas_update"}, 1), _sample({"path": "z3950"}, 1),
+            _sample({"path": "odyssey_outbound"}, 2)]),
+        (_query("Path matrix", **main).replace('"site_path", " / ", "site", "path")', '"x", "", "path")'), [
+            _sample({"site": "main-library", "vantage": v, "path": p, "x": p}, value)
+            for v, p, value in (("web_server", "sql", 1), ("external", "sql_from_external", 1), ("external", "rdp", 3),
+                                ("web_server", "atlas_update", 0), ("staff_client", "z3950", 2),
+                                ("web_server", "odyssey_outbound", 1))]),
+    ]
+    test = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": SERIES,
+        "promql_expr_test": [{"expr": expr, "eval_time": "5m", "exp_samples": samples} for expr, samples in cases]}]}
+    file = tmp_path / "dashboard.test.yml"
+    file.write_text(yaml.safe_dump(test, sort_keys=False))
+    done = subprocess.run([promtool, "test", "rules", str(file)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
