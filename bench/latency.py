@@ -56,16 +56,19 @@ def _metric(body: str, name: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def _scrape(url: str, ns: str) -> str:
-    return _ns("curl", "-sf", "-H", "X-Prometheus-Scrape-Timeout-Seconds: 10", url, ns=ns)
+def _scrape(url: str, ns: str, timeout: float = 30) -> str:
+    return _ns("curl", "-sf", "-H", f"X-Prometheus-Scrape-Timeout-Seconds: {min(timeout, 60)}", url, ns=ns,
+               timeout=timeout + 10)
 
 
-def measure_latency(work: Path, args: Any, binary: str | None, **helpers: Any) -> list[str]:
+def measure_latency(work: Path, args: Any, binary: str | None, **helpers: Any) -> tuple[list[str], dict[str, float]]:
+    """The table's lines, and for the goals: the exporter's median less the injected round
+    trip, idle ("idle") and during a big scrape ("loaded"), in ms, at the non-zero delay."""
     title = "(c) Latency accuracy: TCP connect across a userspace delay wire between two network namespaces"
     if sys.platform != "linux" or os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("curl"):
-        return [title, "    skipped: needs Linux, root, ip (iproute2) and curl"]
+        return [title, "    skipped: needs Linux, root, ip (iproute2) and curl"], {}
     if not Path("/dev/net/tun").exists() or not DELAY_WIRE.exists():
-        return [title, f"    skipped: needs /dev/net/tun and {DELAY_WIRE}"]
+        return [title, f"    skipped: needs /dev/net/tun and {DELAY_WIRE}"], {}
     Proc, table = helpers["Proc"], helpers["table"]
     tag = f"{os.getpid() % 100000}{random.randrange(100):02d}"
     ns_a, ns_b = f"ipebench{tag}a", f"ipebench{tag}b"
@@ -73,6 +76,7 @@ def measure_latency(work: Path, args: Any, binary: str | None, **helpers: Any) -
     addr_a, addr_b = f"198.18.{subnet}.1", f"198.18.{subnet}.2"
     target_port = 7968
     rows = []
+    errors: dict[str, float] = {}
     made: list[str] = []
     try:
         for ns in (ns_a, ns_b):
@@ -96,7 +100,8 @@ def measure_latency(work: Path, args: Any, binary: str | None, **helpers: Any) -
                 )
                 if listener.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
                     raise RuntimeError("the target listener did not start")
-                rows += _one_delay(work, args, binary, helpers, ns_a, addr_b, target_port, delay_ms)
+                rows += _one_delay(work, args, binary, helpers, ns_a, addr_b, target_port, delay_ms,
+                                   errors if delay_ms else {})
             finally:
                 for process in (listener, wire):
                     if process is not None:
@@ -107,19 +112,49 @@ def measure_latency(work: Path, args: Any, binary: str | None, **helpers: Any) -
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], timeout=10)
     return [
-        title + f" (one-way delay d; a connect is one round trip, 2d); {args.samples} samples each",
+        title + f" (one-way delay d; a connect is one round trip, 2d); {args.samples} samples each, "
+        f"{_loaded_samples(args)} during a scrape",
         table(["2d ms", "measured by", "median ms", "min ms", "max ms", "median - 2d ms", "- plain connect ms"], rows),
         "    'plain connect' is socket.connect timed in a loop in the same namespace: the wire's own share;",
-        "    the last column is each exporter's own measurement overhead.",
-    ]
+        "    the last column is each exporter's own measurement overhead. 'during a scrape': the path across",
+        f"    the wire is the last of a /metrics scrape of {args.load_paths} loopback paths (a target farm in the",
+        "    same namespace), on the same exporter.",
+    ], errors
 
 
 def _stats(samples: list[float]) -> tuple[float, float, float]:
     return statistics.median(samples) * 1000, min(samples) * 1000, max(samples) * 1000
 
 
+def _loaded_samples(args: Any) -> int:
+    return max(3, min(args.samples, 8))
+
+
+def _path_latency(body: str, host: str) -> float:
+    match = re.search(rf'^illiad_port_latency_seconds{{[^}}]*host="{re.escape(host)}"[^}}]*}} (\S+)$', body, re.M)
+    return float(match.group(1)) if match else float("nan")
+
+
+def _during_a_scrape(work: Path, args: Any, helpers: dict[str, Any], ns: str, host: str, port: int) -> list[float]:
+    """The wire path's latency as the last path of a /metrics scrape of args.load_paths
+    loopback paths, the target farm inside the exporter's namespace."""
+    Proc, Farm = helpers["Proc"], helpers["Farm"]
+    samples = []
+    with Farm(open=args.load_paths, netns=ns) as farm:
+        specs = [{"host": h, "port": p} for h, p in farm.targets["open"][: args.load_paths]]
+        sites = [specs[i:i + 10] for i in range(0, len(specs), 10)] + [[{"host": host, "port": port}]]
+        config = helpers["illiad_config"](work / "latency-loaded.yml", sites, timeout=2.0, concurrency=256)
+        listen = 19969
+        with Proc(helpers["illiad_argv"](config, listen, event_loop="auto"), f"http://127.0.0.1:{listen}/-/ready",
+                  netns=ns, log=work / "latency-loaded.log"):
+            _scrape(f"http://127.0.0.1:{listen}/metrics", ns, timeout=120)  # warm-up
+            for _ in range(_loaded_samples(args)):
+                samples.append(_path_latency(_scrape(f"http://127.0.0.1:{listen}/metrics", ns, timeout=120), host))
+    return samples
+
+
 def _one_delay(work: Path, args: Any, binary: str | None, helpers: dict[str, Any], ns: str, host: str, port: int,
-               delay_ms: float) -> list[list[str]]:
+               delay_ms: float, errors: dict[str, float]) -> list[list[str]]:
     Proc = helpers["Proc"]
     injected = 2 * delay_ms
     series: dict[str, list[float]] = {}
@@ -139,6 +174,8 @@ def _one_delay(work: Path, args: Any, binary: str | None, helpers: dict[str, Any
             duration.append(_metric(body, "illiad_probe_duration_seconds") or float("nan"))
         series["illiad illiad_port_latency_seconds"] = latency
         series["illiad illiad_probe_duration_seconds"] = duration
+    loaded = _during_a_scrape(work, args, helpers, ns, host, port)
+    series["illiad illiad_port_latency_seconds, during a scrape"] = loaded
     if binary:
         bb_config = helpers["blackbox_config"](work / "latency-blackbox.yml", timeout=2.0)
         bb_listen = 19115
@@ -156,6 +193,8 @@ def _one_delay(work: Path, args: Any, binary: str | None, helpers: dict[str, Any
             series["blackbox probe_duration_seconds"] = total
             series["blackbox probe_duration - probe_dns_lookup_time"] = connect
     plain = statistics.median(series["plain connect (Python socket)"]) * 1000
+    errors["idle"] = statistics.median(series["illiad illiad_port_latency_seconds"]) * 1000 - injected
+    errors["loaded"] = statistics.median(loaded) * 1000 - injected
     rows = []
     for name, samples in series.items():
         median, low, high = _stats(samples)

@@ -43,8 +43,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="illiad-profile-") as tmp:
         work = Path(tmp)
         raw = args.out or work / "stacks.txt"
-        with bench.Farm(open=round(n * 0.7), refused=n, silent=max(1, round(n * args.silent_share))) as farm:
-            specs = bench.path_specs(farm, n, args.silent_share, 0.5)
+        mixed = args.silent_share > 0
+        open_, refused, silent = bench.mix(n, mixed, args.silent_share)
+        with bench.Farm(open=open_, refused=refused, silent=silent) as farm:
+            specs = bench.path_specs(farm, n, mixed, args.silent_share)
             config = bench.illiad_config(work / "c.yml", bench.chunk(specs, bench.PATHS_PER_SITE), timeout=0.5,
                                          concurrency=256)
             port = bench.free_port()

@@ -157,36 +157,61 @@ class Proc:
         self.stop()
 
 
+# One farm process holds at most this many listeners: the open-file limit (whose hard limit
+# an unprivileged container cannot raise) is 20,000 on the benchmark machine.
+TARGETS_PER_FARM = 15_000
+
+
 @dataclass
 class Farm:
+    """Loopback targets (bench/farm.py), in as many processes as the open-file limit needs;
+    ``targets`` maps each kind to (host, port) pairs."""
+
     open: int = 0
     refused: int = 0
     silent: int = 0
     slow: int = 0
     slow_after: float = 1.0
-    process: subprocess.Popen[str] | None = None
-    targets: dict = field(default_factory=dict)
+    netns: str | None = None
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+    targets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
     def __enter__(self) -> Farm:
-        self.process = subprocess.Popen(
-            [sys.executable, str(HERE / "farm.py"), "--open", str(self.open), "--refused", str(self.refused),
-             "--silent", str(self.silent), "--slow", str(self.slow), "--slow-after", str(self.slow_after)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
-        )
-        line = self.process.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            self.process.wait(5)
-            raise RuntimeError("the target farm did not start (see its error above)")
-        self.targets = json.loads(line)
+        self.targets = {"open": [], "refused": [], "silent": [], "slow": []}
+        count = max(1, math.ceil((self.open + 2 * self.silent) / TARGETS_PER_FARM))
+        try:
+            for i in range(count):
+                share = {"open": self._part(self.open, i, count), "refused": self._part(self.refused, i, count),
+                         "silent": self._part(self.silent, i, count), "slow": self.slow if i == 0 else 0}
+                self._start(share)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
-    @property
-    def port(self) -> int:
-        return int(self.targets["port"])
+    @staticmethod
+    def _part(total: int, index: int, count: int) -> int:
+        return total // count + (1 if index < total % count else 0)
+
+    def _start(self, share: dict[str, int]) -> None:
+        argv = (["ip", "netns", "exec", self.netns] if self.netns else []) + [
+            sys.executable, str(HERE / "farm.py"), *(f"--{kind}={number}" for kind, number in share.items()),
+            "--slow-after", str(self.slow_after)]
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        self.processes.append(process)
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            process.wait(5)
+            raise RuntimeError("the target farm did not start (see its error above)")
+        found = json.loads(line)
+        for kind in self.targets:
+            self.targets[kind] += [(host, int(found["port"])) for host in found[kind]]
 
     def __exit__(self, *exc: object) -> None:
-        assert self.process is not None
-        stop_process(self.process)
+        for process in self.processes:
+            stop_process(process)
+        self.processes.clear()
 
 
 def illiad_argv(config: Path, port: int, *, event_loop: str, listen: str = "127.0.0.1") -> list[str]:
@@ -209,11 +234,12 @@ def blackbox_config(path: Path, *, timeout: float) -> Path:
     return path
 
 
-def illiad_config(path: Path, sites: Sequence[Sequence[dict]], *, timeout: float, concurrency: int) -> Path:
+def illiad_config(path: Path, sites: Sequence[Sequence[dict]], *, timeout: float, concurrency: int,
+                  exporter_extra: str = "") -> Path:
     """A config with these sites, each a list of custom paths ({host, port, prober?, ...})."""
     lines = [
         "defaults: {system_resolver: false, timeout: %ss}" % timeout,
-        f"exporter: {{max_concurrency: {concurrency}}}",
+        f"exporter: {{max_concurrency: {concurrency}{', ' + exporter_extra if exporter_extra else ''}}}",
         "sites:",
     ]
     for s, paths in enumerate(sites):
@@ -277,19 +303,27 @@ class Row:
     up: int  # paths up in the last round
     rounds: int
 
+    @property
+    def cores(self) -> float:
+        """CPU seconds per wall second: 1.0 is one core busy throughout."""
+        return self.cpu_per_1000 * self.n / 1000 / self.wall if self.wall > 0 else float("nan")
 
-def mix(n: int, silent_share: float) -> tuple[int, int, int]:
+
+def mix(n: int, mixed: bool, silent_share: float) -> tuple[int, int, int]:
+    """(open, refused, silent) of n paths: all open, or 70% open, the rest refused or silent."""
+    if not mixed:
+        return n, 0, 0
     silent = max(1, round(n * silent_share)) if silent_share > 0 else 0
     open_ = round(n * 0.7)
     return open_, n - open_ - silent, silent
 
 
-def path_specs(farm: Farm, n: int, silent_share: float, timeout: float) -> list[dict]:
-    open_, refused, silent = mix(n, silent_share)
+def path_specs(farm: Farm, n: int, mixed: bool, silent_share: float) -> list[dict]:
+    open_, refused, silent = mix(n, mixed, silent_share)
     t = farm.targets
     hosts = t["open"][:open_] + t["refused"][:refused] + t["silent"][:silent]
     assert len(hosts) == n, "the farm has too few targets"
-    return [{"host": h, "port": farm.port} for h in hosts]
+    return [{"host": host, "port": port} for host, port in hosts]
 
 
 def measure_rounds(pid: int, one_round, rounds: int) -> tuple[float, float, int]:
@@ -305,7 +339,7 @@ def measure_rounds(pid: int, one_round, rounds: int) -> tuple[float, float, int]
 
 
 def bench_illiad(work: Path, specs: list[dict], *, mode: str, event_loop: str, parallel: int, rounds: int,
-                 timeout: float) -> Row:
+                 timeout: float, requests_in_flight: int) -> Row:
     n = len(specs)
     config = illiad_config(work / f"illiad-{n}.yml", chunk(specs, PATHS_PER_SITE), timeout=timeout,
                            concurrency=parallel)
@@ -319,7 +353,7 @@ def bench_illiad(work: Path, specs: list[dict], *, mode: str, event_loop: str, p
             urls = [f"{base}/probe?site=site{s:05d}" for s in range(math.ceil(n / PATHS_PER_SITE))]
 
         def one_round() -> tuple[float, int]:
-            wall, bodies = timed_fetch(urls, parallel)
+            wall, bodies = timed_fetch(urls, requests_in_flight)
             return wall, count_up(bodies, "illiad")
 
         wall, cpu, up = measure_rounds(proc.pid, one_round, rounds)
@@ -354,42 +388,37 @@ def uvloop_available() -> bool:
     return True
 
 
-def part_a(work: Path, args: argparse.Namespace, binary: str | None) -> list[str]:
+def throughput(work: Path, args: argparse.Namespace, binary: str | None) -> tuple[list[str], list[Row]]:
     sizes = args.sizes
-    cases = [(n, args.silent_share) for n in sizes]
-    if max(sizes) >= 10_000 and not args.quick:
-        cases.append((max(sizes), 0.0))  # the goal: a scrape of 10,000 answering paths
     biggest = max(sizes)
     loops = ["asyncio"] + (["uvloop"] if uvloop_available() else [])
     rows: list[Row] = []
-    with Farm(open=round(biggest * 0.7), refused=biggest, silent=max(1, round(biggest * args.silent_share))) as farm:
-        for n, share in cases:
-            specs = path_specs(farm, n, share, args.timeout)
+    open_, refused, silent = mix(biggest, args.mixed, args.silent_share)
+    with Farm(open=open_, refused=refused, silent=silent) as farm:
+        for n in sizes:
+            specs = path_specs(farm, n, args.mixed, args.silent_share)
             rounds = args.rounds or (2 if args.quick else max(2, min(10, math.ceil(2000 / n))))
-            case_rows: list[Row] = []
-            for loop in loops:
-                case_rows.append(bench_illiad(work, specs, mode="/metrics", event_loop=loop, parallel=args.parallel,
-                                              rounds=rounds, timeout=args.timeout))
-            if share > 0:
+            common = {"parallel": args.parallel, "rounds": rounds, "timeout": args.timeout,
+                      "requests_in_flight": args.requests_in_flight}
+            for mode in ("/metrics", "/probe?site="):
                 for loop in loops:
-                    case_rows.append(bench_illiad(work, specs, mode="/probe?site=", event_loop=loop,
-                                                  parallel=args.parallel, rounds=rounds, timeout=args.timeout))
-                if binary:
-                    case_rows.append(bench_blackbox(work, binary, specs, parallel=args.parallel, rounds=rounds,
-                                                    timeout=args.timeout))
-            for row in case_rows:
-                row.mode += "" if share > 0 else " (answering only)"
-            rows += case_rows
-            print(f"  (a) N={n} silent={share:.0%} done", file=sys.stderr, flush=True)
+                    rows.append(bench_illiad(work, specs, mode=mode, event_loop=loop, **common))
+            if binary:
+                rows.append(bench_blackbox(work, binary, specs, parallel=args.requests_in_flight, rounds=rounds,
+                                           timeout=args.timeout))
+            print(f"  (a) N={n} done", file=sys.stderr, flush=True)
+    kind = ("70% open, 25% refused, {:.0%} silent (timeout {}s)".format(args.silent_share, args.timeout)
+            if args.mixed else "every target accepts and closes")
     lines = [
-        f"(a) Throughput and CPU: {', '.join(str(n) for n in sizes)} TCP paths, 70% open, 25% refused, "
-        f"{args.silent_share:.0%} silent (timeout {args.timeout}s); {args.parallel} requests or probes in flight",
+        f"(a) Throughput and CPU: {', '.join(str(n) for n in sizes)} TCP paths, {kind}; up to {args.parallel} "
+        f"probes in flight (max_concurrency), {args.requests_in_flight} requests in flight for /probe, kept alive",
         table(
-            ["N", "exporter", "endpoint", "rounds", "wall s/round", "CPU s/1000 probes", "RSS idle MiB",
+            ["N", "exporter", "endpoint", "rounds", "wall s/round", "CPU s/1000 probes", "cores", "RSS idle MiB",
              "peak RSS MiB", "up/N"],
-            [[r.n, r.exporter, r.mode, r.rounds, f"{r.wall:.3f}", f"{r.cpu_per_1000:.3f}", f"{r.rss_idle:.1f}",
-              f"{r.hwm:.1f}", f"{r.up}/{r.n}"] for r in rows],
+            [[r.n, r.exporter, r.mode, r.rounds, f"{r.wall:.3f}", f"{r.cpu_per_1000:.3f}", f"{r.cores:.2f}",
+              f"{r.rss_idle:.1f}", f"{r.hwm:.1f}", f"{r.up}/{r.n}"] for r in rows],
         ),
+        "    cores: the exporter's CPU seconds per wall second (1.00: one core busy for the whole round)",
     ]
     ratios = []
     for n in sizes:
@@ -397,7 +426,7 @@ def part_a(work: Path, args: argparse.Namespace, binary: str | None) -> list[str
         if bb is None:
             continue
         for r in rows:
-            if r.n == n and r.exporter != "blackbox" and "answering" not in r.mode:
+            if r.n == n and r.exporter != "blackbox":
                 cpu_ratio = r.cpu_per_1000 / bb.cpu_per_1000 if bb.cpu_per_1000 > 0 else float("nan")
                 ratios.append([n, f"{r.exporter} {r.mode}", f"{cpu_ratio:.2f}", f"{r.wall / bb.wall:.2f}"])
     if ratios:
@@ -405,21 +434,22 @@ def part_a(work: Path, args: argparse.Namespace, binary: str | None) -> list[str
                   table(["N", "illiad", "CPU per probe ratio", "wall ratio"], ratios)]
     elif not binary:
         lines.append("    blackbox exporter not installed (Debian prometheus-blackbox-exporter): no comparison")
-    return lines
+    return lines, rows
 
 
 # -- (b) the scrape floor ------------------------------------------------------------------------
 
 
-def part_b(work: Path, args: argparse.Namespace) -> list[str]:
+def scrape_floor(work: Path, args: argparse.Namespace) -> list[str]:
     slow_after = args.slow_after
     sizes = args.sizes
     rows = []
     with Farm(open=max(sizes), slow=1, slow_after=slow_after) as farm:
-        slow_spec = {"host": farm.targets["slow"][0], "port": farm.port, "prober": "http",
+        slow_host, slow_port = farm.targets["slow"][0]
+        slow_spec = {"host": slow_host, "port": slow_port, "prober": "http",
                      "timeout": f"{slow_after + 5}s", "scheme": "http"}
         for n in sizes:
-            specs = [slow_spec] + [{"host": h, "port": farm.port} for h in farm.targets["open"][: n - 1]]
+            specs = [slow_spec] + [{"host": h, "port": p} for h, p in farm.targets["open"][: n - 1]]
             config = illiad_config(work / f"floor-{n}.yml", chunk(specs, PATHS_PER_SITE), timeout=2.0,
                                    concurrency=args.parallel)
             port = free_port()
@@ -445,17 +475,17 @@ def part_b(work: Path, args: argparse.Namespace) -> list[str]:
 # -- (c) latency accuracy ------------------------------------------------------------------------
 
 
-def part_c(work: Path, args: argparse.Namespace, binary: str | None) -> list[str]:
+def latency_accuracy(work: Path, args: argparse.Namespace, binary: str | None) -> tuple[list[str], dict[str, float]]:
     from latency import measure_latency  # bench/latency.py
 
     return measure_latency(work, args, binary, illiad_argv=illiad_argv, blackbox_config=blackbox_config,
-                           illiad_config=illiad_config, Proc=Proc, table=table)
+                           illiad_config=illiad_config, Proc=Proc, Farm=Farm, table=table)
 
 
 # -- (d) memory ------------------------------------------------------------------------------
 
 
-def part_d(work: Path, args: argparse.Namespace) -> list[str]:
+def idle_memory(work: Path, args: argparse.Namespace) -> list[str]:
     n = args.memory_paths
     host = "127.0.0.1"
 
@@ -489,6 +519,111 @@ def part_d(work: Path, args: argparse.Namespace) -> list[str]:
     ]
 
 
+# -- (e) compression and series ---------------------------------------------------------------------
+
+
+def _raw_get(url: str, accept_encoding: str) -> tuple[bytes, str]:
+    request = urllib.request.Request(url, headers={"Accept-Encoding": accept_encoding,
+                                                   "X-Prometheus-Scrape-Timeout-Seconds": str(SCRAPE_TIMEOUT)})
+    with urllib.request.urlopen(request, timeout=SCRAPE_TIMEOUT + 30) as answer:  # noqa: S310 (loopback)
+        return answer.read(), answer.headers.get("Content-Encoding", "")
+
+
+def compression(work: Path, args: argparse.Namespace) -> list[str]:
+    """What gzip costs and saves on a real exposition, by zlib level (the exporter uses
+    exposition.GZIP_LEVEL), and the exposition with one failure reason series per failed
+    path (the default) against all eleven per path."""
+    import zlib
+
+    from illiad_exporter.exposition import GZIP_LEVEL
+
+    n = args.compression_paths
+    open_, refused, silent = mix(n, True, 0.0)  # 70% open, 30% refused: failure reasons to show
+    rows, levels = [], []
+    with Farm(open=open_, refused=refused) as farm:
+        specs = path_specs(farm, n, True, 0.0)
+        for reasons in ("active", "all"):
+            config = illiad_config(work / f"gzip-{reasons}.yml", chunk(specs, PATHS_PER_SITE), timeout=2.0,
+                                   concurrency=args.parallel, exporter_extra=f"failure_reasons: {reasons}")
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            with Proc(illiad_argv(config, port, event_loop="asyncio"), f"{base}/-/ready",
+                      log=work / "gzip.log") as proc:
+                plain, _ = _raw_get(f"{base}/metrics", "identity")  # also the warm-up
+                cpu = {}
+                for coding in ("identity", "gzip"):
+                    before = cpu_seconds(proc.pid)
+                    for _ in range(3):
+                        body, used = _raw_get(f"{base}/metrics", coding)
+                    cpu[coding] = (cpu_seconds(proc.pid) - before) / 3
+                    assert used == ("gzip" if coding == "gzip" else ""), used
+                _, hwm = memory_mb(proc.pid)
+            rows.append([n, reasons, f"{len(plain) / 1e6:.1f}", f"{len(body) / 1e6:.2f}", f"{cpu['identity']:.2f}",
+                         f"{cpu['gzip']:.2f}", f"{hwm:.1f}"])
+            if reasons == "active":
+                for level in (1, 3, 6, 9):
+                    started = time.process_time()
+                    packer = zlib.compressobj(level, zlib.DEFLATED, 31)
+                    size = sum(len(packer.compress(plain[i:i + 300_000])) for i in range(0, len(plain), 300_000))
+                    size += len(packer.flush())
+                    spent = time.process_time() - started
+                    levels.append([level, f"{spent * 1000:.0f}", f"{size / 1e6:.3f}", f"{len(plain) / size:.1f}",
+                                   "<- the exporter's" if level == GZIP_LEVEL else ""])
+    return [
+        f"(e) Compression and series: one /metrics scrape of {n} paths (70% open, 30% refused)",
+        table(["N", "failure_reasons", "text MB", "gzip MB", "CPU s/scrape identity", "CPU s/scrape gzip",
+               "peak RSS MiB"], rows),
+        "",
+        "    zlib levels on that exposition (failure_reasons: active), compressed here in 300 kB chunks as the "
+        "exporter sends it",
+        table(["level", "CPU ms", "gzip MB", "ratio", ""], levels),
+    ]
+
+
+# -- the goals (issue: scale) -------------------------------------------------------------------
+
+
+def goals(rows: list[Row], latency: dict[str, float] | None) -> list[str]:
+    """Each goal against the figures of this run: met or the distance left."""
+    def find(n: int, exporter: str, mode: str) -> Row | None:
+        return next((r for r in rows if r.n == n and r.exporter == exporter and r.mode == mode), None)
+
+    lines = []
+    exporters = sorted({r.exporter for r in rows if r.exporter != "blackbox"})
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    for exporter in exporters:
+        for n, limit in ((10_000, 1.0), (30_000, 3.0)):
+            row = find(n, exporter, "/metrics")
+            if row is not None:
+                lines.append([f"{exporter}: {n} paths, /metrics wall <= {limit} s", f"{row.wall:.2f} s",
+                              verdict(row.wall <= limit)])
+        small, big = find(1000, exporter, "/metrics"), find(30_000, exporter, "/metrics")
+        if small is not None and big is not None:
+            growth = big.cpu_per_1000 / small.cpu_per_1000
+            lines.append([f"{exporter}: CPU per probe at 30000 <= 1.15x that at 1000", f"{growth:.2f}x",
+                          verdict(growth <= 1.15)])
+        for n, limit in ((10_000, 120.0), (30_000, 250.0)):
+            row = find(n, exporter, "/metrics")
+            if row is not None:
+                lines.append([f"{exporter}: peak RSS, {n}-path scrape <= {limit:.0f} MiB", f"{row.hwm:.0f} MiB",
+                              verdict(row.hwm <= limit)])
+        for row in rows:
+            bb = find(row.n, "blackbox", "/probe?target=")
+            if row.exporter == exporter and bb is not None and bb.cpu_per_1000 > 0:
+                ratio = row.cpu_per_1000 / bb.cpu_per_1000
+                lines.append([f"{exporter}: {row.n} paths {row.mode}, CPU per probe <= 0.35x blackbox",
+                              f"{ratio:.2f}x", verdict(ratio <= 0.35)])
+    if latency:
+        for key, what in (("idle", "idle"), ("loaded", "during a 10000-path scrape")):
+            if key in latency:
+                lines.append([f"connect latency within 1 ms of the injected delay, {what}",
+                              f"{latency[key]:+.2f} ms", verdict(abs(latency[key]) <= 1.0)])
+    return ["Goals against this run's figures", table(["goal", "measured", ""], lines)]
+
+
 # -- output ---------------------------------------------------------------------------------------
 
 
@@ -510,26 +645,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark illiad-port-exporter against the blackbox exporter.")
     parser.add_argument("--quick", action="store_true", help="20 paths, no namespaces: a smoke run in seconds")
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=None,
-                        help="path counts for (a) and (b) (default 100,1000,10000)")
+                        help="path counts for (a) and (b) (default 1000,10000,30000)")
     parser.add_argument("--parallel", type=int, default=256,
-                        help="requests (blackbox, /probe?site=) or probes (max_concurrency) in flight (default 256)")
+                        help="probes in flight (the exporter's max_concurrency, default 256)")
+    parser.add_argument("--requests-in-flight", type=int, default=32,
+                        help="requests in flight for /probe (blackbox, /probe?site=), on kept-alive connections "
+                             "(default 32)")
     parser.add_argument("--rounds", type=int, default=0, help="measured rounds per case (default: by N)")
+    parser.add_argument("--mixed", action="store_true",
+                        help="70%% open, 25%% refused, --silent-share silent targets instead of all answering")
     parser.add_argument("--timeout", type=float, default=0.5, help="probe timeout, what silent targets cost (s)")
     parser.add_argument("--silent-share", type=float, default=0.05)
     parser.add_argument("--slow-after", type=float, default=None, help="T of part (b) (default 1s, quick 0.3s)")
     parser.add_argument("--memory-paths", type=int, default=None, help="paths of part (d) (default 10000)")
     parser.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay of the wire in (c)")
     parser.add_argument("--samples", type=int, default=15, help="scrapes per figure in (c)")
-    parser.add_argument("--parts", default="abcd", help="which parts to run (default abcd; --quick: abd)")
+    parser.add_argument("--load-paths", type=int, default=None,
+                        help="paths of the scrape (c) measures latency during (default 10000; quick 200)")
+    parser.add_argument("--compression-paths", type=int, default=None, help="paths of part (e) (default 10000)")
+    parser.add_argument("--parts", default="abcde", help="which parts to run (default abcde; --quick: abde)")
     args = parser.parse_args(argv)
     if args.sizes is None:
-        args.sizes = [20] if args.quick else [100, 1000, 10_000]
+        args.sizes = [20] if args.quick else [1000, 10_000, 30_000]
     if args.slow_after is None:
         args.slow_after = 0.3 if args.quick else 1.0
     if args.memory_paths is None:
         args.memory_paths = 200 if args.quick else 10_000
-    if args.quick and args.parts == "abcd":
-        args.parts = "abd"
+    if args.load_paths is None:
+        args.load_paths = 200 if args.quick else 10_000
+    if args.compression_paths is None:
+        args.compression_paths = 200 if args.quick else 10_000
+    if args.quick and args.parts == "abcde":
+        args.parts = "abde"
     return args
 
 
@@ -537,21 +684,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(HERE))
     limit = raise_open_file_limit()
-    needed = max(args.sizes) + 2 * args.parallel + 1000  # the farm: one listener per open target
+    needed = min(max(args.sizes), TARGETS_PER_FARM) + 1000  # a farm process: one listener per open target
     if limit < needed:
-        print(f"the open-file limit is {limit}; {max(args.sizes)} paths need about {needed} (ulimit -n)",
-              file=sys.stderr)
+        print(f"the open-file limit is {limit}; a target farm needs about {needed} (ulimit -n)", file=sys.stderr)
         return 1
     binary = blackbox_binary()
     print(f"illiad-port-exporter benchmarks; {machine_line()}")
+    print(f"command: bench/run.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     with tempfile.TemporaryDirectory(prefix="illiad-bench-") as tmp:
         work = Path(tmp)
-        parts = {"a": lambda: part_a(work, args, binary), "b": lambda: part_b(work, args),
-                 "c": lambda: part_c(work, args, binary), "d": lambda: part_d(work, args)}
-        for name in "abcd":
+        found: dict[str, object] = {}
+
+        def run_throughput() -> list[str]:
+            lines, found["rows"] = throughput(work, args, binary)
+            return lines
+
+        def run_latency() -> list[str]:
+            lines, found["latency"] = latency_accuracy(work, args, binary)
+            return lines
+
+        parts = {"a": run_throughput, "b": lambda: scrape_floor(work, args),
+                 "c": run_latency, "d": lambda: idle_memory(work, args),
+                 "e": lambda: compression(work, args)}
+        for name in "abcde":
             if name in args.parts:
                 print()
                 print("\n".join(parts[name]()), flush=True)
+        if "rows" in found:
+            print()
+            print("\n".join(goals(found["rows"], found.get("latency"))))  # type: ignore[arg-type]
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 

@@ -23,16 +23,17 @@ def _run(*args: str) -> str:
 
 @pytest.mark.slow
 def test_quick_bench_prints_figures_for_both_exporters() -> None:
-    """--quick: 20 paths (14 open, 5 refused, 1 silent) through /metrics, /probe?site= and the
-    blackbox exporter; every row has a wall time, CPU per 1,000 probes and peak RSS, and both
-    exporters found the same 14 paths up."""
+    """--quick --mixed: 20 paths (14 open, 5 refused, 1 silent) through /metrics, /probe?site=
+    and the blackbox exporter; every row has a wall time, CPU per 1,000 probes, cores and peak
+    RSS, and both exporters found the same 14 paths up; the compression part and the goals
+    table follow."""
     need_binary("prometheus-blackbox-exporter", "prometheus-blackbox-exporter")
-    out = _run("--quick")
+    out = _run("--quick", "--mixed")
     rows = {
         (m.group("exporter"), m.group("endpoint")): m
         for m in re.finditer(
             rf"^\s+20\s+(?P<exporter>illiad \(\w+\)|blackbox)\s+(?P<endpoint>\S+)\s+\d+\s+(?P<wall>{NUMBER})\s+"
-            rf"(?P<cpu>{NUMBER})\s+(?P<idle>{NUMBER})\s+(?P<peak>{NUMBER})\s+(?P<up>\d+)/20$",
+            rf"(?P<cpu>{NUMBER})\s+(?P<cores>{NUMBER})\s+(?P<idle>{NUMBER})\s+(?P<peak>{NUMBER})\s+(?P<up>\d+)/20$",
             out, re.M,
         )
     }
@@ -46,17 +47,26 @@ def test_quick_bench_prints_figures_for_both_exporters() -> None:
     # (b) the floor: all 20 up, the slow one included; (d) memory per path and per site
     assert re.search(rf"^\s+20\s+0\.300\s+{NUMBER}\s+-?\d+\s+20/20$", out, re.M), out
     assert re.search(rf"per configured path: -?{NUMBER} KiB; per site \(beyond its paths\): -?{NUMBER} KiB", out), out
+    # (e) both failure_reasons settings, gzip smaller than the text; zlib levels
+    for reasons in ("active", "all"):
+        found = re.search(rf"^\s+200\s+{reasons}\s+(?P<text>{NUMBER})\s+(?P<gzip>{NUMBER})\s+", out, re.M)
+        assert found and float(found.group("gzip")) < float(found.group("text")), out
+    assert re.search(r"^\s+1\s+\d+\s+\d+\.\d+\s+\d+\.\d+\s+<- the exporter's$", out, re.M), out
+    assert re.search(r"illiad \(asyncio\): 20 paths /metrics, CPU per probe <= 0\.35x blackbox\s+\d\.\d\dx\s+(NOT )?met",
+                     out), out
 
 
 @pytest.mark.slow
 @pytest.mark.netns
 def test_latency_part_measures_both_exporters_across_the_delay_wire() -> None:
-    """Part (c) builds two namespaces and a 5 ms wire, and reports each exporter's figure."""
+    """Part (c) builds two namespaces and a 5 ms wire, and reports each exporter's figure, this
+    exporter's also while it scrapes 300 other paths."""
     need_root("network namespaces")
     need_binary("ip", "iproute2")
     need_binary("prometheus-blackbox-exporter", "prometheus-blackbox-exporter")
-    out = _run("--parts", "c", "--sizes", "20", "--samples", "3", "--delay-ms", "5")
-    for name in ("plain connect (Python socket)", "illiad illiad_port_latency_seconds", "blackbox probe_duration_seconds"):
+    out = _run("--parts", "c", "--sizes", "20", "--samples", "3", "--delay-ms", "5", "--load-paths", "300")
+    for name in ("plain connect (Python socket)", "illiad illiad_port_latency_seconds",
+                 "illiad illiad_port_latency_seconds, during a scrape", "blackbox probe_duration_seconds"):
         line = next((l for l in out.splitlines() if l.strip().startswith("10 ") and name in l), None)
         assert line is not None, out
         median = float(line.split(name)[1].split()[0])
