@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
 
 from . import __version__
 from .catalog import CATALOG, CatalogPath, Require, Role, paths_for
@@ -192,7 +194,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
 
 
-def _run(coro: object, event_loop: str = "auto") -> int:
+T = TypeVar("T")
+
+
+def _run(main: Coroutine[Any, Any, T], event_loop: str = "auto") -> T:
+    """Run ``main`` on uvloop when it is installed (``auto``) or asked for, else on asyncio's loop."""
     if event_loop != "asyncio":
         try:
             import uvloop  # type: ignore[import-not-found]
@@ -201,8 +207,9 @@ def _run(coro: object, event_loop: str = "auto") -> int:
                 raise SystemExit("error: --event-loop uvloop, but uvloop is not installed "
                                  "(the [fast] extra, or pip install uvloop)") from None
         else:
-            return uvloop.run(coro)  # type: ignore[no-any-return]
-    return asyncio.run(coro)  # type: ignore[arg-type]
+            result: T = uvloop.run(main)
+            return result
+    return asyncio.run(main)
 
 
 # -- validate ----------------------------------------------------------------------------
@@ -280,13 +287,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     plan = build_plan(config, Role(args.vantage), shard=args.shard)
     targets = [t for t in plan.targets if not args.site or t.site in args.site]
-    skipped = [s for s in plan.skipped if not args.site or s.site in args.site]
+    skipped = [skip for skip in plan.skipped if not args.site or skip.site in args.site]
     if not targets:
         why = (f"no enabled path starts at {args.vantage}" + (f" for site {', '.join(args.site)}" if args.site else "")
                + ": nothing to check (see 'illiad-exporter catalog --vantage " + args.vantage + "')")
         if args.output == "json":
             print(json.dumps({"vantage": args.vantage, "checked_at": _utc_now(), "ok": False, "error": why,
-                              "paths": [], "results": [], "skipped": [vars_of(s) for s in skipped]}, indent=2))
+                              "paths": [], "results": [],
+                              "skipped": [dataclasses.asdict(skip) for skip in skipped]}, indent=2))
         else:
             if skipped:
                 print(check_table([], skipped) + "\n")
@@ -299,15 +307,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         return await run_all(targets, budget=budget, limiter=asyncio.Semaphore(config.exporter.max_concurrency))
 
-    outcomes: list[Outcome] = _run(run(), args.event_loop)  # type: ignore[arg-type]
+    outcomes = _run(run(), args.event_loop)
     verdicts = verdicts_of(outcomes, plan.required)
     all_met = all(v.met is True for v in verdicts)
     explained = explain_verdicts(config, verdicts)
     if args.output == "json":
         print(json.dumps({"vantage": args.vantage, "checked_at": _utc_now(), "ok": all_met,
                           "paths": _paths_json(config, verdicts, explained),
-                          "results": [_outcome_json(o) for o in outcomes],
-                          "skipped": [vars_of(s) for s in skipped]}, indent=2))
+                          "results": [_outcome_json(outcome) for outcome in outcomes],
+                          "skipped": [dataclasses.asdict(skip) for skip in skipped]}, indent=2))
     elif args.output == "markdown":
         print(check_markdown(args.vantage, verdicts, skipped, list(explained.values())))
     else:
@@ -364,23 +372,21 @@ def check_markdown(vantage: str, verdicts: Sequence[PathVerdict], skipped: Seque
     return "\n".join(lines).rstrip() + "\n"
 
 
-def vars_of(obj: object) -> dict[str, object]:
-    return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]
-
-
-def _outcome_json(o: Outcome) -> dict[str, object]:
-    t, r = o.target, o.result
+def _outcome_json(outcome: Outcome) -> dict[str, object]:
+    target, result = outcome.target, outcome.result
     return {
-        "site": t.site, "path": t.path, "host": t.host, "port": r.port or t.port, "prober": t.prober,
+        "site": target.site, "path": target.path, "host": target.host, "port": result.port or target.port,
+        "prober": target.prober,
         # met: whether this target meets the path's expectation (verdict.target_met): an open
         # port whose protocol or TLS check failed does not; null when the exporter could not judge
-        "expect": t.expect.value, "observed": r.observed.value, "met": target_met(t, r), "up": r.up,
-        "reason": r.reason.value if r.reason else None, "detail": r.detail,
-        "latency_seconds": r.connect_latency, "duration_seconds": r.duration, "phases": r.phases,
-        "tls": None if r.tls is None else {"version": r.tls.version, "cert_not_after": r.tls.cert_not_after,
-                                           "verified": r.tls.verified},
-        "info": {f.name: dict(f.labels) for f in r.infos},
-        "facts": dict(r.facts),
+        "expect": target.expect.value, "observed": result.observed.value, "met": target_met(target, result),
+        "up": result.up, "reason": result.reason.value if result.reason else None, "detail": result.detail,
+        "latency_seconds": result.connect_latency, "duration_seconds": result.duration, "phases": result.phases,
+        "tls": None if result.tls is None else {"version": result.tls.version,
+                                                "cert_not_after": result.tls.cert_not_after,
+                                                "verified": result.tls.verified},
+        "info": {fact.name: dict(fact.labels) for fact in result.infos},
+        "facts": dict(result.facts),
     }
 
 
@@ -399,8 +405,8 @@ def check_table(verdicts: Sequence[PathVerdict], skipped: Sequence[Skipped] = ()
             r = c.result
             latency = f"{r.connect_latency * 1000:.1f} ms" if r is not None and r.connect_latency is not None else "-"
             rows.append(("", "", "", "", _RESULT[c.met], c.endpoint, c.observed, latency, c.why[:80]))
-    for s in skipped:
-        rows.append((s.site, s.path, "", "", "skipped", "-", "-", "-", s.why))
+    for skip in skipped:
+        rows.append((skip.site, skip.path, "", "", "skipped", "-", "-", "-", skip.why))
     return _table(rows)
 
 
