@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     """The host roles of an ILLiad installation; an exporter runs in one (its vantage)."""
 
     WEB_SERVER = "web_server"
@@ -23,37 +23,25 @@ class Role(str, enum.Enum):
     STAFF_CLIENT = "staff_client"
     EXTERNAL = "external"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Expect(str, enum.Enum):
+class Expect(enum.StrEnum):
     OPEN = "open"
     CLOSED = "closed"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Require(str, enum.Enum):
+class Require(enum.StrEnum):
     """How many of a path's targets must meet its expectation for the path to meet it."""
 
     ALL = "all"  # every host and port (the default)
     ANY = "any"  # at least one: "1433 or 1344", "any partner library answers"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Source(str, enum.Enum):
+class Source(enum.StrEnum):
     """Where a fact of the catalog comes from (docs/sources.md quotes each)."""
 
     PORTS_PAGE = "vendor ports page"  # the vendor's "Network Ports" support page
     OLDER_KB = "vendor older KB"  # the vendor's older knowledge-base article on the same ports
     INFERENCE = "inference"  # this project's reading of the checklist, not the vendor's word
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, slots=True)
