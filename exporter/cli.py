@@ -443,13 +443,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _catalog_rows(paths: Sequence[CatalogPath]) -> list[dict[str, str]]:
     rows = []
-    for p in paths:
-        routes = "; ".join(f"{src.value} -> {', '.join(str(t) for t in ts)}" for src, ts in p.routes.items())
+    for path in paths:
+        routes = "; ".join(f"{source.value} -> {', '.join(str(to) for to in targets)}"
+                           for source, targets in path.routes.items())
         rows.append({
-            "id": p.id, "title": p.title, "routes": routes, "ports": ", ".join(str(x) for x in p.ports),
-            "prober": p.prober, "need": "required" if p.required else "optional", "expect": p.expect.value,
-            "require": p.require.value, "default": "on" if p.enabled_by_default else "off", "impact": p.impact,
-            "source": "; ".join(str(cited) for cited in p.source), "notes": p.notes,
+            "id": path.id, "title": path.title, "routes": routes, "ports": ", ".join(str(port) for port in path.ports),
+            "prober": path.prober, "need": "required" if path.required else "optional", "expect": path.expect.value,
+            "require": path.require.value, "default": "on" if path.enabled_by_default else "off",
+            "impact": path.impact, "source": "; ".join(str(cited) for cited in path.source), "notes": path.notes,
         })
     return rows
 
