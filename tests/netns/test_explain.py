@@ -124,6 +124,7 @@ def test_an_intercepting_proxy_on_the_oclc_path_is_named_with_its_issuer_and_the
     rc, output = run_check(lab, "web_server", "--explain")
     save("check-explain-interception.txt", output)
 
+    assert rc == 1, output  # an open port that fails its TLS check is not the service
     block = explained(output, "oclc_webservices")
     title = block[0].split(": ", 1)[1]
     assert block[2:] == [
@@ -183,44 +184,56 @@ class ReportCells(HTMLParser):
             self._in_rule = False
 
 
-def test_a_report_from_three_vantages_shows_every_path_and_explains_the_one_blocked_from_outside(
-        lab: Lab, tmp_path: Path) -> None:
-    # The campus firewall drops Odyssey from the internet to the web server.
+def test_a_report_from_three_vantages_shows_every_path_and_explains_what_each_firewall_blocks(lab: Lab) -> None:
+    # The campus firewall drops Odyssey from the internet to the web server, and the SQL
+    # Server's own firewall rejects the staff subnet.
     lab.firewall("web_server", "input", "ip saddr 198.19.0.0/16 tcp dport 7968 drop")
-    files = []
+    lab.firewall("sql_server", "input", f"ip saddr {STAFF} tcp dport 1433 reject with tcp reset")
+    runs = ARTIFACTS / "report-from-the-lab"  # the README's example is made here
+    runs.mkdir(parents=True, exist_ok=True)
+    names = []
     for role in VANTAGES:
         rc, output = run_check(lab, role, "--output", "json")
-        assert rc == (1 if role == "external" else 0), output
-        files.append(tmp_path / f"{role}.json")
-        files[-1].write_text(output)
-    markdown = subprocess.run([sys.executable, "-m", "illiad_exporter", "report", *map(str, files)],
+        assert rc == (0 if role == "web_server" else 1), output
+        names.append(f"{role}.json")
+        (runs / names[-1]).write_text(output)
+    markdown = subprocess.run([sys.executable, "-m", "illiad_exporter", "report", *names], cwd=runs,
                               capture_output=True, text=True, timeout=30, check=True).stdout
-    page = ARTIFACTS / "report.html"
-    ARTIFACTS.mkdir(exist_ok=True)
-    subprocess.run([sys.executable, "-m", "illiad_exporter", "report", "--format", "html", "-o", str(page),
-                    *map(str, files)], capture_output=True, text=True, timeout=30, check=True)
-    save("report.md", markdown)
+    subprocess.run([sys.executable, "-m", "illiad_exporter", "report", "--format", "html", "-o", "report.html",
+                    *names], cwd=runs, capture_output=True, text=True, timeout=30, check=True)
+    (runs / "report.md").write_text(markdown)
+    page = runs / "report.html"
 
-    paths = {p["path"] for f in files for p in json.loads(f.read_text())["paths"]}
-    assert "| main-library | odyssey | required | - | OK | FAIL |" in markdown  # inbound: staff and outside
-    assert "| main-library | odyssey_outbound | required | OK | - | - |" in markdown
+    paths = {p["path"] for name in names for p in json.loads((runs / name).read_text())["paths"]}
+    assert "| main-library | odyssey | required | - | OK | FAIL |" in markdown
+    assert "| main-library | sql | required | OK | FAIL | - |" in markdown
     assert f"allow TCP from {EXTERNAL} to {WEB} port 7968" in markdown
     assert (f'New-NetFirewallRule -DisplayName "ILLiad odyssey from {EXTERNAL}" -Direction Inbound -Protocol TCP '
             f"-LocalAddress {WEB} -LocalPort 7968 -RemoteAddress {EXTERNAL} -Action Allow") in markdown
+    assert (f'New-NetFirewallRule -DisplayName "ILLiad sql from {STAFF}" -Direction Inbound -Protocol TCP '
+            f"-LocalAddress {SQL} -LocalPort 1433 -RemoteAddress {STAFF} -Action Allow") in markdown
 
     binary = need_binary("chromium", "chromium")
     screenshot = ARTIFACTS / "report.png"
     screenshot.unlink(missing_ok=True)
     dom = asyncio.run(chromium(binary, "--dump-dom", page.as_uri()))
-    asyncio.run(chromium(binary, f"--screenshot={screenshot}", "--window-size=1280,1400", "--hide-scrollbars",
+    asyncio.run(chromium(binary, f"--screenshot={screenshot}", "--window-size=1280,1600", "--hide-scrollbars",
                          page.as_uri()))
     seen = ReportCells()
     seen.feed(dom)
     assert {path for _, path, _ in seen.cells} == paths
     failing = {key for key, state in seen.cells.items() if state == "failed"}
-    assert failing == {("main-library", "odyssey", "external")}
+    assert failing == {("main-library", "odyssey", "external"), ("main-library", "sql", "staff_client")}
+    assert seen.cells[("main-library", "odyssey", "staff_client")] == "met"
     assert seen.cells[("main-library", "odyssey_outbound", "web_server")] == "met"
     assert seen.cells[("main-library", "sql_from_external", "web_server")] == ""  # does not start there
-    assert seen.failures == [("main-library", "odyssey", "external")]
-    assert f"allow TCP from {EXTERNAL} to {WEB} port 7968" in seen.rules
+    assert seen.failures == [("main-library", "sql", "staff_client"), ("main-library", "odyssey", "external")]
+    assert seen.rules == [
+        f"allow TCP from {STAFF} to {SQL} port 1433",
+        f'New-NetFirewallRule -DisplayName "ILLiad sql from {STAFF}" -Direction Inbound -Protocol TCP '
+        f"-LocalAddress {SQL} -LocalPort 1433 -RemoteAddress {STAFF} -Action Allow",
+        f"allow TCP from {EXTERNAL} to {WEB} port 7968",
+        f'New-NetFirewallRule -DisplayName "ILLiad odyssey from {EXTERNAL}" -Direction Inbound -Protocol TCP '
+        f"-LocalAddress {WEB} -LocalPort 7968 -RemoteAddress {EXTERNAL} -Action Allow",
+    ]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
