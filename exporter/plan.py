@@ -72,7 +72,8 @@ def site_targets(config: Config, site: Site, vantage: Role) -> tuple[list[ProbeT
         hosts = path.routes[vantage]
         for source, target in path.unresolved:
             if source is vantage:
-                skipped.append(Skipped(site.name, path.id, f"no host for {target} in this site's hosts"))
+                skipped.append(Skipped(site.name, path.id, f"no host for {target} in this site's hosts "
+                                                           f"(or give paths.{path.id}.hosts)"))
         if path.required:
             required.add(path.id)
         for host in hosts:

@@ -112,7 +112,7 @@ sites:
         ("sql", "sql.example.edu", 1344),
     ]
     assert [(s.path, s.why) for s in web.skipped] == [
-        ("odyssey_outbound", "no host for <external> in this site's hosts")
+        ("odyssey_outbound", "no host for <external> in this site's hosts (or give paths.odyssey_outbound.hosts)")
     ]
 
 
