@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.netns.lab import NetnsPeer
+
 HERE = Path(__file__).resolve().parent
 DELAY_WIRE = HERE.parent / "tests" / "netns" / "delay_wire.py"
 
@@ -69,7 +71,7 @@ def measure_latency(work: Path, args: Any, binary: str | None, **helpers: Any) -
         return [title, "    skipped: needs Linux, root, ip (iproute2) and curl"], {}
     if not Path("/dev/net/tun").exists() or not DELAY_WIRE.exists():
         return [title, f"    skipped: needs /dev/net/tun and {DELAY_WIRE}"], {}
-    Proc, table = helpers["Proc"], helpers["table"]
+    table = helpers["table"]
     tag = f"{os.getpid() % 100000}{random.randrange(100):02d}"
     ns_a, ns_b = f"ipebench{tag}a", f"ipebench{tag}b"
     subnet = random.randrange(0, 250)
@@ -122,6 +124,11 @@ def measure_latency(work: Path, args: Any, binary: str | None, **helpers: Any) -
     ], errors
 
 
+def _in_namespace(ns: str, argv: list[str], port: int, log: Path) -> NetnsPeer:
+    """An exporter process inside namespace ``ns``: ready once it listens on 127.0.0.1:``port`` there."""
+    return NetnsPeer(ns, argv, address="127.0.0.1", port=port, log=log, ready_timeout=120, stop_timeout=10)
+
+
 def _stats(samples: list[float]) -> tuple[float, float, float]:
     return statistics.median(samples) * 1000, min(samples) * 1000, max(samples) * 1000
 
@@ -138,15 +145,15 @@ def _path_latency(body: str, host: str) -> float:
 def _during_a_scrape(work: Path, args: Any, helpers: dict[str, Any], ns: str, host: str, port: int) -> list[float]:
     """The wire path's latency as the last path of a /metrics scrape of args.load_paths
     loopback paths, the target farm inside the exporter's namespace."""
-    Proc, Farm = helpers["Proc"], helpers["Farm"]
+    Farm = helpers["Farm"]
     samples = []
     with Farm(open=args.load_paths, netns=ns) as farm:
         specs = [{"host": h, "port": p} for h, p in farm.targets["open"][: args.load_paths]]
         sites = [specs[i:i + 10] for i in range(0, len(specs), 10)] + [[{"host": host, "port": port}]]
         config = helpers["illiad_config"](work / "latency-loaded.yml", sites, timeout=2.0, concurrency=256)
         listen = 19969
-        with Proc(helpers["illiad_argv"](config, listen, event_loop="auto"), f"http://127.0.0.1:{listen}/-/ready",
-                  netns=ns, log=work / "latency-loaded.log"):
+        with _in_namespace(ns, helpers["illiad_argv"](config, listen, event_loop="auto"), listen,
+                           work / "latency-loaded.log"):
             _scrape(f"http://127.0.0.1:{listen}/metrics", ns, timeout=120)  # warm-up
             for _ in range(_loaded_samples(args)):
                 samples.append(_path_latency(_scrape(f"http://127.0.0.1:{listen}/metrics", ns, timeout=120), host))
@@ -155,7 +162,6 @@ def _during_a_scrape(work: Path, args: Any, helpers: dict[str, Any], ns: str, ho
 
 def _one_delay(work: Path, args: Any, binary: str | None, helpers: dict[str, Any], ns: str, host: str, port: int,
                delay_ms: float, errors: dict[str, float]) -> list[list[str]]:
-    Proc = helpers["Proc"]
     injected = 2 * delay_ms
     series: dict[str, list[float]] = {}
     series["plain connect (Python socket)"] = json.loads(
@@ -164,8 +170,8 @@ def _one_delay(work: Path, args: Any, binary: str | None, helpers: dict[str, Any
     config = helpers["illiad_config"](work / "latency.yml", [[{"host": host, "port": port}]], timeout=2.0,
                                       concurrency=16)
     listen = 19968
-    with Proc(helpers["illiad_argv"](config, listen, event_loop="auto"), f"http://127.0.0.1:{listen}/-/ready",
-              netns=ns, log=work / "latency-illiad.log"):
+    with _in_namespace(ns, helpers["illiad_argv"](config, listen, event_loop="auto"), listen,
+                       work / "latency-illiad.log"):
         latency, duration = [], []
         _scrape(f"http://127.0.0.1:{listen}/metrics", ns)  # warm-up
         for _ in range(args.samples):
@@ -180,7 +186,7 @@ def _one_delay(work: Path, args: Any, binary: str | None, helpers: dict[str, Any
         bb_config = helpers["blackbox_config"](work / "latency-blackbox.yml", timeout=2.0)
         bb_listen = 19115
         argv = [binary, f"--config.file={bb_config}", f"--web.listen-address=127.0.0.1:{bb_listen}"]
-        with Proc(argv, f"http://127.0.0.1:{bb_listen}/-/healthy", netns=ns, log=work / "latency-blackbox.log"):
+        with _in_namespace(ns, argv, bb_listen, work / "latency-blackbox.log"):
             url = f"http://127.0.0.1:{bb_listen}/probe?module=tcp_connect&target={host}:{port}"
             total, connect = [], []
             _scrape(url, ns)

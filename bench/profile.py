@@ -1,7 +1,7 @@
 """Profile the exporter under a /metrics scrape of N loopback paths with py-spy.
 
     .venv/bin/pip install py-spy
-    .venv/bin/python bench/profile.py --paths 10000 [--event-loop asyncio] [--rounds 3]
+    .venv/bin/python -m bench.profile --paths 10000 [--event-loop asyncio] [--rounds 3]
 
 Samples the exporter process (not this one) while it serves ``--rounds`` scrapes, then prints
 the functions with the most samples, by own time and including callees. ``--out FILE``
@@ -19,10 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import run as bench  # noqa: E402  (bench/run.py)
+from bench import run as bench
+from tests.peers import free_port
 
 
 def main() -> int:
@@ -49,10 +47,10 @@ def main() -> int:
             specs = bench.path_specs(farm, n, mixed, args.silent_share)
             config = bench.illiad_config(work / "c.yml", bench.chunk(specs, bench.PATHS_PER_SITE), timeout=0.5,
                                          concurrency=256)
-            port = bench.free_port()
+            port = free_port()
             base = f"http://127.0.0.1:{port}"
-            with bench.Proc(bench.illiad_argv(config, port, event_loop=args.event_loop), f"{base}/-/ready",
-                            log=work / "exporter.log") as proc:
+            with bench.exporter_process(bench.illiad_argv(config, port, event_loop=args.event_loop), port,
+                                        work / "exporter.log") as proc:
                 bench.timed_fetch([f"{base}/metrics"], 1)  # warm-up
                 spy = subprocess.Popen([py_spy, "record", "--pid", str(proc.pid), "--rate", "250", "--format", "raw",
                                         "--output", str(raw), "--nonblocking"],

@@ -1,7 +1,7 @@
 """Benchmarks: illiad-port-exporter against the blackbox exporter, on loopback targets.
 
-    .venv/bin/python bench/run.py            # the full run (several minutes)
-    .venv/bin/python bench/run.py --quick    # a smoke run with 20 paths (seconds)
+    .venv/bin/python -m bench.run            # the full run (several minutes)
+    .venv/bin/python -m bench.run --quick    # a smoke run with 20 paths (seconds)
 
 Prints one table per part:
 
@@ -41,6 +41,8 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.peers import Peer, free_port
+
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SCRAPE_TIMEOUT = 30.0  # what Prometheus would send in X-Prometheus-Scrape-Timeout-Seconds
@@ -79,14 +81,6 @@ def raise_open_file_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as answer:
@@ -110,51 +104,10 @@ def stop_process(process: subprocess.Popen) -> None:
         process.wait(5)
 
 
-@dataclass
-class Proc:
-    argv: list[str]
-    ready_url: str
-    netns: str | None = None
-    log: Path | None = None
-    process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Proc:
-        argv = (["ip", "netns", "exec", self.netns] if self.netns else []) + self.argv
-        out = open(self.log, "wb") if self.log else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                detail = self.log.read_text(errors="replace")[-1500:] if self.log else ""
-                raise RuntimeError(f"{self.argv[0]} exited ({self.process.returncode}):\n{detail}")
-            if self._ready():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.argv[0]} not ready within 120 s")
-
-    def _ready(self) -> bool:
-        if self.netns:
-            done = subprocess.run(["ip", "netns", "exec", self.netns, "curl", "-sf", "-o", "/dev/null",
-                                   self.ready_url], timeout=10)
-            return done.returncode == 0
-        try:
-            return http_get(self.ready_url, 1.0)[0] == 200
-        except OSError:
-            return False
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def exporter_process(argv: list[str], port: int, log: Path) -> Peer:
+    """This exporter or the blackbox exporter as a process: ready once it listens on ``port``
+    (a large config takes a while to load), stopped by its pid, killed if it dies with us."""
+    return Peer(argv, port=port, log=log, ready_timeout=120, stop_timeout=10)
 
 
 # One farm process holds at most this many listeners: the open-file limit (whose hard limit
@@ -345,7 +298,7 @@ def bench_illiad(work: Path, specs: list[dict], *, mode: str, event_loop: str, p
                            concurrency=parallel)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with Proc(illiad_argv(config, port, event_loop=event_loop), f"{base}/-/ready", log=work / "illiad.log") as proc:
+    with exporter_process(illiad_argv(config, port, event_loop=event_loop), port, work / "illiad.log") as proc:
         rss_idle, _ = memory_mb(proc.pid)
         if mode == "/metrics":
             urls = [f"{base}/metrics"]
@@ -367,7 +320,7 @@ def bench_blackbox(work: Path, binary: str, specs: list[dict], *, parallel: int,
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     argv = [binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
-    with Proc(argv, f"{base}/-/healthy", log=work / "blackbox.log") as proc:
+    with exporter_process(argv, port, work / "blackbox.log") as proc:
         rss_idle, _ = memory_mb(proc.pid)
         urls = [f"{base}/probe?module=tcp_connect&target={s['host']}:{s['port']}" for s in specs]
 
@@ -454,7 +407,7 @@ def scrape_floor(work: Path, args: argparse.Namespace) -> list[str]:
                                    concurrency=args.parallel)
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            with Proc(illiad_argv(config, port, event_loop="auto"), f"{base}/-/ready", log=work / "floor.log"):
+            with exporter_process(illiad_argv(config, port, event_loop="auto"), port, work / "floor.log"):
                 walls = []
                 ups = 0
                 for i in range(3 if not args.quick else 2):
@@ -476,10 +429,10 @@ def scrape_floor(work: Path, args: argparse.Namespace) -> list[str]:
 
 
 def latency_accuracy(work: Path, args: argparse.Namespace, binary: str | None) -> tuple[list[str], dict[str, float]]:
-    from latency import measure_latency  # bench/latency.py
+    from bench.latency import measure_latency
 
     return measure_latency(work, args, binary, illiad_argv=illiad_argv, blackbox_config=blackbox_config,
-                           illiad_config=illiad_config, Proc=Proc, Farm=Farm, table=table)
+                           illiad_config=illiad_config, Farm=Farm, table=table)
 
 
 # -- (d) memory ------------------------------------------------------------------------------
@@ -495,8 +448,7 @@ def idle_memory(work: Path, args: argparse.Namespace) -> list[str]:
                                concurrency=args.parallel)
         # the same host and port in every path: idle memory does not depend on the target
         port = free_port()
-        with Proc(illiad_argv(config, port, event_loop="auto"), f"http://127.0.0.1:{port}/-/ready",
-                  log=work / "mem.log") as proc:
+        with exporter_process(illiad_argv(config, port, event_loop="auto"), port, work / "mem.log") as proc:
             time.sleep(0.2)
             return memory_mb(proc.pid)[0]
 
@@ -547,8 +499,7 @@ def compression(work: Path, args: argparse.Namespace) -> list[str]:
                                    concurrency=args.parallel, exporter_extra=f"failure_reasons: {reasons}")
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            with Proc(illiad_argv(config, port, event_loop="asyncio"), f"{base}/-/ready",
-                      log=work / "gzip.log") as proc:
+            with exporter_process(illiad_argv(config, port, event_loop="asyncio"), port, work / "gzip.log") as proc:
                 plain, _ = _raw_get(f"{base}/metrics", "identity")  # also the warm-up
                 cpu = {}
                 for coding in ("identity", "gzip"):
@@ -682,7 +633,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(HERE))
     limit = raise_open_file_limit()
     needed = min(max(args.sizes), TARGETS_PER_FARM) + 1000  # a farm process: one listener per open target
     if limit < needed:
@@ -690,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     binary = blackbox_binary()
     print(f"illiad-port-exporter benchmarks; {machine_line()}")
-    print(f"command: bench/run.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print(f"command: python -m bench.run {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     with tempfile.TemporaryDirectory(prefix="illiad-bench-") as tmp:
         work = Path(tmp)
         found: dict[str, object] = {}

@@ -13,7 +13,7 @@ GET) are then run against the same servers by both exporters as processes, drive
 as Prometheus drives them (one request in flight per path, so no probe is shared), and
 their RSS and descriptors are printed side by side.
 
-    python bench/soak.py --probes 30000 --concurrency 200 --timeout 0.5 [--peer]
+    python -m bench.soak --probes 30000 --concurrency 200 --timeout 0.5 [--peer]
 
 Prints figures; asserts nothing (tests/test_soak_script.py runs a tiny N to keep it working).
 """
@@ -35,15 +35,13 @@ from pathlib import Path
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from illiad_exporter.catalog import Expect  # noqa: E402
-from illiad_exporter.probers import PROBERS, ProbeTarget  # noqa: E402
-from illiad_exporter.scrape import run_all  # noqa: E402
-from run import Proc, blackbox_binary, free_port, illiad_argv, illiad_config, memory_mb  # noqa: E402
-from tests.fakes import (DroppingListener, ThreadedServer, garbage, hold_silently, reset_after_first_bytes,  # noqa: E402
+from bench.run import blackbox_binary, exporter_process, illiad_argv, illiad_config, memory_mb
+from illiad_exporter.catalog import Expect
+from illiad_exporter.probers import PROBERS, ProbeTarget
+from illiad_exporter.scrape import run_all
+from tests.fakes import (DroppingListener, ThreadedServer, garbage, hold_silently, reset_after_first_bytes,
                          reset_at_once, tls_first_options, trickle)
+from tests.peers import Peer, free_port
 
 HANDLERS = {"silent": hold_silently, "trickle": trickle, "garbage": garbage, "reset": reset_at_once,
             "reset_after_hello": reset_after_first_bytes}
@@ -169,7 +167,7 @@ async def drive(urls: list[str], count: int, timeout: float) -> int:
     return done
 
 
-def soak_process(proc: Proc, urls: list[str], count: int, warmup: int, timeout: float) -> list[Checkpoint]:
+def soak_process(proc: Peer, urls: list[str], count: int, warmup: int, timeout: float) -> list[Checkpoint]:
     def checkpoint(done: int) -> Checkpoint:
         time.sleep(0.5)  # the server closes the driver's kept-alive connections after it hangs up
         return Checkpoint(done, int(memory_mb(proc.pid)[0] * 2**20), len(os.listdir(f"/proc/{proc.pid}/fd")), 0)
@@ -195,14 +193,13 @@ def side_by_side(ports: dict[str, int], args: argparse.Namespace) -> list[str]:
                                                       for prober, port in paths]],
                                timeout=args.timeout, concurrency=args.concurrency)
         port = free_port()
-        with Proc(illiad_argv(config, port, event_loop="asyncio"), f"http://127.0.0.1:{port}/-/ready",
-                  log=work / "illiad.log") as proc:
+        with exporter_process(illiad_argv(config, port, event_loop="asyncio"), port, work / "illiad.log") as proc:
             urls = [f"http://127.0.0.1:{port}/probe?site=site00000&path=p{i}" for i in range(len(paths))]
             illiad = soak_process(proc, urls, args.probes, args.warmup, args.timeout)
         port = free_port()
         argv = [binary, f"--config.file={blackbox_modules(work / 'blackbox.yml', args.timeout)}",
                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
-        with Proc(argv, f"http://127.0.0.1:{port}/-/healthy", log=work / "blackbox.log") as proc:
+        with exporter_process(argv, port, work / "blackbox.log") as proc:
             urls = [f"http://127.0.0.1:{port}/probe?module={PEER_MODULES[prober]}&target="
                     + (f"http://127.0.0.1:{target}/" if prober == "http" else f"127.0.0.1:{target}")
                     for prober, target in paths]

@@ -11,12 +11,13 @@ import pytest
 
 from .peers import need_binary, need_root
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
+ROOT = Path(__file__).resolve().parent.parent  # bench.run runs as a module from here
 NUMBER = r"\d+\.\d+"
 
 
 def _run(*args: str) -> str:
-    done = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=240)
+    done = subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

@@ -9,14 +9,15 @@ from pathlib import Path
 
 from .peers import need_binary
 
-SOAK = Path(__file__).parent.parent / "bench" / "soak.py"
+ROOT = Path(__file__).resolve().parent.parent  # bench.soak runs as a module from here
+SOAK = [sys.executable, "-m", "bench.soak"]
 
 
 def test_soak_script_runs_the_cases_and_prints_its_figures():
-    result = subprocess.run([sys.executable, str(SOAK), "--probes", "60", "--warmup", "20", "--concurrency", "10",
+    result = subprocess.run([*SOAK, "--probes", "60", "--warmup", "20", "--concurrency", "10",
                              "--timeout", "0.2", "--prober", "tcp", "--prober", "http",
                              "--case", "garbage", "--case", "reset", "--case", "silent"],
-                            capture_output=True, text=True, timeout=120)
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     probes = re.search(r"^probes: +(\d+) \(2 probers \+ 1 starting with TLS x 3 hostile cases\)", out, re.M)
@@ -38,9 +39,9 @@ def test_soak_script_runs_the_cases_and_prints_its_figures():
 
 def test_soak_script_soaks_itself_and_the_blackbox_exporter_side_by_side():
     need_binary("prometheus-blackbox-exporter", "prometheus-blackbox-exporter")
-    result = subprocess.run([sys.executable, str(SOAK), "--probes", "40", "--warmup", "10", "--concurrency", "15",
+    result = subprocess.run([*SOAK, "--probes", "40", "--warmup", "10", "--concurrency", "15",
                              "--timeout", "0.2", "--prober", "tcp", "--case", "reset", "--peer"],
-                            capture_output=True, text=True, timeout=180)
+                            cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert re.search(r"^side by side: 40 probes each \(tcp, tls, http x 5 hostile cases\), 15 requests in flight",
