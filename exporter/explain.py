@@ -256,7 +256,7 @@ def _diagnose_closed(path: PathFacts, t: TargetFacts) -> Diagnosis:
     source = t.source or "this host"
     return Diagnosis(t.endpoint, "open",
                      f"{_where(t)} accepted a connection from {source}, and must not: {path.title.rstrip('.')}. "
-                     f"Close it with the rule below.")
+                     f"A firewall must block it.")
 
 
 # -- rules -------------------------------------------------------------------------------

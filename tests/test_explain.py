@@ -128,7 +128,7 @@ def test_a_path_that_must_be_closed_and_is_open_gets_the_rule_that_closes_it() -
     assert e is not None
     assert [d.text for d in e.diagnoses] == [
         f"sql.example.edu ({SQL}) port 1433 accepted a connection from 198.19.1.10, and must not: SQL Server must "
-        "not be reachable from outside. Close it with the rule below."]
+        "not be reachable from outside. A firewall must block it."]
     assert [(r.network, r.powershell) for r in e.rules] == [(
         f"block TCP from 198.19.1.10 to {SQL} port 1433",
         'New-NetFirewallRule -DisplayName "ILLiad sql_from_external from 198.19.1.10" -Direction Inbound '

@@ -152,7 +152,7 @@ def test_sql_reachable_from_outside_gets_the_rule_that_closes_it(lab: Lab) -> No
     block = explained(output, "sql_from_external")
     assert block[2:] == [
         f"Diagnosis (open): sql.example.edu ({SQL}) port 1433 accepted a connection from {EXTERNAL}, and must not: "
-        f"{block[0].split(': ', 1)[1]}. Close it with the rule below.",
+        f"{block[0].split(': ', 1)[1]}. A firewall must block it.",
         f"Network rule: block TCP from {EXTERNAL} to {SQL} port 1433",
         f'Windows firewall on sql.example.edu: New-NetFirewallRule -DisplayName "ILLiad sql_from_external from '
         f'{EXTERNAL}" -Direction Inbound -Protocol TCP -LocalAddress {SQL} -LocalPort 1433 -RemoteAddress '
