@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from .peers import need_binary
+from .peers import free_port, need_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "alerts"
@@ -319,3 +320,48 @@ def test_the_example_inhibits_alerts_under_a_dead_exporter_and_flapping_under_it
     assert outage["equal"] == ["job", "instance", "site", "vantage", "path"]
     # Nothing holds a path alert back because of its host: IlliadHostUnreachable is a diagnosis.
     assert not any("IlliadHostUnreachable" in " ".join(rule["source_matchers"]) for rule in config["inhibit_rules"])
+
+
+def test_the_quick_start_config_pages_for_sql_and_calls_no_host_unreachable(tmp_path):
+    """The real exporter with examples/local.yml (every path on 127.0.0.1; its ports moved to
+    free ones so nothing on this machine answers): every path is refused. Its /metrics, held
+    for 15 minutes, through the rules in promtool: SQL pages, and the host is not called
+    unreachable (it refuses, so it is there), so nothing could hold the page back."""
+    promtool = need_binary("promtool", "prometheus")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from .exporter_process import exporter
+
+    config = yaml.safe_load((ROOT / "examples" / "local.yml").read_text())
+    (site,) = config["sites"]
+    for override in site["paths"].values():
+        override["port"] = free_port()
+    quick_start = tmp_path / "local.yml"
+    quick_start.write_text(yaml.safe_dump(config))
+    peer, url = exporter(quick_start, tmp_path)
+    with peer:
+        with urllib.request.urlopen(url + "/metrics", timeout=30) as response:
+            text = response.read().decode()
+    job = {"job": "illiad-ports", "instance": "127.0.0.1:9968"}
+    series = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(("illiad_port_", "illiad_path_", "illiad_probe_failure_reason")):
+                labels = ",".join(f'{k}="{v}"' for k, v in {**job, **sample.labels}.items())
+                series.append({"series": f"{sample.name}{{{labels}}}", "values": f"{sample.value:g}x15"})
+    reasons = {s["series"] for s in series if s["series"].startswith("illiad_probe_failure_reason")
+               and s["values"].startswith("1x")}
+    assert reasons and all('reason="refused"' in r for r in reasons), reasons
+    sql = {**job, "site": site["name"], "vantage": "web_server", "path": "sql", "required": "true"}
+    test = {"rule_files": [str(p) for p in RULE_FILES], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "promql_expr_test": [{
+            "expr": 'ALERTS{alertstate="firing", alertname=~"IlliadSqlPathDown|IlliadHostUnreachable"}',
+            "eval_time": "15m",
+            "exp_samples": [{"labels": "ALERTS{" + ",".join(f'{k}="{v}"' for k, v in {
+                **sql, "alertname": "IlliadSqlPathDown", "alertstate": "firing", "severity": "critical"}.items()) + "}",
+                "value": 1}]}]}]}
+    file = tmp_path / "quick-start.test.yml"
+    file.write_text(yaml.safe_dump(test, sort_keys=False))
+    done = run([promtool, "test", "rules", str(file)])
+    assert done.returncode == 0, done.stdout + done.stderr
