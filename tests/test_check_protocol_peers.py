@@ -8,30 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .exporter_process import PUBLIC_PATHS, loopback_site_config
+
 CLI = [sys.executable, "-m", "illiad_exporter"]
-OFF = "{enabled: false}"
 
 
 def write_config(path: Path, *, sql_port: int, z3950_port: int, rdp_port: int) -> Path:
-    path.write_text(f"""
-defaults: {{timeout: 3s, system_resolver: false}}
-sites:
-  - name: lib
-    hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
-    paths:
+    """Only sql, z3950 and rdp, to the given ports, from every vantage."""
+    return loopback_site_config(
+        path, timeout="3s",
+        switched_off=("web_https", "web_http", *PUBLIC_PATHS, "odyssey", "iso_ill", "sql_from_external"),
+        paths=f"""\
       sql: {{port: {sql_port}}}
       z3950: {{host: 127.0.0.1, port: {z3950_port}}}
       rdp: {{host: 127.0.0.1, port: {rdp_port}, expect: open}}
-      web_https: {OFF}
-      web_http: {OFF}
-      oclc_webservices: {OFF}
-      atlas_update: {OFF}
-      article_exchange: {OFF}
-      odyssey: {OFF}
-      iso_ill: {OFF}
-      sql_from_external: {OFF}
 """)
-    return path
 
 
 def check(config: Path, vantage: str) -> tuple[int, dict]:

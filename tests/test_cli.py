@@ -9,6 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from .exporter_process import loopback_site_config
 from .peers import free_port, wait_for_port
 from .test_server import write_config
 
@@ -49,18 +50,10 @@ def test_a_listener_that_is_not_the_service_fails_check(tmp_path, nginx, refusin
     """nginx's plain HTTP port on the SQL port (PRELOGIN fails) and on the OCLC port (the TLS
     handshake fails): connected, but not the service, so both paths fail, in the table, in
     the JSON (ok false, met false beside up false) and in the exit status."""
-    path = tmp_path / "c.yml"
-    path.write_text(f"""
-defaults: {{timeout: 2s, system_resolver: false}}
-sites:
-  - name: lib
-    hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
-    paths:
+    path = loopback_site_config(tmp_path / "c.yml", switched_off=("atlas_update", "article_exchange",
+                                                                   "odyssey_outbound"), paths=f"""\
       sql: {{port: {nginx.http_port}}}
       oclc_webservices: {{host: 127.0.0.1, port: {nginx.http_port}}}
-      atlas_update: {{enabled: false}}
-      article_exchange: {{enabled: false}}
-      odyssey_outbound: {{enabled: false}}
 """)
     table = run("check", "--config.file", str(path), "--vantage", "web_server")
     assert table.returncode == 1, table.stdout + table.stderr

@@ -228,21 +228,27 @@ class Explained(HTMLParser):
             self._take = ""
 
 
-def test_the_status_page_shows_impact_and_diagnosis_of_a_failing_path_and_the_rule_on_demand(tmp_path: Path) -> None:
-    binary = need_binary("chromium", "chromium")
-    closed = free_port()
-    config = tmp_path / "c.yml"
-    config.write_text(f"""
+def refused_sql_config(path: Path, port: int) -> Path:
+    """Site main-library, whose web and SQL servers are named (pinned to 127.0.0.1), with its
+    sql path probed by tcp at ``port``, where nothing listens."""
+    path.write_text(f"""
 defaults: {{timeout: 2s, system_resolver: false, hosts: {{sql.test: [127.0.0.1], web.test: [127.0.0.1]}}}}
 sites:
   - name: main-library
     hosts: {{web_server: web.test, sql_server: sql.test}}
     paths:
-      sql: {{port: {closed}, prober: tcp}}
+      sql: {{port: {port}, prober: tcp}}
       oclc_webservices: {{enabled: false}}
       atlas_update: {{enabled: false}}
       article_exchange: {{enabled: false}}
 """)
+    return path
+
+
+def test_the_status_page_shows_impact_and_diagnosis_of_a_failing_path_and_the_rule_on_demand(tmp_path: Path) -> None:
+    binary = need_binary("chromium", "chromium")
+    closed = free_port()
+    config = refused_sql_config(tmp_path / "c.yml", closed)
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "status-page-explained.png"
     screenshot.unlink(missing_ok=True)
@@ -272,18 +278,7 @@ sites:
 
 def test_check_output_markdown_is_a_ticket_with_the_table_and_the_explanations(tmp_path: Path) -> None:
     closed = free_port()
-    config = tmp_path / "c.yml"
-    config.write_text(f"""
-defaults: {{timeout: 2s, system_resolver: false, hosts: {{sql.test: [127.0.0.1], web.test: [127.0.0.1]}}}}
-sites:
-  - name: main-library
-    hosts: {{web_server: web.test, sql_server: sql.test}}
-    paths:
-      sql: {{port: {closed}, prober: tcp}}
-      oclc_webservices: {{enabled: false}}
-      atlas_update: {{enabled: false}}
-      article_exchange: {{enabled: false}}
-""")
+    config = refused_sql_config(tmp_path / "c.yml", closed)
     done = subprocess.run([sys.executable, "-m", "illiad_exporter", "check", "--config.file", str(config),
                            "--vantage", "web_server", "--output", "markdown"], capture_output=True, text=True,
                           timeout=30)
@@ -308,18 +303,7 @@ def test_the_runbook_has_a_section_per_catalog_path_quoting_its_impact() -> None
 
 def test_metrics_carry_the_impact_and_diagnosis_of_each_failing_path_for_the_alerts(tmp_path: Path) -> None:
     closed = free_port()
-    config = tmp_path / "c.yml"
-    config.write_text(f"""
-defaults: {{timeout: 2s, system_resolver: false, hosts: {{sql.test: [127.0.0.1], web.test: [127.0.0.1]}}}}
-sites:
-  - name: main-library
-    hosts: {{web_server: web.test, sql_server: sql.test}}
-    paths:
-      sql: {{port: {closed}, prober: tcp}}
-      oclc_webservices: {{enabled: false}}
-      atlas_update: {{enabled: false}}
-      article_exchange: {{enabled: false}}
-""")
+    config = refused_sql_config(tmp_path / "c.yml", closed)
 
     async def scenario() -> str:
         async with running(config) as (url, _):

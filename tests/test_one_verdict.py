@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from .exporter_process import PUBLIC_PATHS, loopback_site_config
 from .test_server import get, running
 
 CLI = [sys.executable, "-m", "illiad_exporter"]
@@ -146,19 +147,8 @@ def test_check_metrics_probe_and_status_page_give_every_path_the_same_verdict(
 
 def test_with_sql_on_its_alternative_port_only_every_view_calls_the_path_met(tmp_path, tdspool, refusing_port):
     """The vendor's "1433 or 1344": the first port refused, the second answered by tdspool."""
-    config = tmp_path / "illiad.yml"
-    config.write_text(f"""
-defaults: {{timeout: 2s, system_resolver: false}}
-sites:
-  - name: a
-    hosts: {{web_server: 127.0.0.1, sql_server: 127.0.0.1}}
-    paths:
-      sql: {{ports: [{refusing_port}, {tdspool.port}]}}
-      oclc_webservices: {{enabled: false}}
-      atlas_update: {{enabled: false}}
-      article_exchange: {{enabled: false}}
-      odyssey_outbound: {{enabled: false}}
-""")
+    config = loopback_site_config(tmp_path / "illiad.yml", site="a", switched_off=(*PUBLIC_PATHS, "odyssey_outbound"),
+                                  paths=f"      sql: {{ports: [{refusing_port}, {tdspool.port}]}}\n")
     done = subprocess.run([*CLI, "check", "--config.file", str(config), "--vantage", "web_server", "--output", "json"],
                           capture_output=True, text=True, timeout=60)
     report = json.loads(done.stdout)
