@@ -1,8 +1,9 @@
 """Hand-made loopback servers for what no real peer does on purpose: answer garbage, cut an
-answer short, never answer, or record every byte a client sends.
+answer short, never answer, or record every byte a client sends; a SQL Server Browser.
 
 Each serves on 127.0.0.1 in a daemon thread, is a context manager, and is closed (with every
-connection it accepted) on exit even when the test fails.
+connection it accepted) on exit even when the test fails. The TCP one is a
+fakes.ThreadedServer with a scripted handler.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import socket
 import threading
 from collections.abc import Callable
 
+from .fakes import ThreadedServer
 
-class ScriptedServer:
+
+class ScriptedServer(ThreadedServer):
     """Accepts TCP connections; for each, reads the client's first bytes (up to ``read``
     bytes, or nothing when ``read`` is 0), sends ``reply`` and then closes, or holds the
     connection open when ``hold`` is set. ``received`` collects, per connection, every byte
@@ -21,61 +24,36 @@ class ScriptedServer:
 
     def __init__(self, reply: bytes | Callable[[bytes], bytes] = b"", *, read: int = 4096, hold: bool = False,
                  record: bool = False) -> None:
+        super().__init__(self._script, backlog=16)
         self.reply = reply
         self.read = read
         self.hold = hold
         self.record = record
         self.received: list[bytes] = []
         self.closed_by_client = threading.Event()
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(16)
-        self._listener.settimeout(0.2)
-        self.port: int = self._listener.getsockname()[1]
-        self._stop = threading.Event()
-        self._connections: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def __enter__(self) -> ScriptedServer:
-        self._thread.start()
+        super().__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for connection in self._connections:
-            connection.close()
-        self._listener.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self._listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            self._connections.append(connection)
-            threading.Thread(target=self._handle, args=(connection,), daemon=True).start()
-
-    def _handle(self, connection: socket.socket) -> None:
+    def _script(self, connection: socket.socket, server: ThreadedServer) -> None:
         connection.settimeout(5)
-        try:
-            if self.record:
-                data = bytearray()
-                while chunk := connection.recv(4096):
-                    data += chunk
-                self.received.append(bytes(data))
-                self.closed_by_client.set()
-                return
-            request = connection.recv(self.read) if self.read else b""
-            reply = self.reply(request) if callable(self.reply) else self.reply
-            if reply:
-                connection.sendall(reply)
-            if self.hold:
-                self._stop.wait(10)
-                return
+        if self.record:
+            data = bytearray()
+            while chunk := connection.recv(4096):
+                data += chunk
+            self.received.append(bytes(data))
+            self.closed_by_client.set()
+            return
+        request = connection.recv(self.read) if self.read else b""
+        reply = self.reply(request) if callable(self.reply) else self.reply
+        if reply:
+            connection.sendall(reply)
+        if not self.hold:
             connection.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        # Open until the server stops: closing with the client's bytes unread would send a
+        # reset, not the end of the answer.
+        self.sleep(60)
 
 
 class SilentBrowser:

@@ -55,6 +55,20 @@ def password_hash() -> str:
     return bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
 
 
+def mutual_tls_web_config(path: Path, pki: Pki, *, more: str = "") -> Path:
+    """A web config serving TLS with the test server certificate and requiring a client
+    certificate from the test CA; ``more``: YAML lines after it (indented two spaces to
+    join tls_server_config, or further sections)."""
+    path.write_text(f"""
+tls_server_config:
+  cert_file: {pki.server.cert}
+  key_file: {pki.server.key}
+  client_ca_file: {pki.server.ca}
+  client_auth_type: RequireAndVerifyClientCert
+{more}""")
+    return path
+
+
 def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
@@ -75,13 +89,7 @@ async def fetch(url: str, *, context: ssl.SSLContext | None = None, headers: dic
 
 
 def test_mutual_tls_and_basic_auth_guard_every_endpoint(tmp_path, pki, password_hash, silent_port):
-    web_yml = tmp_path / "web.yml"
-    web_yml.write_text(f"""
-tls_server_config:
-  cert_file: {pki.server.cert}
-  key_file: {pki.server.key}
-  client_ca_file: {pki.server.ca}
-  client_auth_type: RequireAndVerifyClientCert
+    web_yml = mutual_tls_web_config(tmp_path / "web.yml", pki, more=f"""\
   min_version: TLS12
 http_server_config:
   headers: {{X-Content-Type-Options: nosniff, X-Frame-Options: deny}}
@@ -115,15 +123,8 @@ basic_auth_users:
 
 def test_curl_with_and_without_its_client_certificate(tmp_path, pki, password_hash, silent_port):
     curl = need_binary("curl", "curl")
-    web_yml = tmp_path / "web.yml"
-    web_yml.write_text(f"""
-tls_server_config:
-  cert_file: {pki.server.cert}
-  key_file: {pki.server.key}
-  client_ca_file: {pki.server.ca}
-  client_auth_type: RequireAndVerifyClientCert
-basic_auth_users: {{prometheus: '{password_hash}'}}
-""")
+    web_yml = mutual_tls_web_config(tmp_path / "web.yml", pki,
+                                    more=f"basic_auth_users: {{prometheus: '{password_hash}'}}\n")
     config = site_config(tmp_path / "c.yml", "alpha", {"a_sql": silent_port})
     peer, url = exporter(config, tmp_path, "--web.config.file", str(web_yml), scheme="https")
 
@@ -297,14 +298,7 @@ def test_rate_limit_answers_429_beyond_the_burst(tmp_path, silent_port):
 
 def test_client_allowed_sans_admits_only_the_named_client(tmp_path, pki, tls_ca, silent_port):
     other = write_cert(tls_ca, tmp_path / "other", "other", "someone-else.example.test")
-    (tmp_path / "web.yml").write_text(f"""
-tls_server_config:
-  cert_file: {pki.server.cert}
-  key_file: {pki.server.key}
-  client_ca_file: {pki.server.ca}
-  client_auth_type: RequireAndVerifyClientCert
-  client_allowed_sans: [prometheus.example.test]
-""")
+    mutual_tls_web_config(tmp_path / "web.yml", pki, more="  client_allowed_sans: [prometheus.example.test]\n")
     web_config = load_web_config(tmp_path / "web.yml")
     config = site_config(tmp_path / "c.yml", "alpha", {"a_sql": silent_port})
 
