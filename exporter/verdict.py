@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from .catalog import Expect, Require
-from .probers.base import EXPORTER_SIDE_REASONS, ProbeResult, ProbeTarget
+from .probers.base import EXPORTER_SIDE_REASONS, ProbeResult, ProbeTarget, Reason
 from .scrape import Outcome
 
 MAX_LISTED = 3  # targets named in a summary; the rest are counted
@@ -170,9 +170,10 @@ def summarize(verdict: PathVerdict, *, detailed: bool = True) -> str:
     if verdict.met is None:
         exporter = [c for c in checks if c.met is None and c.exporter_side]
         if exporter:
-            if not detailed:
-                reasons = sorted({c.result.reason.value for c in exporter if c.result and c.result.reason})
-                return f"unknown (exporter: {', '.join(reasons)})"
+            if not detailed:  # what went wrong, without the targets: "no free probe slot ...", "error: KeyError"
+                notes = dict.fromkeys(c.result.detail if c.result and c.result.reason is Reason.EXPORTER
+                                      and c.result.detail else c.why for c in exporter)
+                return f"unknown (exporter: {'; '.join(notes)})"
             return "unknown (exporter: " + _listed(exporter, "{why}") + ")"
         return "not probed yet"
     if verdict.expect is Expect.CLOSED:

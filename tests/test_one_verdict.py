@@ -161,3 +161,37 @@ def test_with_sql_on_its_alternative_port_only_every_view_calls_the_path_met(tmp
             return (await get(url + "/metrics"))[1]
 
     assert from_metrics(asyncio.run(scrape())) == {("a", "sql"): ("met", "true")}
+
+
+def test_a_path_the_exporter_could_not_finish_probing_is_unknown_not_closed(tmp_path, dropping_port):
+    """One probe slot (exporter.max_concurrency: 1) and three partners behind a dropping
+    firewall: two time out in turn, and no slot is free for the third before the deadline
+    (reason exporter). Under require: any the third might have answered, so the path is
+    unknown: check says so and exits 1."""
+    config = tmp_path / "illiad.yml"
+    config.write_text(f"""
+defaults:
+  timeout: 1s
+  system_resolver: false
+  hosts: {{p1.test: [127.0.0.1], p2.test: [127.0.0.1], p3.test: [127.0.0.1]}}
+exporter: {{max_concurrency: 1}}
+sites:
+  - name: a
+    hosts: {{web_server: 127.0.0.1}}
+    paths:
+      oclc_webservices: {{enabled: false}}
+      atlas_update: {{enabled: false}}
+      article_exchange: {{enabled: false}}
+      odyssey_outbound: {{hosts: [p1.test, p2.test, p3.test], port: {dropping_port}}}
+""")
+    done = subprocess.run([*CLI, "check", "--config.file", str(config), "--vantage", "web_server"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].split()[:6] == ["a", "odyssey_outbound", "required", "open", "(any)", "UNKNOWN"]
+    assert "unknown (exporter: no free probe slot before the scrape deadline" in lines[1]
+    assert [line.split()[:2] for line in lines[2:5]] == [
+        ["FAIL", f"p1.test:{dropping_port}"], ["FAIL", f"p2.test:{dropping_port}"],
+        ["UNKNOWN", f"p3.test:{dropping_port}"]]
+    assert lines[-1] == ("1 path(s), 3 probe(s) from web_server: SOME EXPECTATIONS NOT MET "
+                         "(1 unknown (the exporter could not judge them))")

@@ -123,8 +123,9 @@ def test_a_verdict_names_its_state():
         ([("a", 7968, failed(Reason.TIMEOUT)), ("b", 7968, failed(Reason.REFUSED))], Require.ANY,
          "none of 2 answers"),
         ([("db", 1433, failed(Reason.PROTOCOL, "no PRELOGIN answer", connected=True))], Require.ALL, "down"),
-        ([("db", 1433, failed(Reason.EXPORTER, "no free probe slot")), ("db", 1344, failed(Reason.ERROR, "bug"))],
-         Require.ANY, "unknown (exporter: error, exporter)"),
+        ([("db", 1433, failed(Reason.EXPORTER, "no free probe slot")), ("db", 1344, failed(Reason.ERROR, "KeyError")),
+          ("db", 1345, failed(Reason.EXPORTER, "no free probe slot"))],
+         Require.ANY, "unknown (exporter: no free probe slot; error: KeyError)"),
     ],
 )
 def test_the_headline_leaves_the_targets_to_their_own_rows(pairs, require, headline):
