@@ -52,38 +52,31 @@ class WebPeer:
     http_port: int
     certs: CertFiles
     peer: Peer
-
-
-@pytest.fixture(scope="session")
-def nginx(server_cert: CertFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebPeer]:
-    """A real nginx on loopback with a test certificate, serving the ILLiad web paths."""
-    https_port, http_port = free_port(), free_port()
-    peer = nginx_peer(tmp_path_factory.mktemp("nginx"), cert=server_cert.cert, key=server_cert.key,
-                      https_port=https_port, http_port=http_port)
-    with peer:
-        yield WebPeer(https_port, http_port, server_cert, peer)
-
-
-@dataclass(frozen=True)
-class LibraryPeer:
-    https_port: int
-    http_port: int
-    access_log: Path
-    peer: Peer
+    access_log: Path  # written only by servers that log requests (library_nginx)
 
     def requested_paths(self) -> list[str]:
         lines = self.access_log.read_text().splitlines() if self.access_log.exists() else []
         return [line.split('"')[1].split()[1] for line in lines if line.count('"') >= 2]
 
 
+def _nginx(workdir: Path, certs: CertFiles, *, locations: str | None = None) -> Iterator[WebPeer]:
+    https_port, http_port = free_port(), free_port()
+    with nginx_peer(workdir, cert=certs.cert, key=certs.key, https_port=https_port, http_port=http_port,
+                    locations=locations) as peer:
+        yield WebPeer(https_port, http_port, certs, peer, workdir / "access.log")
+
+
 @pytest.fixture(scope="session")
-def library_nginx(server_cert: CertFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LibraryPeer]:
+def nginx(server_cert: CertFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebPeer]:
+    """A real nginx on loopback with a test certificate, serving the ILLiad web paths."""
+    yield from _nginx(tmp_path_factory.mktemp("nginx"), server_cert)
+
+
+@pytest.fixture(scope="session")
+def library_nginx(server_cert: CertFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebPeer]:
     """nginx answering as PatronAPI and Symphony do, logging every request path."""
     workdir = tmp_path_factory.mktemp("library-nginx")
-    https_port, http_port = free_port(), free_port()
-    with nginx_peer(workdir, cert=server_cert.cert, key=server_cert.key, https_port=https_port, http_port=http_port,
-                    locations=LIBRARY_LOCATIONS.format(dir=workdir)) as peer:
-        yield LibraryPeer(https_port, http_port, workdir / "access.log", peer)
+    yield from _nginx(workdir, server_cert, locations=LIBRARY_LOCATIONS.format(dir=workdir))
 
 
 @dataclass(frozen=True)

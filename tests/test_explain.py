@@ -23,7 +23,7 @@ from illiad_exporter.report import ReportError, build_matrix, load_runs
 from .peers import free_port, need_binary
 from .probing import make_target
 from .test_server import get, running
-from .test_statuspage import ARTIFACTS, chromium
+from .test_statuspage import ARTIFACTS, rendered_status_page
 
 HOSTS = {"web_server": "illiad.example.edu", "sql_server": "sql.example.edu", "staff_client": "staff.example.edu"}
 WEB, SQL, OCLC = "198.18.1.10", "198.18.2.10", "198.19.2.10"
@@ -252,16 +252,7 @@ def test_the_status_page_shows_impact_and_diagnosis_of_a_failing_path_and_the_ru
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "status-page-explained.png"
     screenshot.unlink(missing_ok=True)
-
-    async def scenario() -> str:
-        async with running(config) as (url, _):
-            await get(url + "/metrics")
-            dom = await chromium(binary, "--dump-dom", url + "/")
-            await chromium(binary, f"--screenshot={screenshot}", "--window-size=1280,900", "--hide-scrollbars",
-                           url + "/")
-            return dom
-
-    dom = asyncio.run(scenario())
+    dom = rendered_status_page(config, binary, screenshot)
     seen = Explained()
     seen.feed(dom)
     assert seen.paths == ["sql"]

@@ -248,16 +248,11 @@ async def chromium(binary: str, *args: str, timeout: float = 60.0) -> str:
         return out.decode()
 
 
-def test_headless_chromium_renders_each_paths_state_and_saves_a_screenshot(tmp_path, nginx, listener):
-    binary = need_binary("chromium", "chromium")
-    port = listener.port
-    ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / "status-page.png"
-    screenshot.unlink(missing_ok=True)
+def rendered_status_page(config: Path, binary: str, screenshot: Path) -> str:
+    """Scrape once (the page shows the latest results), then the status page's DOM as
+    headless Chromium renders it; its screenshot goes to ``screenshot``."""
 
-    async def scenario():
-        config = write_config(tmp_path / "c.yml", open_port=port, closed_port=free_port(),
-                              https_port=nginx.https_port, ca_file=nginx.certs.ca)
+    async def scenario() -> str:
         async with running(config) as (url, _):
             await get(url + "/metrics")
             dom = await chromium(binary, "--dump-dom", url + "/")
@@ -265,7 +260,18 @@ def test_headless_chromium_renders_each_paths_state_and_saves_a_screenshot(tmp_p
                            url + "/")
             return dom
 
-    dom = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_headless_chromium_renders_each_paths_state_and_saves_a_screenshot(tmp_path, nginx, listener):
+    binary = need_binary("chromium", "chromium")
+    port = listener.port
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "status-page.png"
+    screenshot.unlink(missing_ok=True)
+    config = write_config(tmp_path / "c.yml", open_port=port, closed_port=free_port(),
+                          https_port=nginx.https_port, ca_file=nginx.certs.ca)
+    dom = rendered_status_page(config, binary, screenshot)
     rows = parse(dom)
     assert {k: (r["data-state"], r["data-met"]) for k, r in by_path(rows).items()} == EXPECTED
     assert verdicts(rows) == EXPECTED_PATHS
