@@ -7,6 +7,10 @@ change freely around them):
   ``$ COMMAND`` and then holds exactly what COMMAND prints (stdout and stderr as a terminal
   shows them), run from a fresh directory with the ``file:`` blocks in it.
 
+- ``<!-- lab output: TEST_FILE -->`` ... ``<!-- end output -->``: the same, for a command
+  that only a test environment can run (the network-namespace lab); TEST_FILE runs it there
+  and compares with :func:`lab_block` (latency figures aside, which no two runs share).
+
 ``python -m tests.readme_blocks`` rewrites every output block with what its command prints
 now (after a change to the catalog, say); the tests then check the rewrite is what the
 commands print.
@@ -27,6 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 _FILE = re.compile(r"<!-- file: (?P<name>[^ ]+) -->\n```[a-z]*\n(?P<body>.*?)```\n", re.S)
 _OUTPUT = re.compile(r"<!-- output: (?P<command>.+?) -->\n(?P<block>.*?)<!-- end output -->\n", re.S)
+_LAB = re.compile(r"<!-- lab output: (?P<test>[^ ]+) -->\n```\n\$ (?P<command>[^\n]+)\n(?P<shown>.*?)```\n"
+                  r"<!-- end output -->\n", re.S)
+_LATENCY = re.compile(r"\d+\.\d ms")
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,24 @@ def output_blocks(text: str) -> list[OutputBlock]:
         shown = "\n".join(lines[2:-2])
         blocks.append(OutputBlock(match["command"], shown + "\n" if shown else "", match.span("block")))
     return blocks
+
+
+def lab_blocks(text: str) -> list[tuple[str, str, str, tuple[int, int]]]:
+    """(test file, command, shown output, span) of each lab output block."""
+    return [(m["test"], m["command"], m["shown"], m.span()) for m in _LAB.finditer(text)]
+
+
+def lab_block(command: str) -> str:
+    """The README's shown output of a lab command, latency figures as ``N ms``."""
+    for _, shown_command, shown, _ in lab_blocks(README.read_text()):
+        if shown_command == command:
+            return without_latency(shown)
+    raise LookupError(f"no lab output block for {command!r} in {README}")
+
+
+def without_latency(output: str) -> str:
+    """Latencies differ from run to run; the column keeps its width."""
+    return _LATENCY.sub(lambda m: "N ms".rjust(len(m.group(0))), output)
 
 
 def run(command: str, workdir: Path) -> str:

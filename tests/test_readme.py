@@ -23,7 +23,7 @@ import yaml
 
 from .exporter_process import exporter
 from .peers import Peer, free_port, need_binary
-from .readme_blocks import README, REPO, output_blocks, outputs_now
+from .readme_blocks import README, REPO, lab_blocks, output_blocks, outputs_now
 
 TEXT = README.read_text()
 FENCED = re.compile(r"^```[a-z]*\n(.*?)^```\n", re.S | re.M)
@@ -38,8 +38,13 @@ def test_every_output_block_is_what_its_command_prints_now() -> None:
 
 
 def test_every_block_showing_a_command_run_is_a_checked_output_block() -> None:
-    """A fenced block that starts with `$ command` shows output: it must be one of the checked ones."""
+    """A fenced block that starts with `$ command` shows output: it must be one of the checked
+    ones, run here or (a lab output block) by the test it names, which compares it."""
     checked = {block.span[0] for block in output_blocks(TEXT)}
+    for test_file, command, _, (start, _) in lab_blocks(TEXT):
+        checked.add(TEXT.index("```", start))
+        source = (REPO / test_file).read_text()
+        assert "lab_block(" in source and f'"{command}"' in source, (test_file, command)
     unchecked = [m.group(1).splitlines()[0] for m in FENCED.finditer(TEXT)
                  if m.group(1).startswith("$ ") and m.start() not in checked]
     assert unchecked == []

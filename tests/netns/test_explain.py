@@ -21,9 +21,12 @@ from cryptography import x509
 from illiad_exporter.catalog import BY_ID
 
 from ..peers import need_binary, nginx_argv
+from ..readme_blocks import lab_block, without_latency
 from ..test_statuspage import ARTIFACTS, chromium
 from .lab import VANTAGES, Lab, NetnsPeer
 from .topology import BY_ROLE
+
+README_EXAMPLE = "illiad-exporter check --config.file illiad.yml --vantage web_server --explain"
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -87,6 +90,8 @@ def test_sql_closed_to_the_web_server_is_diagnosed_as_the_wire_showed_it_with_th
     ]
     # Only the failing path is explained: every other path from the web server works.
     assert [line for line in output.splitlines() if " from web_server, site " in line] == [block[0]]
+    if reason == "timeout":  # the README shows this run
+        assert without_latency(output) == lab_block(README_EXAMPLE)
 
 
 @pytest.fixture
