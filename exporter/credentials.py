@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
+from pydantic import BeforeValidator, model_validator
 
+from .configfile import StrictModel
 from .files import read_bounded
 
 MAX_SECRET_BYTES = 64 * 1024
@@ -19,9 +20,7 @@ def _no_inline_secret(value: Any) -> Any:
     return value
 
 
-class SecretRef(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SecretRef(StrictModel):
     env: str | None = None
     file: str | None = None
 

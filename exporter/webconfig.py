@@ -47,16 +47,15 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, Field
 
-from .config import (
-    ConfigError, ConfigIssue, Loc, _Builder, _message, compose_yaml, format_loc, parse_duration, read_text,
-)
+from .config import parse_duration
+from .configfile import ConfigError, ConfigIssue, Issues, Loc, StrictModel, compose_yaml, read_text
 
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -166,14 +165,10 @@ def _bcrypt_hash(value: Any) -> str:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 Unsupported = Annotated[Any, BeforeValidator(_unsupported)]
 
 
-class TlsServerConfig(_Strict):
+class TlsServerConfig(StrictModel):
     cert_file: str = ""
     key_file: str = ""
     client_ca_file: str = ""
@@ -195,17 +190,17 @@ class TlsServerConfig(_Strict):
         return bool(self.cert_file or self.key_file or self.client_ca_file or self.client_auth_type)
 
 
-class HttpServerConfig(_Strict):
+class HttpServerConfig(StrictModel):
     http2: bool = True  # accepted for compatibility; this server speaks HTTP/1.1
     headers: dict[str, str] = Field(default_factory=dict)
 
 
-class RateLimit(_Strict):
+class RateLimit(StrictModel):
     burst: Annotated[int, Field(ge=0)] = 0
     interval: Annotated[float, BeforeValidator(parse_duration)] | None = None
 
 
-class WebConfigModel(_Strict):
+class WebConfigModel(StrictModel):
     tls_server_config: TlsServerConfig = Field(default_factory=TlsServerConfig)
     http_server_config: HttpServerConfig = Field(default_factory=HttpServerConfig)
     rate_limit: RateLimit = Field(default_factory=RateLimit)
@@ -395,22 +390,10 @@ class RateLimiter:
 # --- loading ------------------------------------------------------------------------------
 
 
-@dataclass
-class _Issues:
-    file: str
-    builder: _Builder
-    issues: list[ConfigIssue] = field(default_factory=list)
-
-    def add(self, loc: Loc, message: str) -> None:
-        line, column = self.builder.positions.at(loc)
-        self.issues.append(ConfigIssue(self.file, line, column, format_loc(loc), message))
-
-
 def load_web_config(path: str | Path) -> WebConfig:
     """Read and check a web config; ConfigError (file:line: key: reason) when it is wrong."""
     file = str(path)
-    raw, builder = compose_yaml(read_text(path, "web config"), file)
-    issues = _Issues(file, builder, list(builder.issues))
+    raw, issues = compose_yaml(read_text(path, "web config"), file)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -419,19 +402,15 @@ def load_web_config(path: str | Path) -> WebConfig:
     for section in ("tls_server_config", "http_server_config", "rate_limit", "basic_auth_users"):
         if section in raw and raw[section] is None:
             raw[section] = {}
-    try:
-        model = WebConfigModel.model_validate(raw)
-    except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            issues.add(tuple(err["loc"]), _message(err))
-        raise ConfigError(sorted(issues.issues, key=lambda i: (i.line, i.column))) from None
+    model = issues.validate(WebConfigModel, raw)
+    if model is None:
+        raise ConfigError(issues.sorted())
     base = Path(file).parent
     context = _server_context(model.tls_server_config, base, issues)
     _check_headers(model.http_server_config.headers, issues)
     if model.rate_limit.interval is None and model.rate_limit.burst:
         issues.add(("rate_limit", "interval"), "burst needs an interval")
-    if issues.issues:
-        raise ConfigError(sorted(issues.issues, key=lambda i: (i.line, i.column)))
+    issues.raise_if_any()
     limit = model.rate_limit
     return WebConfig(
         file=file, model=model, ssl_context=context,
@@ -440,7 +419,7 @@ def load_web_config(path: str | Path) -> WebConfig:
     )
 
 
-def _check_headers(headers: dict[str, str], issues: _Issues) -> None:
+def _check_headers(headers: dict[str, str], issues: Issues) -> None:
     for name, value in headers.items():
         if name not in _EXTRA_HEADERS:
             issues.add(("http_server_config", "headers", name), f"HTTP header {name!r} can not be configured")
@@ -449,7 +428,7 @@ def _check_headers(headers: dict[str, str], issues: _Issues) -> None:
                        f"invalid value {value!r} (one of: {', '.join(_EXTRA_HEADERS[name])})")
 
 
-def _server_context(tls: TlsServerConfig, base: Path, issues: _Issues) -> ssl.SSLContext | None:
+def _server_context(tls: TlsServerConfig, base: Path, issues: Issues) -> ssl.SSLContext | None:
     if not tls.enabled:
         return None
     loc: Loc = ("tls_server_config",)

@@ -20,9 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
-
 from ..catalog import Expect, Require
+from ..configfile import StrictModel
 
 
 class Reason(enum.StrEnum):
@@ -96,10 +95,8 @@ def release_frames(exc: BaseException) -> None:
         pending += (current.__cause__, current.__context__)
 
 
-class ProberOptions(BaseModel):
+class ProberOptions(StrictModel):
     """Base of every prober's options; a path's extra config keys are validated against it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 OptionsT = TypeVar("OptionsT", bound=ProberOptions)
