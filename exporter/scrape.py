@@ -44,7 +44,7 @@ async def run_probe(
             return result
     started = time.perf_counter()
     now = loop.time()
-    end = min(deadline, now + target.timeout)
+    end = target.ends_by(now, deadline)
     try:
         async with asyncio.timeout_at(end):
             result.up = await PROBERS[target.prober].probe(target, result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import time
 from collections.abc import Sequence
@@ -28,6 +29,19 @@ SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 STATUS_PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 
 
+def scrape_timeout(request: web.Request) -> float | None:
+    """Prometheus' scrape timeout from its header, in seconds; None when it sent none or
+    nothing usable ("nan", "inf", "-1", text): the config's default then applies."""
+    header = request.headers.get(SCRAPE_TIMEOUT_HEADER)
+    if not header:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
 async def handle_metrics(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     snapshot = state.snapshot
@@ -35,7 +49,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
     if not snapshot.config.exporter.probe_on_metrics:
         return registry_response(request, state.registry)
     started = time.perf_counter()
-    outcomes = await state.probe(snapshot.plan.targets, state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)))
+    outcomes = await state.probe(snapshot.plan.targets, state.budget(scrape_timeout(request)))
     state.metrics.scrape_duration.set(time.perf_counter() - started)
     return outcomes_response(request, outcomes, required=snapshot.plan.required,
                              failure_reasons=snapshot.config.exporter.failure_reasons, registry=state.registry)
@@ -46,6 +60,7 @@ async def handle_probe(request: web.Request) -> web.Response:
     snapshot = state.snapshot
     assert snapshot is not None
     query = request.query
+    budget = state.budget(scrape_timeout(request))
     try:
         check_parameters([key for key, _ in query.items()])
         if "target" in query:  # not a configured path: only what probe_allow permits
@@ -53,8 +68,7 @@ async def handle_probe(request: web.Request) -> web.Response:
                 raise ProbeRequestRefused(400, "give site (and path) or target, not both")
             target = await adhoc_target(snapshot.config, state.vantage.value, query["target"],
                                         query.get("prober", "tcp"))
-            outcomes = await state.probe([target], state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)),
-                                         record=False)
+            outcomes = await state.probe([target], budget, record=False)
             return registry_response(request, ProbeCollector(
                 outcomes, failure_reasons=snapshot.config.exporter.failure_reasons))
         if "prober" in query:
@@ -74,8 +88,7 @@ async def handle_probe(request: web.Request) -> web.Response:
             return web.Response(
                 status=400, text=f"site {site} has no path {path[:100]!r} probed from {state.vantage.value}\n"
             )
-    outcomes = await state.probe(targets, state.budget(request.headers.get(SCRAPE_TIMEOUT_HEADER)),
-                                 record=path is None)
+    outcomes = await state.probe(targets, budget, record=path is None)
     return outcomes_response(request, outcomes, required=snapshot.plan.required,
                              failure_reasons=snapshot.config.exporter.failure_reasons)
 

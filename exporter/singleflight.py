@@ -82,7 +82,7 @@ class SingleFlight:
         flight = self._flights.get(self.key(target))
         if flight is None:
             return None
-        time_wanted = min(deadline, asyncio.get_running_loop().time() + target.timeout)
+        time_wanted = target.ends_by(asyncio.get_running_loop().time(), deadline)
         if flight.deadline < time_wanted - JOIN_SLACK:
             return None  # it would be cut short by another scrape's deadline
         self.joined += 1

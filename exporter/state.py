@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import math
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -163,19 +162,13 @@ class ExporterState:
 
     # -- probing --------------------------------------------------------------------------
 
-    def budget(self, scrape_timeout_header: str | None) -> float:
-        """Seconds a scrape may spend probing: Prometheus' scrape timeout less an offset."""
+    def budget(self, scrape_timeout: float | None) -> float:
+        """Seconds a scrape may spend probing: Prometheus' scrape timeout (None: it sent
+        none, or nothing usable) less an offset."""
         assert self.snapshot is not None
         settings = self.snapshot.config.exporter
-        budget = settings.default_scrape_timeout
-        if scrape_timeout_header:
-            try:
-                budget = float(scrape_timeout_header)
-            except ValueError:
-                pass
-            if not math.isfinite(budget) or budget <= 0:  # "nan", "inf", "-1": the default
-                budget = settings.default_scrape_timeout
-        return max(budget - settings.scrape_timeout_offset, 0.05)
+        timeout = scrape_timeout if scrape_timeout is not None else settings.default_scrape_timeout
+        return max(timeout - settings.scrape_timeout_offset, 0.05)
 
     async def probe(self, targets: Sequence[ProbeTarget], budget: float, *, record: bool = True) -> list[Outcome]:
         """Probe ``targets``; with ``record``, the status page shows the outcomes."""

@@ -132,6 +132,11 @@ class ProbeTarget(Generic[OptionsT]):
     def key(self) -> tuple[str, str, str, int]:
         return (self.site, self.path, self.host, self.port)
 
+    def ends_by(self, started: float, deadline: float) -> float:
+        """When a probe of this target begun at ``started`` must end: at its own timeout or
+        at the scrape's ``deadline``, whichever comes first (both on one clock)."""
+        return min(deadline, started + self.timeout)
+
 
 @dataclass(frozen=True, slots=True)
 class TlsFacts:
