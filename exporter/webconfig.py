@@ -1,6 +1,7 @@
 """``--web.config.file``: TLS, mutual TLS and basic auth for every endpoint, in the format of
 the Prometheus exporter-toolkit's ``web-config.yml``, so one file serves this exporter and
-the node or blackbox exporter beside it.
+the node or blackbox exporter beside it. This module reads and checks the file and makes
+the server's TLS context; the checks each request passes are in webaccess.py.
 
 What is honoured, as the toolkit does it:
 
@@ -36,16 +37,8 @@ choose them), a suite the OpenSSL in use lacks (RC4, 3DES), more than one
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
 import re
 import ssl
-import time
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +49,7 @@ from pydantic import BeforeValidator, Field
 
 from .config import parse_duration
 from .configfile import ConfigError, ConfigIssue, Issues, Loc, StrictModel, compose_yaml, read_text
+from .webaccess import BasicAuth, RateLimiter, access_middleware
 
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -72,8 +66,6 @@ _EXTRA_HEADERS: dict[str, tuple[str, ...]] = {
     "X-Frame-Options": ("deny", "sameorigin"), "X-XSS-Protection": (), "Content-Security-Policy": (),
 }
 _BCRYPT = re.compile(r"^\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}$")
-# bcrypt of a password nobody has: checked for unknown users so they cost the same time
-_DECOY_HASH = b"$2b$10$MMCr8ttChrB8yt3h.CH8a.p4EoW1zqxDELD/YUMcH.Z3BjcuNCK0a"
 _UNSUPPORTED_TEXT = "is not supported by this exporter (Python's ssl module has no equivalent); remove it"
 # Go's crypto/tls suite names (what the toolkit's cipher_suites takes) -> OpenSSL's names.
 _GO_CIPHER_SUITES = {
@@ -250,141 +242,9 @@ class WebConfig:
         return None
 
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
-        @web.middleware
-        async def web_config_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-            headers = self.model.http_server_config.headers  # read per request: reloads apply at once
-            allowed_sans = self.model.tls_server_config.client_allowed_sans
-            if self.limiter is not None and not self.limiter.allow():
-                return _with(web.Response(status=429, text="Too Many Requests\n"), headers)
-            if allowed_sans is not None and not _client_san_allowed(request, allowed_sans):
-                return _with(web.Response(status=403, text="Forbidden: client certificate not allowed\n"), headers)
-            if self.auth is not None:
-                verdict = await self.auth.check(request.headers.get("Authorization", ""))
-                if verdict is None:  # too many unknown passwords already waiting for bcrypt
-                    response = web.Response(status=429, text="Too Many Requests: too many logins being checked\n",
-                                            headers={"Retry-After": "1"})
-                    return _with(response, headers)
-                if not verdict:
-                    response = web.Response(status=401, text="Unauthorized\n", headers={"WWW-Authenticate": "Basic"})
-                    return _with(response, headers)
-            try:
-                response = await handler(request)
-            except web.HTTPException as exc:  # 404, 405: headers on those too
-                return _with(exc, headers)
-            return _with(response, headers)
-
-        return web_config_middleware
-
-
-def _with(response: web.StreamResponse, headers: dict[str, str]) -> web.StreamResponse:
-    for name, value in headers.items():
-        response.headers[name] = value
-    return response
-
-
-def _client_san_allowed(request: web.Request, allowed: list[str]) -> bool:
-    transport = request.transport
-    peer = transport.get_extra_info("peercert") if transport is not None else None
-    if not peer:
-        return False
-    sans = {value for kind, value in peer.get("subjectAltName", ()) if kind in ("DNS", "IP Address", "email", "URI")}
-    return any(san in sans for san in allowed)
-
-
-class BasicAuth:
-    """bcrypt-checked basic auth with the toolkit's cache: a result is remembered by a hash
-    of (user, stored hash, password), so a scrape every 15 s costs one bcrypt, not one each.
-
-    The cache is least-recently-used: every scrape refreshes the right password's entry, so a
-    stream of new wrong guesses (each a new entry) cannot push it out. bcrypt runs on its own
-    one-thread executor (never the loop's default pool, which name lookups and reloads would
-    share) and at most ``max_waiting`` unknown passwords wait for it: beyond that a request
-    with an unknown password is answered 429 at once (check returns None), so hundreds of
-    guessers cannot queue work in front of the real scraper, whose password is cached."""
-
-    def __init__(self, users: dict[str, str], *, cache_size: int = 1024, max_waiting: int = 8) -> None:
-        self.users = {user: hashed.encode() for user, hashed in users.items()}
-        self._cache: OrderedDict[bytes, bool] = OrderedDict()
-        self._cache_size = cache_size
-        self._max_waiting = max_waiting
-        self._waiting = 0
-        self.bcrypt_checks = 0  # how many times bcrypt actually ran (tests, benchmarks)
-
-    async def check(self, authorization: str) -> bool | None:
-        """True: a known user's right password; False: anything else; None: not checked now
-        (too many unknown passwords already waiting for bcrypt)."""
-        credentials = _parse_basic(authorization)
-        if credentials is None:
-            return False
-        user, password = credentials
-        known = user in self.users
-        hashed = self.users.get(user, _DECOY_HASH)
-        key = hashlib.sha256(b"\0".join((user.encode(), hashed, password))).digest()
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)  # used: the last to be evicted
-            return known and cached
-        if self._waiting >= self._max_waiting:
-            return None
-        self._waiting += 1
-        try:
-            self.bcrypt_checks += 1
-            cached = await asyncio.get_running_loop().run_in_executor(_BCRYPT_EXECUTOR, _bcrypt_ok, password, hashed)
-        finally:
-            self._waiting -= 1
-        self._cache[key] = cached
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)  # the least recently used
-        return known and cached
-
-
-# bcrypt is CPU: one check at a time, like the toolkit, on a thread of its own
-_BCRYPT_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="illiad-bcrypt")
-
-
-def _bcrypt_ok(password: bytes, hashed: bytes) -> bool:
-    import bcrypt
-
-    try:
-        return bool(bcrypt.checkpw(password, hashed))
-    except ValueError:
-        return False
-
-
-def _parse_basic(header: str) -> tuple[str, bytes] | None:
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic" or not encoded:
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    user, sep, password = decoded.partition(b":")
-    if not sep:
-        return None
-    try:
-        return user.decode("utf-8"), password
-    except UnicodeDecodeError:
-        return None
-
-
-class RateLimiter:
-    """A token bucket: ``burst`` requests, one more every ``interval`` seconds."""
-
-    def __init__(self, interval: float, burst: int) -> None:
-        self.interval = interval
-        self.burst = burst
-        self.tokens = float(burst)
-        self.updated = time.monotonic()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(float(self.burst), self.tokens + (now - self.updated) / self.interval)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
+        """Rate limit, client certificate names, basic auth and headers on every request
+        (webaccess.py), as this config says at the time of the request."""
+        return access_middleware(self)
 
 
 # --- loading ------------------------------------------------------------------------------

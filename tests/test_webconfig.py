@@ -21,7 +21,8 @@ from illiad_exporter.catalog import Role
 from illiad_exporter.config import ConfigError
 from illiad_exporter.server import build_app
 from illiad_exporter.state import ExporterState
-from illiad_exporter.webconfig import BasicAuth, load_web_config
+from illiad_exporter.webaccess import BasicAuth
+from illiad_exporter.webconfig import load_web_config
 
 from .certs import CertFiles, write_cert
 from .exporter_process import exporter, log_text

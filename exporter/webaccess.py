@@ -1,0 +1,170 @@
+"""What every request to the exporter passes when a web config is given (webconfig.py):
+the rate limit, the client certificate's allowed names, basic auth and the configured
+security headers.
+
+Basic auth: bcrypt runs on a thread of its own and its results are cached (least recently
+used first out) by a hash of user, stored hash and password; an unknown user is checked
+against a fixed hash so timing does not tell which users exist; beyond 8 unknown passwords
+waiting for bcrypt, a request with another unknown one is answered 429 at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .webconfig import WebConfig
+
+# bcrypt of a password nobody has: checked for unknown users so they cost the same time
+_DECOY_HASH = b"$2b$10$MMCr8ttChrB8yt3h.CH8a.p4EoW1zqxDELD/YUMcH.Z3BjcuNCK0a"
+
+
+def access_middleware(config: WebConfig) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The middleware that checks every request against ``config``, read per request so a
+    reload applies at once."""
+
+    @web.middleware
+    async def web_config_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        headers = config.model.http_server_config.headers
+        allowed_sans = config.model.tls_server_config.client_allowed_sans
+        if config.limiter is not None and not config.limiter.allow():
+            return _with(web.Response(status=429, text="Too Many Requests\n"), headers)
+        if allowed_sans is not None and not _client_san_allowed(request, allowed_sans):
+            return _with(web.Response(status=403, text="Forbidden: client certificate not allowed\n"), headers)
+        if config.auth is not None:
+            verdict = await config.auth.check(request.headers.get("Authorization", ""))
+            if verdict is None:  # too many unknown passwords already waiting for bcrypt
+                response = web.Response(status=429, text="Too Many Requests: too many logins being checked\n",
+                                        headers={"Retry-After": "1"})
+                return _with(response, headers)
+            if not verdict:
+                response = web.Response(status=401, text="Unauthorized\n", headers={"WWW-Authenticate": "Basic"})
+                return _with(response, headers)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # 404, 405: headers on those too
+            return _with(exc, headers)
+        return _with(response, headers)
+
+    return web_config_middleware
+
+
+def _with(response: web.StreamResponse, headers: dict[str, str]) -> web.StreamResponse:
+    for name, value in headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _client_san_allowed(request: web.Request, allowed: list[str]) -> bool:
+    transport = request.transport
+    peer = transport.get_extra_info("peercert") if transport is not None else None
+    if not peer:
+        return False
+    sans = {value for kind, value in peer.get("subjectAltName", ()) if kind in ("DNS", "IP Address", "email", "URI")}
+    return any(san in sans for san in allowed)
+
+
+class BasicAuth:
+    """bcrypt-checked basic auth with the toolkit's cache: a result is remembered by a hash
+    of (user, stored hash, password), so a scrape every 15 s costs one bcrypt, not one each.
+
+    The cache is least-recently-used: every scrape refreshes the right password's entry, so a
+    stream of new wrong guesses (each a new entry) cannot push it out. bcrypt runs on its own
+    one-thread executor (never the loop's default pool, which name lookups and reloads would
+    share) and at most ``max_waiting`` unknown passwords wait for it: beyond that a request
+    with an unknown password is answered 429 at once (check returns None), so hundreds of
+    guessers cannot queue work in front of the real scraper, whose password is cached."""
+
+    def __init__(self, users: dict[str, str], *, cache_size: int = 1024, max_waiting: int = 8) -> None:
+        self.users = {user: hashed.encode() for user, hashed in users.items()}
+        self._cache: OrderedDict[bytes, bool] = OrderedDict()
+        self._cache_size = cache_size
+        self._max_waiting = max_waiting
+        self._waiting = 0
+        self.bcrypt_checks = 0  # how many times bcrypt actually ran (tests, benchmarks)
+
+    async def check(self, authorization: str) -> bool | None:
+        """True: a known user's right password; False: anything else; None: not checked now
+        (too many unknown passwords already waiting for bcrypt)."""
+        credentials = _parse_basic(authorization)
+        if credentials is None:
+            return False
+        user, password = credentials
+        known = user in self.users
+        hashed = self.users.get(user, _DECOY_HASH)
+        key = hashlib.sha256(b"\0".join((user.encode(), hashed, password))).digest()
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)  # used: the last to be evicted
+            return known and cached
+        if self._waiting >= self._max_waiting:
+            return None
+        self._waiting += 1
+        try:
+            self.bcrypt_checks += 1
+            cached = await asyncio.get_running_loop().run_in_executor(_BCRYPT_EXECUTOR, _bcrypt_ok, password, hashed)
+        finally:
+            self._waiting -= 1
+        self._cache[key] = cached
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)  # the least recently used
+        return known and cached
+
+
+# bcrypt is CPU: one check at a time, like the toolkit, on a thread of its own
+_BCRYPT_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="illiad-bcrypt")
+
+
+def _bcrypt_ok(password: bytes, hashed: bytes) -> bool:
+    import bcrypt
+
+    try:
+        return bool(bcrypt.checkpw(password, hashed))
+    except ValueError:
+        return False
+
+
+def _parse_basic(header: str) -> tuple[str, bytes] | None:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = decoded.partition(b":")
+    if not sep:
+        return None
+    try:
+        return user.decode("utf-8"), password
+    except UnicodeDecodeError:
+        return None
+
+
+class RateLimiter:
+    """A token bucket: ``burst`` requests, one more every ``interval`` seconds."""
+
+    def __init__(self, interval: float, burst: int) -> None:
+        self.interval = interval
+        self.burst = burst
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.updated) / self.interval)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
