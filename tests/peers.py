@@ -7,6 +7,7 @@ machine and fails in CI (CI=true), so a green CI run means the test really ran.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -14,8 +15,11 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -224,6 +228,23 @@ LIBRARY_LOCATIONS = """
         location /symws/ {{ return 401 "client id required"; }}
         location / {{ return 404 "not here"; }}
 """
+
+
+def prometheus_peer(binary: str, config: Path, *extra: str) -> Peer:
+    """A real Prometheus with ``config`` on a free loopback port (``.port``); its data and
+    log go beside the config."""
+    port = free_port()
+    return Peer([binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
+                 f"--storage.tsdb.path={config.parent / 'data'}", *extra], port=port, log=config.parent / "log")
+
+
+def prometheus_query(base: str, expr: str) -> list[dict[str, Any]]:
+    """The result of an instant query to the Prometheus at ``base``."""
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback)
+        answer = json.load(response)
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]  # type: ignore[no-any-return]
 
 
 def nginx_argv(workdir: Path, *, cert: Path, key: Path, https_port: int, http_port: int, host: str = "127.0.0.1",

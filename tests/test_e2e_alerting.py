@@ -24,7 +24,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from .peers import Peer, free_port, need_binary, nginx_peer, tdspool_peer
+from .peers import Peer, free_port, need_binary, nginx_peer, prometheus_peer, tdspool_peer
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_RECEIVERS = ("illiad-pager", "illiad-tickets", "illiad-chat", "illiad-exporter-pager", "illiad-exporter-owner")
@@ -302,8 +302,8 @@ def test_closed_sql_odyssey_and_oclc_page_within_for_plus_two_evaluations_with_t
     never page. All resolve when the paths open again."""
     prometheus = need_binary("prometheus", "prometheus")
     alertmanager = need_binary("prometheus-alertmanager", "prometheus-alertmanager")
-    (sql_port, sql_fallback_port, https_port, http_port, single_port, hosted_port, am_port, prom_port,
-     refused_port) = (free_port() for _ in range(9))
+    (sql_port, sql_fallback_port, https_port, http_port, single_port, hosted_port, am_port,
+     refused_port) = (free_port() for _ in range(8))
     odyssey = Listener()
     configs = {
         site: exporter_config(tmp_path, site=site, probe_on_metrics=probe_on_metrics, sql_port=sql_port,
@@ -329,9 +329,8 @@ def test_closed_sql_odyssey_and_oclc_page_within_for_plus_two_evaluations_with_t
                    "--cluster.listen-address="], port=am_port, log=am_dir / "log")
         prom_config = prometheus_config(prom_dir, rules=scaled_rules(prom_dir), single=f"127.0.0.1:{single_port}",
                                         hosted=f"127.0.0.1:{hosted_port}", alertmanager_port=am_port)
-        prom = Peer([prometheus, f"--config.file={prom_config}", f"--web.listen-address=127.0.0.1:{prom_port}",
-                     f"--storage.tsdb.path={prom_dir}/data", "--rules.alert.resend-delay=1s"],
-                    port=prom_port, log=prom_dir / "log")
+        prom = prometheus_peer(prometheus, prom_config, "--rules.alert.resend-delay=1s")
+        prom_port = prom.port
         exporters = [Peer([sys.executable, "-m", "illiad_exporter", "serve", f"--config.file={configs[site]}",
                            "--vantage", "web_server", f"--web.listen-address=127.0.0.1:{port}"],
                           port=port, log=tmp_path / f"exporter-{site}.log")

@@ -6,14 +6,11 @@ site and path, one sample per scrape, nothing probed through /metrics)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
 import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ import yaml
 
 from .exporter_process import exporter
 from .operator_scrape import probe_job, service_monitor_jobs
-from .peers import Peer, free_port, need_binary
+from .peers import need_binary, prometheus_peer, prometheus_query
 from .test_helm_chart import Helm, config_text, one
 
 pytestmark = pytest.mark.slow
@@ -39,14 +36,6 @@ def loopback_config(open_port: int, closed_port: int) -> dict[str, Any]:
                    "paths": {"sql": {"port": port, "prober": "tcp"}, **off}}
                   for name, port in (("alpha", open_port), ("beta", closed_port))],
     }
-
-
-def query(base: str, expr: str) -> list[dict[str, Any]]:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback)
-        answer = json.load(response)
-    assert answer["status"] == "success", answer
-    return answer["data"]["result"]  # type: ignore[no-any-return]
 
 
 def by(result: list[dict[str, Any]], *labels: str) -> dict[tuple[str, ...], float]:
@@ -83,10 +72,8 @@ def test_every_site_is_one_target_and_no_sample_is_doubled(tmp_path: Path, silen
     checked = subprocess.run([promtool, "check", "config", str(prom_config)], capture_output=True, text=True,
                              timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    prom_port = free_port()
-    base = f"http://127.0.0.1:{prom_port}"
-    prom = Peer([prometheus, f"--config.file={prom_config}", f"--web.listen-address=127.0.0.1:{prom_port}",
-                 f"--storage.tsdb.path={prom_dir / 'data'}"], port=prom_port, log=prom_dir / "log")
+    prom = prometheus_peer(prometheus, prom_config)
+    base = f"http://127.0.0.1:{prom.port}"
     sm_job, probe_job_name = monitor["metadata"]["name"], probe["spec"]["jobName"]
     assert sm_job != probe_job_name  # two releases: their series stay apart
 
@@ -95,7 +82,7 @@ def test_every_site_is_one_target_and_no_sample_is_doubled(tmp_path: Path, silen
         counts: dict[tuple[str, ...], float] = {}
         while time.monotonic() < deadline:  # every target scraped a few times
             try:
-                counts = by(query(base, "count_over_time(up[1m])"), "job", "instance")
+                counts = by(prometheus_query(base, "count_over_time(up[1m])"), "job", "instance")
             except urllib.error.HTTPError:  # 503 while its storage starts
                 counts = {}
             if len(counts) == 5 and min(counts.values()) >= 6:
@@ -105,7 +92,7 @@ def test_every_site_is_one_target_and_no_sample_is_doubled(tmp_path: Path, silen
 
         # one `up` series per site (instance and site the site's name), all up, plus the
         # ServiceMonitor's /metrics endpoint for the exporter's own health
-        up = query(base, "up")
+        up = prometheus_query(base, "up")
         assert by(up, "job", "instance", "site") == {
             (sm_job, "alpha", "alpha"): 1.0, (sm_job, "beta", "beta"): 1.0, (sm_job, address, ""): 1.0,
             (probe_job_name, "alpha", "alpha"): 1.0, (probe_job_name, "beta", "beta"): 1.0,
@@ -113,22 +100,22 @@ def test_every_site_is_one_target_and_no_sample_is_doubled(tmp_path: Path, silen
         assert {r["metric"]["pod"] for r in up if r["metric"]["job"] == sm_job} == {POD}
 
         # one series per job, site and path; the site's verdict; nothing from /metrics
-        ports = query(base, "illiad_port_up")
+        ports = prometheus_query(base, "illiad_port_up")
         assert by(ports, "job", "instance", "site", "path") == {
             (sm_job, "alpha", "alpha", "sql"): 1.0, (sm_job, "beta", "beta", "sql"): 0.0,
             (probe_job_name, "alpha", "alpha", "sql"): 1.0, (probe_job_name, "beta", "beta", "sql"): 0.0,
         }
-        assert not [r for r in query(base, '{__name__=~".+", exported_site!=""}')]
-        assert query(base, f'count by (job) ({{instance="{address}", __name__=~"illiad_port_.*"}})') == []
+        assert not [r for r in prometheus_query(base, '{__name__=~".+", exported_site!=""}')]
+        assert prometheus_query(base, f'count by (job) ({{instance="{address}", __name__=~"illiad_port_.*"}})') == []
 
         # one sample per scrape: a site's series holds exactly as many samples as its target
         # had scrapes, and every scrape of a site brought the same number of samples (the
         # /metrics target's own count may change as self-metrics appear)
         window = "[20s]"
-        samples = by(query(base, f"count_over_time(illiad_port_up{window})"), "job", "instance")
-        scrapes = by(query(base, f"count_over_time(up{{instance=~'alpha|beta'}}{window})"), "job", "instance")
+        samples = by(prometheus_query(base, f"count_over_time(illiad_port_up{window})"), "job", "instance")
+        scrapes = by(prometheus_query(base, f"count_over_time(up{{instance=~'alpha|beta'}}{window})"), "job", "instance")
         assert samples == scrapes and len(samples) == 4
-        changes = by(query(base, f"changes(scrape_samples_scraped{{instance=~'alpha|beta'}}{window})"),
+        changes = by(prometheus_query(base, f"changes(scrape_samples_scraped{{instance=~'alpha|beta'}}{window})"),
                      "job", "instance")
         assert len(changes) == 4 and set(changes.values()) == {0.0}, changes
 
@@ -184,24 +171,21 @@ def test_behind_tls_and_basic_auth_every_site_is_scraped_with_the_secrets_creden
     prom_dir = tmp_path / "prometheus"
     prom_dir.mkdir()
     (prom_dir / "prometheus.yml").write_text(yaml.safe_dump({"scrape_configs": jobs}, sort_keys=False))
-    prom_port = free_port()
-    base = f"http://127.0.0.1:{prom_port}"
-    prom = Peer([prometheus, f"--config.file={prom_dir / 'prometheus.yml'}",
-                 f"--web.listen-address=127.0.0.1:{prom_port}", f"--storage.tsdb.path={prom_dir / 'data'}"],
-                port=prom_port, log=prom_dir / "log")
+    prom = prometheus_peer(prometheus, prom_dir / "prometheus.yml")
+    base = f"http://127.0.0.1:{prom.port}"
     with peer, prom:
         deadline = time.monotonic() + 60
         up: dict[tuple[str, ...], float] = {}
         while time.monotonic() < deadline:
             try:
-                up = by(query(base, "up"), "instance")
+                up = by(prometheus_query(base, "up"), "instance")
             except urllib.error.HTTPError:  # 503 while its storage starts
                 up = {}
             if len(up) == 3 and set(up.values()) == {1.0}:
                 break
             time.sleep(1)
         assert up == {("alpha",): 1.0, ("beta",): 1.0, (address,): 1.0}
-        assert by(query(base, "illiad_port_up"), "site", "path") == {("alpha", "sql"): 1.0, ("beta", "sql"): 0.0}
+        assert by(prometheus_query(base, "illiad_port_up"), "site", "path") == {("alpha", "sql"): 1.0, ("beta", "sql"): 0.0}
         credentials = {"ILLIAD_EXPORTER_HEALTHCHECK_USERNAME": "prometheus",
                        "ILLIAD_EXPORTER_HEALTHCHECK_PASSWORD": password}
         for container in one(docs, "Pod")["spec"]["containers"]:

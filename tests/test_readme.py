@@ -5,7 +5,6 @@ one a real Prometheus scrapes the exporter with. Blocks are found by their marke
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -13,8 +12,6 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ import pytest
 import yaml
 
 from .exporter_process import exporter
-from .peers import Peer, free_port, need_binary
+from .peers import need_binary, prometheus_peer, prometheus_query
 from .readme_blocks import README, REPO, lab_blocks, output_blocks, outputs_now
 
 TEXT = README.read_text()
@@ -103,12 +100,6 @@ def scrape_config_blocks() -> list[dict[str, Any]]:
     return [yaml.safe_load(m.group(1)) for m in FENCED.finditer(TEXT) if "scrape_configs:" in m.group(1)]
 
 
-def query(base: str, expr: str) -> list[dict[str, Any]]:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback)
-        return json.load(response)["data"]["result"]  # type: ignore[no-any-return]
-
-
 def test_every_scrape_config_passes_promtool_and_scrapes_a_real_exporter(tmp_path: Path) -> None:
     """promtool accepts each README scrape config as it stands; then all of them, with every
     exporter address pointed at one exporter on loopback (the README's site names in its
@@ -151,18 +142,15 @@ def test_every_scrape_config_passes_promtool_and_scrapes_a_real_exporter(tmp_pat
     prom_dir = tmp_path / "prometheus"
     prom_dir.mkdir()
     (prom_dir / "prometheus.yml").write_text(yaml.safe_dump(merged))
-    prom_port = free_port()
-    base = f"http://127.0.0.1:{prom_port}"
-    prom = Peer([prometheus, f"--config.file={prom_dir / 'prometheus.yml'}",
-                 f"--web.listen-address=127.0.0.1:{prom_port}", f"--storage.tsdb.path={prom_dir / 'data'}"],
-                port=prom_port, log=prom_dir / "log")
+    prom = prometheus_peer(prometheus, prom_dir / "prometheus.yml")
+    base = f"http://127.0.0.1:{prom.port}"
     with peer, prom:
         names = {job["job_name"] for job in merged["scrape_configs"]}
         deadline = time.monotonic() + 60
         up: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             try:
-                up = query(base, "up")
+                up = prometheus_query(base, "up")
             except urllib.error.HTTPError:  # 503 while its storage starts
                 time.sleep(0.5)
                 continue
@@ -173,4 +161,4 @@ def test_every_scrape_config_passes_promtool_and_scrapes_a_real_exporter(tmp_pat
         assert [r["metric"] for r in up if r["value"][1] != "1"] == []
         per_site = {r["metric"]["instance"] for r in up if r["metric"]["job"] == "illiad-sites"}
         assert sorted(per_site) == sites
-        assert query(base, 'count(illiad_exporter_build_info{job="illiad-sites"})') == []  # /probe: no self-metrics
+        assert prometheus_query(base, 'count(illiad_exporter_build_info{job="illiad-sites"})') == []  # /probe: no self-metrics
