@@ -467,5 +467,5 @@ def _target_host(target: object, hosts: Mapping[Role, str]) -> str | None:
     return None  # SiteTarget: only an override's host: names it
 
 
-def _configures(o: PathOverride) -> bool:
-    return bool(o.host or o.hosts or o.port or o.ports or o.model_extra)
+def _configures(override: PathOverride) -> bool:
+    return bool(override.host or override.hosts or override.port or override.ports or override.model_extra)
