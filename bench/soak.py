@@ -35,7 +35,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.run import blackbox_binary, exporter_process, illiad_argv, illiad_config, memory_mb
+from bench.run import VANTAGE, blackbox_binary, exporter_process, http_get, illiad_argv, illiad_config, memory_mb
 from illiad_exporter.catalog import Expect
 from illiad_exporter.probers import PROBERS, ProbeTarget
 from illiad_exporter.scrape import run_all
@@ -217,6 +217,73 @@ def side_by_side(ports: dict[str, int], args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def front_door_config(path: Path, generation: int, port: int, paths: int) -> Path:
+    """``paths`` paths to ``port`` in sites of ten, named by ``generation`` (each reload a new plan)."""
+    lines = ["defaults: {system_resolver: false, timeout: 1s}",
+             "exporter: {header_timeout: 1s, idle_timeout: 2s, max_connections: 100}", "sites:"]
+    for s in range(max(paths // 10, 1)):
+        customs = ", ".join(f"{{name: g{generation}p{p}, from: [{VANTAGE}], host: 127.0.0.1, port: {port}}}"
+                            for p in range(10))
+        lines.append(f"  - {{name: g{generation}s{s:04d}, custom: [{customs}]}}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def front_door_soak(args: argparse.Namespace) -> list[str]:
+    """The exporter as a process, for ``args.cycles`` cycles of: 150 clients that connect and
+    send nothing, 10 malformed requests, a reload to a differently named config of
+    ``args.paths`` paths, and a /metrics scrape. RSS and descriptors at eleven checkpoints,
+    each taken once the header timeout has closed the idle clients."""
+    import socket
+    import urllib.request
+
+    def raw(port: int, data: bytes) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(data)
+            try:
+                while conn.recv(4096):
+                    pass
+            except ConnectionResetError:  # answered 400 and closed before reading it all
+                pass
+
+    refused = free_port()  # nothing listens: every probe is refused at once
+    with tempfile.TemporaryDirectory(prefix="illiad-soak-door-") as tmp:
+        work = Path(tmp)
+        config = front_door_config(work / "illiad.yml", 0, refused, args.paths)
+        port = free_port()
+        with exporter_process(illiad_argv(config, port, event_loop="asyncio"), port, work / "illiad.log") as proc:
+            points: list[tuple[int, float, int]] = []
+            slowest = 0.0
+            for cycle in range(args.cycles + 1):
+                if cycle % max(args.cycles // 10, 1) == 0:
+                    time.sleep(2.0)  # the idle clients of the last cycle: closed by the header timeout
+                    points.append((cycle, memory_mb(proc.pid)[0], len(os.listdir(f"/proc/{proc.pid}/fd"))))
+                if cycle == args.cycles:
+                    break
+                idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(150)]
+                for _ in range(10):
+                    raw(port, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+                front_door_config(config, cycle + 1, refused, args.paths)
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/-/reload", method="POST")
+                with urllib.request.urlopen(request, timeout=30) as answer:  # an error status raises
+                    answer.read()
+                started = time.monotonic()
+                status, body = http_get(f"http://127.0.0.1:{port}/metrics", 30.0)
+                slowest = max(slowest, time.monotonic() - started)
+                if body.count("illiad_port_up{") != args.paths:
+                    raise SystemExit(f"the scrape shows {body.count('illiad_port_up{')} paths, not {args.paths}")
+                for conn in idle:
+                    conn.close()
+            log_bytes = (work / "illiad.log").stat().st_size
+    lines = [f"front door and reloads: {args.cycles} cycles of 150 idle clients, 10 malformed requests, a reload "
+             f"of {args.paths} newly named paths and a scrape (slowest scrape {slowest:.2f}s; log {log_bytes} bytes)",
+             "          cycle   RSS MiB  fds"]
+    lines += [f"          {cycle:5d}  {rss:8.1f}  {fds:3d}" for cycle, rss, fds in points]
+    lines.append(f"  rss drift {points[-1][1] - points[1][1]:+.1f} MiB after the first checkpoint, "
+                 f"fds drift {points[-1][2] - points[0][2]:+d}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probes", type=int, default=10000, help="probes in the measured soak")
@@ -230,7 +297,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the second round of targets that start with a TLS handshake")
     parser.add_argument("--peer", action="store_true",
                         help="then soak both exporters as processes with tcp, tls and http probes, side by side")
+    parser.add_argument("--front-door", dest="front_door", action="store_true",
+                        help="instead: soak the exporter process with idle clients, malformed requests, reloads "
+                             "and scrapes (--cycles, --paths)")
+    parser.add_argument("--cycles", type=int, default=50, help="--front-door: reload+scrape cycles")
+    parser.add_argument("--paths", type=int, default=1000, help="--front-door: paths in each config")
     args = parser.parse_args(argv)
+    if args.front_door:
+        print("\n".join(front_door_soak(args)))
+        return 0
     cases = args.case or [*HANDLERS, "multi_address"]
     probers = args.prober or list(PROBERS)
     variants = [(p, False) for p in probers]

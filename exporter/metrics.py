@@ -335,6 +335,12 @@ def _path_labels(values: tuple[str, ...]) -> _PathLabels:
     return _PathLabels(values)
 
 
+def forget_path_labels() -> None:
+    """Drop the kept label text (on a config reload): the old config's paths would otherwise
+    stay until 131,072 had piled up (about 2 MiB per reload of 1,000 renamed paths)."""
+    _path_labels.cache_clear()
+
+
 def _header(family: Family | PathFamily, openmetrics: bool) -> str:
     doc = family.doc.replace("\\", r"\\").replace("\n", r"\n")
     if openmetrics:

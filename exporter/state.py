@@ -23,7 +23,7 @@ from .catalog import Role
 from .config import Config, ConfigError, LoadInterrupted, load_config
 from .explain import Explanation, explain_outcomes
 from .gcpause import CollectionPause
-from .metrics import ExplanationCollector, SelfMetrics
+from .metrics import ExplanationCollector, SelfMetrics, forget_path_labels
 from .plan import Plan, build_plan
 from .probers import ProbeTarget, release_frames
 from .scrape import Outcome, run_all
@@ -102,6 +102,7 @@ class ExporterState:
     def _install(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self.flights.use_keys(snapshot.keys)  # the old plan's keys go with it
+        forget_path_labels()  # and its label text
         # The config and plan live until the next reload: move them out of the garbage
         # collector's sight, or every full collection during a scrape walks them all again
         # (a large share of a 10,000-path scrape's CPU, measured with bench/profile.py).
