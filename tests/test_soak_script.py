@@ -52,3 +52,15 @@ def test_soak_script_soaks_itself_and_the_blackbox_exporter_side_by_side():
     assert all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows), "an exporter's RSS was not read"
     for name in ("illiad-port-exporter", "blackbox exporter"):
         assert re.search(rf"^  {name}: +rss drift [+-][\d.]+ MiB, fds drift [+-]\d+$", table, re.M), table
+
+
+def test_soak_script_soaks_the_front_door_and_reloads_of_the_exporter_process():
+    result = subprocess.run([sys.executable, str(SOAK), "--front-door", "--cycles", "3", "--paths", "20"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"^front door and reloads: 3 cycles of 150 idle clients, 10 malformed requests, a reload of "
+                     r"20 newly named paths and a scrape \(slowest scrape [\d.]+s; log 0 bytes\)$", out, re.M), out
+    rows = re.findall(r"^ +(\d+) +([\d.]+) +(\d+)$", out, re.M)
+    assert [int(row[0]) for row in rows] == [0, 1, 2, 3], out
+    assert re.search(r"^  rss drift [+-][\d.]+ MiB after the first checkpoint, fds drift \+0$", out, re.M), out
