@@ -55,8 +55,8 @@ def test_soak_script_soaks_itself_and_the_blackbox_exporter_side_by_side():
 
 
 def test_soak_script_soaks_the_front_door_and_reloads_of_the_exporter_process():
-    result = subprocess.run([sys.executable, str(SOAK), "--front-door", "--cycles", "3", "--paths", "20"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([*SOAK, "--front-door", "--cycles", "3", "--paths", "20"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert re.search(r"^front door and reloads: 3 cycles of 150 idle clients, 10 malformed requests, a reload of "
