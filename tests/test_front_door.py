@@ -83,6 +83,7 @@ def test_hundreds_of_password_guessers_do_not_slow_the_real_scraper(tmp_path, si
                 aiohttp.ClientSession() as prometheus:  # its own connection, as a real Prometheus has
             async with prometheus.get(url + "/metrics", headers=basic("prometheus", PASSWORD)) as response:
                 assert response.status == 200  # the first login, before the guessers
+                await response.read()  # read whole, so the connection is kept for the next scrape
 
             async def guesser(n: int) -> None:
                 for attempt in range(10_000):
