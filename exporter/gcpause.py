@@ -1,4 +1,4 @@
-"""The cyclic garbage collector paused while scrapes are probing.
+"""The cyclic garbage collector paused while scrapes are probing, and each new config frozen between them.
 
 A 10,000-path scrape keeps tens of thousands of futures, tasks and results alive until it
 ends, and every full collection during it walks them all again: measured with bench/run.py,
@@ -12,10 +12,20 @@ back and the first collection finds whatever cycles were made meanwhile.
 Scrapes that overlap without a gap (an HA pair with a short interval) would keep the pause
 forever, so a pause longer than ``max_pause`` seconds runs a full collection at the next
 scrape's start or end and starts again.
+
+A loaded config and its plan live until the next reload: :meth:`CollectionPause.freeze_when_idle`
+moves them out of the collector's sight (``gc.freeze``), or every full collection during a
+scrape walks them all again (a large share of a 10,000-path scrape's CPU, measured with
+bench/profile.py). It unfreezes at once, so the previous config (and the load's cyclic
+garbage) is collectable once its last scrape ends, and collects and freezes again only when
+no scrape runs (``freeze_after_idle`` seconds after the last one ends), so that full
+collection, a stall at 10,000 paths, delays no scrape's answer. Freezing without collecting
+first would keep every reload's garbage forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections.abc import Callable
@@ -24,8 +34,11 @@ from collections.abc import Callable
 class CollectionPause:
     """``with pause:`` around a scrape's probing; re-entrant across overlapping scrapes."""
 
-    def __init__(self, *, max_pause: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, max_pause: float = 30.0, freeze_after_idle: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.max_pause = max_pause
+        self.freeze_after_idle = freeze_after_idle  # seconds without a scrape before freezing
+        self._freeze_wanted = False  # a new config waits to be collected and frozen
         self._clock = clock
         self._depth = 0
         self._paused = False  # we disabled it (an embedding program may have disabled it itself)
@@ -47,8 +60,26 @@ class CollectionPause:
             if self._paused:
                 self._paused = False
                 gc.enable()
+            if self._freeze_wanted:  # after this scrape's answer is written, if still idle
+                try:
+                    asyncio.get_running_loop().call_later(self.freeze_after_idle, self._freeze_if_idle)
+                except RuntimeError:  # no event loop: nothing to wait for
+                    self._freeze_if_idle()
         else:
             self._bound()
+
+    def freeze_when_idle(self) -> None:
+        """A new long-lived set of objects (a loaded config and plan): unfreeze now, collect
+        and freeze once no scrape runs (at once when none does)."""
+        gc.unfreeze()
+        self._freeze_wanted = True
+        self._freeze_if_idle()
+
+    def _freeze_if_idle(self) -> None:
+        if self._freeze_wanted and not self._depth:
+            self._freeze_wanted = False
+            gc.collect()
+            gc.freeze()
 
     def _bound(self) -> None:
         if self._paused and self._clock() - self._since > self.max_pause:

@@ -7,7 +7,6 @@ assignment, so no scrape ever sees half of a new config.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -41,8 +40,6 @@ class Snapshot:
     keys: FlightKeys = field(default_factory=dict)  # the single-flight key of each planned target
 
 
-# Seconds without a scrape before a new config is collected and frozen (see _install).
-FREEZE_AFTER_IDLE = 0.5
 # Reloads load on a thread of their own: never queued behind name lookups or bcrypt checks.
 _RELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="illiad-reload")
 
@@ -57,12 +54,10 @@ class ExporterState:
         self.last_reload_error: str = ""
         self._reload_lock = asyncio.Lock()
         self._loading: asyncio.Future[Snapshot] | None = None
-        self._scrapes = 0  # running now
-        self._freeze_wanted = False  # a new config waits to be frozen (see _install)
         self._limiter: asyncio.Semaphore | None = None
         self._limit = 0
         self.flights = SingleFlight()  # overlapping scrapes share one probe per target
-        self.gc_pause = CollectionPause()
+        self.gc_pause = CollectionPause()  # also freezes each new config once no scrape runs
 
         self.registry = CollectorRegistry(auto_describe=True)
         # the standard three every prometheus_client exporter registers: process_*, python_gc_*, python_info
@@ -103,16 +98,7 @@ class ExporterState:
         self.snapshot = snapshot
         self.flights.use_keys(snapshot.keys)  # the old plan's keys go with it
         forget_path_labels()  # and its label text
-        # The config and plan live until the next reload: move them out of the garbage
-        # collector's sight, or every full collection during a scrape walks them all again
-        # (a large share of a 10,000-path scrape's CPU, measured with bench/profile.py).
-        # Unfrozen now, so the previous config (and the load's cyclic garbage) is collectable
-        # once its last scrape ends; collected and frozen again only when no scrape runs,
-        # so the full collection (a stall at 10,000 paths) delays no scrape's answer. Freezing
-        # without collecting first would keep every reload's garbage forever.
-        gc.unfreeze()
-        self._freeze_wanted = True
-        self._freeze_when_idle()
+        self.gc_pause.freeze_when_idle()  # out of the collector's sight (see gcpause)
         self.last_reload_error = ""
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(snapshot.loaded_at)
@@ -122,12 +108,6 @@ class ExporterState:
             self._limiter = asyncio.Semaphore(self._limit)
         known = set(snapshot.plan.by_site)
         self.last_outcomes = {k: v for k, v in self.last_outcomes.items() if k in known}
-
-    def _freeze_when_idle(self) -> None:
-        if self._freeze_wanted and not self._scrapes:
-            self._freeze_wanted = False
-            gc.collect()
-            gc.freeze()
 
     async def reload(self) -> Exception | None:
         """Load the config file again; on any error keep the running config, log it, set
@@ -174,14 +154,8 @@ class ExporterState:
     async def probe(self, targets: Sequence[ProbeTarget], budget: float, *, record: bool = True) -> list[Outcome]:
         """Probe ``targets``; with ``record``, the status page shows the outcomes."""
         snapshot = self.snapshot
-        self._scrapes += 1
-        try:
-            with self.gc_pause:  # see gcpause: full collections over a big scrape's live objects
-                outcomes = await run_all(targets, budget=budget, limiter=self._limiter, flights=self.flights)
-        finally:
-            self._scrapes -= 1
-            if self._freeze_wanted and not self._scrapes:  # after this answer is written, if still idle
-                asyncio.get_running_loop().call_later(FREEZE_AFTER_IDLE, self._freeze_when_idle)
+        with self.gc_pause:  # see gcpause: full collections over a big scrape's live objects
+            outcomes = await run_all(targets, budget=budget, limiter=self._limiter, flights=self.flights)
         for outcome in outcomes:
             if outcome.result.not_run is not None:
                 self.metrics.not_run.labels(outcome.result.not_run.value).inc()
