@@ -72,7 +72,7 @@ def test_reloads_during_scrapes_overrun_no_deadline_and_leave_rss_flat(tmp_path,
             stop.set()
             for thread in scrapers:
                 thread.join(30)
-        time.sleep(1.5)  # no scrape now: the exporter collects (see state._install)
+        time.sleep(1.5)  # no scrape now: the exporter collects (see gcpause: freeze_when_idle)
         rss.append(rss_mib(peer.pid))
     assert failures == []
     assert len(durations) >= 5
