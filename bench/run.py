@@ -1,19 +1,24 @@
 """Benchmarks: illiad-port-exporter against the blackbox exporter, on loopback targets.
 
-    .venv/bin/python -m bench.run            # the full run (several minutes)
-    .venv/bin/python -m bench.run --quick    # a smoke run with 20 paths (seconds)
+    .venv/bin/python -m bench.run            # the full run (about 15 minutes)
+    .venv/bin/python -m bench.run --quick    # a smoke run with 20 paths (a minute)
 
-Prints one table per part:
+Prints one table per part, then the goals against this run's figures:
 
-  (a) throughput and CPU: N TCP paths (70% open, 25% refused, 5% silent) probed through
-      /metrics, through /probe?site= (one request per site of 10 paths) and by the blackbox
-      exporter driven as Prometheus drives it (one /probe?target= request per target, at
-      --parallel requests in flight). CPU is the exporter process's own (utime + stime from
-      /proc/PID/stat, all threads), never the load generator's; peak RSS is its VmHWM.
+  (a) throughput and CPU: N TCP paths (1,000, 10,000, 30,000; every target accepts and
+      closes, or with --mixed 70% open, 25% refused, 5% silent) probed through /metrics,
+      through /probe?site= (one request per site of 10 paths) and by the blackbox exporter
+      driven as Prometheus drives it (one /probe?target= request per target), both at
+      --requests-in-flight requests on kept-alive connections. CPU is the exporter process's
+      own (utime + stime from /proc/PID/stat, all threads), never the load generator's;
+      peak RSS is its VmHWM; cores is CPU seconds per wall second.
   (b) the scrape floor: N-1 open paths and one HTTP path that answers only after T seconds.
   (c) latency accuracy: a TCP connect across a delay wire between two network namespaces
-      (bench/wire.py; root only), as each exporter reports it, against the injected delay.
+      (tests/netns/delay_wire.py; root only), as each exporter reports it, against the
+      injected delay; this exporter's also while it scrapes 10,000 other paths.
   (d) memory: idle RSS against the number of configured paths and sites.
+  (e) compression and series: gzip's cost and size by zlib level on a real exposition, and
+      the exposition with one failure reason series per failed path against all eleven.
 
 Traffic goes only to 127.0.0.0/8 and, for (c), to 198.18.0.0/15 inside namespaces this
 script creates and deletes.

@@ -119,3 +119,28 @@ def test_the_exporters_own_metrics_are_compressed_when_metrics_probes_nothing(tm
             assert "illiad_port_up" not in text
 
     asyncio.run(scenario())
+
+
+def test_a_big_answer_is_streamed_in_chunks_and_a_small_one_sent_whole(tmp_path, refusing_port) -> None:
+    """600 paths: chunked transfer, no Content-Length, and still one gzip stream holding
+    every path; one site's /probe: sent whole, with its length."""
+    customs = "".join(f"      - {{name: p{i}, from: [sql_server], host: 127.0.0.1, port: {refusing_port}}}\n"
+                      for i in range(600))
+    config = tmp_path / "c.yml"
+    config.write_text("defaults: {system_resolver: false, timeout: 2s}\nsites:\n  - name: big\n    custom:\n"
+                      + customs + "  - name: small\n    custom:\n"
+                      f"      - {{name: door, from: [sql_server], host: 127.0.0.1, port: {refusing_port}}}\n")
+
+    async def scenario() -> None:
+        async with running(config, Role.SQL_SERVER) as (url, _):
+            status, headers, packed = await _raw_get(url + "/metrics", "gzip")
+            assert status == 200 and headers["Content-Encoding"] == "gzip"
+            assert headers.get("Transfer-Encoding") == "chunked" and "Content-Length" not in headers
+            text = gzip.decompress(packed).decode()
+            assert len([n for n, _ in _series(text) if n == "illiad_port_up"]) == 601
+            status, headers, packed = await _raw_get(url + "/probe?site=small", "gzip")
+            assert status == 200 and headers["Content-Encoding"] == "gzip"
+            assert int(headers["Content-Length"]) == len(packed)
+            assert value(gzip.decompress(packed).decode(), "illiad_port_up", path="door") == 0.0
+
+    asyncio.run(scenario())
