@@ -59,7 +59,7 @@ EXPOSE 9968
 # (the same variable serve reads), healthy on 200 or on its web config's refusal of a client
 # without credentials (401, or mutual TLS hanging up after the handshake); see healthcheck.py.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["illiad-exporter", "healthcheck", "--address", ":9968", "--timeout", "4"]
+  CMD ["illiad-exporter", "healthcheck", "--address", ":9968", "--timeout", "3"]
 ENTRYPOINT ["illiad-exporter"]
 # The role comes from $ILLIAD_EXPORTER_VANTAGE (web_server, staff_client or external).
 CMD ["serve", "--config.file", "/etc/illiad-exporter/illiad.yml", "--web.listen-address", ":9968"]
