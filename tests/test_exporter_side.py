@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 from .exporter_process import exporter, fetch, loopback_site_config, open_fds
 from .peers import need_binary
@@ -18,6 +19,18 @@ def custom_paths(port: int, count: int, *, prefix: str) -> str:
         f"      - {{name: {prefix}{i}, from: [web_server], host: 127.0.0.1, port: {port}, prober: tcp}}"
         for i in range(count)
     )
+
+
+def settled_fds(pid: int) -> int:
+    """The process's descriptor count once two readings 0.3 s apart agree (bounded)."""
+    previous = -1
+    for _ in range(30):
+        count = open_fds(pid)
+        if count == previous:
+            return count
+        previous = count
+        time.sleep(0.3)
+    raise AssertionError("the descriptor count never settled")
 
 
 def reasons(text: str) -> dict[str, str]:
@@ -62,8 +75,8 @@ def test_a_probe_without_a_descriptor_is_reason_exporter_not_network(tmp_path, d
                                   custom=custom_paths(dropping_port, 8, prefix="p"))
     peer, url = exporter(config, tmp_path)
     with peer:
-        fetch(url + "/-/ready")  # the process is warm; its connection is closed again
-        limit = open_fds(peer.pid) + 3
+        fetch(url + "/-/ready")  # the process is warm
+        limit = settled_fds(peer.pid) + 3  # once that connection's descriptor is gone
         subprocess.run([prlimit, f"--pid={peer.pid}", f"--nofile={limit}:{limit}"], check=True)
         status, text = fetch(url + "/metrics")
         found = reasons(text)
