@@ -3,6 +3,7 @@ one-line error (which the probers turn into reason protocol), never another exce
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyasn1.error import SubstrateUnderrunError
@@ -16,40 +17,28 @@ def _after(prefix: bytes) -> st.SearchStrategy[bytes]:
     return st.binary(max_size=300).map(lambda tail: prefix + tail)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.one_of(st.binary(max_size=300), _after(b"\x00\x00")))
-def test_prelogin_decoder_never_raises_anything_but_tds_error(data):
-    try:
-        tds.decode_prelogin(data)
-    except tds.TdsError:
-        pass
+# name -> (decoder, the errors it may raise, the bytes to give it)
+DECODERS = {
+    "tds prelogin": (tds.decode_prelogin, (tds.TdsError,), st.one_of(st.binary(max_size=300), _after(b"\x00\x00"))),
+    "sql browser": (tds.parse_browser_reply, (tds.TdsError,), st.one_of(
+        st.binary(max_size=300), _after(b"\x05"), st.text(max_size=200).map(
+            lambda t: b"\x05" + len(t.encode("latin-1", "replace")).to_bytes(2, "little")
+            + t.encode("latin-1", "replace")))),
+    "rdp confirm": (rdp.decode_confirm, (rdp.RdpError,), st.one_of(st.binary(max_size=64),
+                                                                  _after(b"\x03\x00\x00\x13"))),
+    "z3950 initResponse": (z3950.decode_init_response, (z3950.Z3950Error, SubstrateUnderrunError),
+                           st.one_of(st.binary(max_size=300), _after(b"\xb5"), _after(b"\xb5\x81\x80"))),
+}
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.one_of(st.binary(max_size=300), _after(b"\x05"), st.text(max_size=200).map(
-    lambda t: b"\x05" + len(t.encode("latin-1", "replace")).to_bytes(2, "little") + t.encode("latin-1", "replace"))))
-def test_browser_parser_never_raises_anything_but_tds_error(data):
-    try:
-        tds.parse_browser_reply(data)
-    except tds.TdsError:
-        pass
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.one_of(st.binary(max_size=64), _after(b"\x03\x00\x00\x13")))
-def test_rdp_confirm_decoder_never_raises_anything_but_rdp_error(data):
-    try:
-        rdp.decode_confirm(data)
-    except rdp.RdpError:
-        pass
-
-
+@pytest.mark.parametrize("name", DECODERS)
 @settings(max_examples=500, deadline=None)
-@given(st.one_of(st.binary(max_size=300), _after(b"\xb5"), _after(b"\xb5\x81\x80")))
-def test_init_response_decoder_never_raises_anything_but_its_own_errors(data):
+@given(data=st.data())
+def test_decoder_never_raises_anything_but_its_own_errors(name, data):
+    decode, errors, inputs = DECODERS[name]
     try:
-        z3950.decode_init_response(data)
-    except (z3950.Z3950Error, SubstrateUnderrunError):
+        decode(data.draw(inputs))
+    except errors:
         pass
 
 
