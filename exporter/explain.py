@@ -11,17 +11,19 @@ elsewhere from the JSON says the same.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .catalog import Require
 from .config import Config
 from .probers.base import ProbeResult, ProbeTarget
 from .scrape import Outcome
 from .verdict import PathVerdict, verdicts_of
+
+T = TypeVar("T")
 
 # Paths the vendors require to be direct (OCLC's services, the Atlas update server): no proxy
 # and no TLS inspection. A certificate from an unknown issuer there is an interceptor.
@@ -309,12 +311,14 @@ def explain(path: PathFacts) -> Explanation | None:
     failing = [t for t in path.targets if t.met is not True]
     diagnoses: list[Diagnosis] = []
     rules: list[Rule] = []
-    if path.expect == "closed":
-        for t in failing:
+    for t in failing:
+        if t.met is None:  # the exporter's own failure (nothing said of the network), or not probed yet
+            if t.reason is not None:
+                diagnoses.append(_diagnose_open(path, t))
+        elif path.expect == "closed":
             diagnoses.append(_diagnose_closed(path, t))
             rules.append(_rule(path, t, "block"))
-    else:
-        for t in failing:
+        else:
             diagnosis = _diagnose_open(path, t)
             diagnoses.append(diagnosis)
             if diagnosis.reason == "interception":
@@ -332,8 +336,8 @@ def explain(path: PathFacts) -> Explanation | None:
                        tuple(_unique(diagnoses)), tuple(_unique(rules)), note)
 
 
-def _unique(items: Iterable[object]) -> list:  # type: ignore[type-arg]
-    seen: list[object] = []
+def _unique(items: Iterable[T]) -> list[T]:
+    seen: list[T] = []
     for item in items:
         if item not in seen:
             seen.append(item)

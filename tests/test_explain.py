@@ -313,3 +313,16 @@ def test_metrics_carry_the_impact_and_diagnosis_of_each_failing_path_for_the_ale
                      f"listens on port {closed}, or a host firewall rejects it. Check that the service runs on "
                      f"sql.test and listens on {closed}, then the firewall of sql.test.",
     }]
+
+
+def test_a_closed_path_the_exporter_could_not_probe_is_unknown_not_open() -> None:
+    """A probe the exporter could not run says nothing about the network: no 'accepted a
+    connection', no rule, and the explanation says the state is unknown."""
+    not_run = TargetFacts("sql.example.edu", 1433, None, "closed", "exporter",
+                          "no free probe slot before the scrape deadline", (SQL,), "198.19.1.10")
+    path = PathFacts("lib", "external", "sql_from_external", "SQL closed from outside", "i", "closed", True, "tcp",
+                     None, (not_run,), HOSTS)
+    e = explain(path)
+    assert e is not None
+    assert [d.reason for d in e.diagnoses] == ["exporter"] and e.rules == ()
+    assert e.note == "The path's state is unknown: the exporter could not probe it."
