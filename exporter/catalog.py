@@ -108,6 +108,9 @@ class CatalogPath:
     # the inbound path whose override's enabled/required this outbound path follows, so a
     # config written before the split (odyssey: {enabled: false}) keeps its meaning
     follows: str = ""
+    # the vendor wants a direct connection (no proxy, no TLS inspection): a certificate from
+    # a CA this host does not trust on this path is an interceptor (explain.py)
+    direct: bool = False
 
     @property
     def enabled_by_default(self) -> bool:
@@ -207,6 +210,7 @@ CATALOG: tuple[CatalogPath, ...] = (
         ports=(443,),
         prober="tls",
         required=True,
+        direct=True,
         notes="the Connection Manager calls OCLC every 10 minutes; TLS 1.2 or newer",
         impact="The Connection Manager cannot exchange requests with OCLC: new OCLC requests and updates to "
                "existing ones stop.",
@@ -225,6 +229,7 @@ CATALOG: tuple[CatalogPath, ...] = (
         ports=(443,),
         prober="tls",
         required=True,
+        direct=True,
         notes="a direct connection, not through a proxy",
         impact="The ILLiad server updater and the staff clients' update check at every start cannot reach the "
                "vendor: updates fail.",
@@ -239,6 +244,7 @@ CATALOG: tuple[CatalogPath, ...] = (
         ports=(443,),
         prober="tls",
         required=True,
+        direct=True,
         impact="Articles cannot be delivered through OCLC Article Exchange.",
         source=_cite((PORTS_PAGE, "443 outbound from the web server to Article Exchange"),
                      (OLDER_KB, "the host name ill.sd00.worldcat.org")),

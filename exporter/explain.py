@@ -17,17 +17,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .catalog import Require
+from .catalog import BY_ID, Require
 from .config import Config
 from .probers.base import ProbeResult, ProbeTarget
 from .scrape import Outcome
 from .verdict import PathVerdict, verdicts_of
 
 T = TypeVar("T")
-
-# Paths the vendors require to be direct (OCLC's services, the Atlas update server): no proxy
-# and no TLS inspection. A certificate from an unknown issuer there is an interceptor.
-DIRECT_PATHS = frozenset({"oclc_webservices", "atlas_update", "article_exchange"})
 
 # Roles whose hosts are this site's own Windows machines: a rule for traffic *to* them goes
 # on their inbound side; traffic they send to the world needs their outbound side.
@@ -93,6 +89,7 @@ class PathFacts:
     site_hosts: Mapping[str, str] = field(default_factory=dict)  # role -> host name
     hosts_answering: frozenset[str] = frozenset()  # hosts some probe from this vantage connected to
     require_any: bool = False  # one target answering meets the path
+    direct: bool = False  # the vendor wants it direct: no proxy, no TLS inspection (catalog)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +171,7 @@ def _seen(detail: str) -> str:
 def _interception(path: PathFacts, t: TargetFacts) -> Diagnosis | None:
     """A TLS failure on a must-be-direct path that says someone else answered for the
     server: a chain from an issuer this host does not trust, or for another name."""
-    if path.path not in DIRECT_PATHS or t.reason != "tls":
+    if not path.direct or t.reason != "tls":
         return None
     detail = t.detail.lower()
     untrusted = any(m in detail for m in ("unable to get local issuer", "self-signed", "self signed",
@@ -439,6 +436,7 @@ def explain_verdicts(
                           for c in v.checks),
             site_hosts={role.value: host for role, host in site.hosts.items()},
             hosts_answering=frozenset(answering.get(v.site, ())), require_any=v.require is Require.ANY,
+            direct=not path.custom and path.id in BY_ID and BY_ID[path.id].direct,
         )
         explanation = explain(facts)
         if explanation is not None:

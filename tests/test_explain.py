@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from prometheus_client.parser import text_string_to_metric_families
 
+from illiad_exporter.catalog import BY_ID, CATALOG
 from illiad_exporter.explain import PathFacts, TargetFacts, explain, kernel_source_address, target_facts
-from illiad_exporter.probers import PROBERS, ProbeResult
+from illiad_exporter.probers import PROBERS, ProbeFailure, ProbeResult
 from illiad_exporter.report import ReportError, build_matrix, load_runs
 
 from .peers import free_port, need_binary
@@ -107,7 +109,7 @@ def test_tls_interception_is_told_apart_from_other_certificate_problems(path: st
                                                                         interception: bool) -> None:
     e = explain(facts(path, failed("webservices.oclc.org", 443, "tls", detail, address=OCLC,
                                    tls_issuer="CN=Campus Firewall CA", tls_subject="CN=webservices.oclc.org"),
-                      prober="tls", title="OCLC web services"))
+                      prober="tls", title="OCLC web services", direct=BY_ID[path].direct))
     assert e is not None
     assert e.diagnoses[0].reason == ("interception" if interception else "tls")
     if interception:
@@ -167,8 +169,6 @@ def test_a_tls_probe_of_a_server_whose_ca_is_not_trusted_records_who_issued_its_
 
 
 async def _probe(target, result: ProbeResult) -> None:  # type: ignore[no-untyped-def]
-    from illiad_exporter.probers import ProbeFailure
-
     try:
         result.up = await asyncio.wait_for(PROBERS[target.prober].probe(target, result), 5)
     except ProbeFailure as failure:
@@ -282,8 +282,6 @@ def test_check_output_markdown_is_a_ticket_with_the_table_and_the_explanations(t
 
 
 def test_the_runbook_has_a_section_per_catalog_path_quoting_its_impact() -> None:
-    from illiad_exporter.catalog import CATALOG
-
     text = (Path(__file__).resolve().parent.parent / "docs" / "runbooks.md").read_text()
     paths_part = text.split("\n# Paths\n", 1)[1]
     sections = {chunk.split("\n", 1)[0]: chunk for chunk in paths_part.split("\n### Path: ")[1:]}
@@ -300,13 +298,9 @@ def test_metrics_carry_the_impact_and_diagnosis_of_each_failing_path_for_the_ale
         async with running(config) as (url, _):
             return (await get(url + "/metrics"))[1]
 
-    from prometheus_client.parser import text_string_to_metric_families
-
     text = asyncio.run(scenario())
     found = [s.labels for f in text_string_to_metric_families(text) for s in f.samples
              if s.name == "illiad_path_explanation_info"]
-    from illiad_exporter.catalog import BY_ID
-
     assert found == [{
         "site": "main-library", "vantage": "web_server", "path": "sql", "impact": BY_ID["sql"].impact,
         "diagnosis": f"sql.test (127.0.0.1) port {closed} refused the connection from 127.0.0.1 (TCP reset): nothing "
