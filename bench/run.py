@@ -536,7 +536,7 @@ def compression(work: Path, args: argparse.Namespace) -> list[str]:
     ]
 
 
-# -- the goals (issue: scale) -------------------------------------------------------------------
+# -- the goals -----------------------------------------------------------------------------------
 
 
 def goals(rows: list[Row], latency: dict[str, float] | None) -> list[str]:

@@ -1,5 +1,5 @@
 """The exporter's own shortages are reported as reason exporter, never as the library's
-network fault (issue 13, point 6): a probe that never got a slot, and a probe that could not
+network fault: a probe that never got a slot, and a probe that could not
 get a socket under a real descriptor limit (prlimit on the running process), each against
 the real exporter process, and counted on /metrics by cause."""
 

@@ -1,4 +1,4 @@
-"""The exporter's own front door under attack, against the real process (issue 13): idle and
+"""The exporter's own front door under attack, against the real process: idle and
 slow clients, a descriptor limit (prlimit), password guessers, malformed requests."""
 
 from __future__ import annotations

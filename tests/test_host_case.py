@@ -1,6 +1,6 @@
 """Host names compare without regard to case (and a trailing dot) wherever a name is compared
 or looked up: the probe_allow list, the config's hosts table, the single-flight keys. A case
-change must not slip a name past its pin to the system resolver (issue 13, point 7)."""
+change must not slip a name past its pin to the system resolver."""
 
 from __future__ import annotations
 

@@ -171,7 +171,7 @@ def test_z3950_truncated_answer_is_protocol(yaz_exchange, cut, why):
     assert why in result.detail
 
 
-# -- a long answer costs linear work (issue 13, point 8) ---------------------------------------
+# -- a long answer costs linear work -------------------------------------------------------------
 
 YAZ_INIT_RESPONSE = bytes.fromhex(
     "b559830200e0840300e9a28504040000008604040000008c01019f6e0238319f6f074746532f59415a9f702f352e33342e3020"

@@ -1,4 +1,4 @@
-"""Reloads are bounded (issue 13, point 2), against the real exporter process: a YAML alias
+"""Reloads are bounded, against the real exporter process: a YAML alias
 bomb, a huge file, a FIFO at the config path, a deep nesting and a load past its time bound
 are each refused at once, logged, and shown as illiad_exporter_config_last_reload_successful
 0, while the running config serves on; afterwards a good config reloads."""

@@ -1,4 +1,4 @@
-"""Reloads while scrapes run (issue 13, point 3), against the real exporter process: no scrape
+"""Reloads while scrapes run, against the real exporter process: no scrape
 overruns its deadline, and the memory of an old config is released once its last scrape
 ends, so RSS stays flat over many reload+scrape cycles."""
 

@@ -1,4 +1,4 @@
-"""Name lookups cannot starve probes (issue 13, point 4), against the real exporter process
+"""Name lookups cannot starve probes, against the real exporter process
 run in a mount namespace of its own whose /etc/resolv.conf names a local resolver that
 drops every query (a UDP and TCP sink on a loopback address)."""
 
