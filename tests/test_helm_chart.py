@@ -573,3 +573,14 @@ def test_web_config_from_a_secret_reaches_the_pod_the_probes_and_the_scrapes(
     budget = one(docs, "PodDisruptionBudget")
     assert budget["spec"] == {"maxUnavailable": 1, "selector": one(docs, "Deployment")["spec"]["selector"]}
     assert by_kind(rendered["default"], "PodDisruptionBudget") == []
+
+
+@pytest.mark.parametrize("scraped_by", ["serviceMonitor", "probe"])
+def test_shards_with_per_site_scrapes_are_refused(helm: Helm, scraped_by: str) -> None:
+    """A shard's pod answers only for its own sites while the Service spreads the per-site
+    scrapes over every pod: the chart refuses the combination instead of rendering scrapes
+    that would fail on all pods but one."""
+    values = scenario_values("probe" if scraped_by == "probe" else "monitoring")
+    values["shards"] = 3
+    with pytest.raises(Exception, match="shards cannot be combined with per-site scrapes"):
+        helm.template(values)
