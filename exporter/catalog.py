@@ -124,6 +124,13 @@ class CatalogPath:
     def targets_from(self, vantage: Role) -> tuple[Target, ...]:
         return self.routes.get(vantage, ())
 
+    def leaves_site(self, vantage: Role) -> bool:
+        """Whether every leg from ``vantage`` goes outside the library (OCLC, the vendor,
+        partner libraries): a host firewall rule for it is outbound on the source host."""
+        targets = self.targets_from(vantage)
+        return bool(targets) and all(
+            isinstance(t, HostTarget) or t == RoleTarget(Role.EXTERNAL) for t in targets)
+
 
 WEB = RoleTarget(Role.WEB_SERVER)
 SQL = RoleTarget(Role.SQL_SERVER)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .catalog import BY_ID, Require
+from .catalog import BY_ID, Require, Role
 from .config import Config
 from .probers.base import ProbeResult, ProbeTarget
 from .scrape import Outcome
@@ -90,6 +90,7 @@ class PathFacts:
     hosts_answering: frozenset[str] = frozenset()  # hosts some probe from this vantage connected to
     require_any: bool = False  # one target answering meets the path
     direct: bool = False  # the vendor wants it direct: no proxy, no TLS inspection (catalog)
+    leaves_site: bool = False  # it goes to OCLC, the vendor or partners, whatever address they have
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,8 +268,10 @@ def _own_hosts(path: PathFacts) -> set[str]:
 
 def _windows_side(path: PathFacts, t: TargetFacts) -> tuple[str, str]:
     """(direction, host the command runs on): inbound on the site's own destination host,
-    else outbound on the site's own source host; ('', '') when neither is the site's."""
-    if t.host in _own_hosts(path):
+    else outbound on the site's own source host; ('', '') when neither is the site's. A path
+    that leaves the site is outbound even where a test or lab config points it at one of the
+    site's own addresses."""
+    if not path.leaves_site and t.host in _own_hosts(path):
         return "Inbound", t.host
     source_host = path.site_hosts.get(path.vantage) if path.vantage in SITE_HOST_ROLES else None
     if source_host or path.vantage in SITE_HOST_ROLES:
@@ -437,6 +440,7 @@ def explain_verdicts(
             site_hosts={role.value: host for role, host in site.hosts.items()},
             hosts_answering=frozenset(answering.get(v.site, ())), require_any=v.require is Require.ANY,
             direct=not path.custom and path.id in BY_ID and BY_ID[path.id].direct,
+            leaves_site=not path.custom and path.id in BY_ID and BY_ID[path.id].leaves_site(Role(v.vantage)),
         )
         explanation = explain(facts)
         if explanation is not None:

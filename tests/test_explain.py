@@ -66,6 +66,26 @@ def test_a_path_out_to_the_world_gets_an_outbound_rule_on_the_host_it_leaves() -
         f"-LocalAddress {WEB} -RemoteAddress {OCLC} -RemotePort 443 -Action Allow")]
 
 
+def test_a_path_that_leaves_the_site_stays_outbound_when_a_lab_points_it_at_the_web_server() -> None:
+    """The quick start points OCLC at 127.0.0.1, the web server's own address: the rule is
+    still the web server's outbound one, not an inbound rule for OCLC's port on it."""
+    e = explain(facts("oclc_webservices", failed("illiad.example.edu", 443, "refused", address=WEB),
+                      leaves_site=True))
+    assert e is not None
+    assert [(r.windows_host, r.powershell) for r in e.rules] == [(
+        "illiad.example.edu",
+        f'New-NetFirewallRule -DisplayName "ILLiad oclc_webservices to {WEB}" -Direction Outbound -Protocol TCP '
+        f"-LocalAddress {WEB} -RemoteAddress {WEB} -RemotePort 443 -Action Allow")]
+
+
+def test_the_catalog_says_which_legs_leave_the_site() -> None:
+    leaving = sorted((p.id, role.value) for p in CATALOG for role in p.routes if p.leaves_site(role))
+    assert leaving == [
+        ("article_exchange", "web_server"), ("atlas_update", "staff_client"), ("atlas_update", "web_server"),
+        ("iso_ill_outbound", "web_server"), ("oclc_webservices", "staff_client"),
+        ("oclc_webservices", "web_server"), ("odyssey_outbound", "web_server")]
+
+
 def test_from_outside_to_a_partner_no_host_firewall_of_the_site_is_involved() -> None:
     e = explain(facts("odyssey_partner", failed("partner.example.org", 7968, "timeout", address="198.19.1.10",
                                                 source="198.19.9.9"), vantage="external"))
