@@ -163,7 +163,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 keys = st.one_of(st.sampled_from(["site", "path", "target", "prober", "module", "", "SITE"]), st.text(max_size=10))
 query_values = st.one_of(
     st.sampled_from(["lib", "sql", "tcp", "tls", "http", "ldap", "127.0.0.1:{closed}", "lab.test:{closed}",
-                     "[::1]:{closed}", "127.0.0.1:0", "10.0.0.1:1433", "localhost:{closed}", "", "%", "%zz"]),
+                     "[::1]:{closed}", "127.0.0.1:0", "198.18.0.1:1433", "localhost:{closed}", "", "%", "%zz"]),
     st.text(max_size=40),
 )
 
