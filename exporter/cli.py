@@ -342,7 +342,7 @@ def _paths_json(config: Config, verdicts: Sequence[PathVerdict],
     out = []
     for v in verdicts:
         site = config.site(v.site)
-        path = next((p for p in site.paths if p.id == v.path), None) if site is not None else None
+        path = site.path(v.path) if site is not None else None
         explanation = explained.get((v.site, v.path))
         out.append({
             "site": v.site, "path": v.path, "title": path.title if path else v.path,

@@ -200,6 +200,9 @@ class Site:
     hosts: Mapping[Role, str]
     paths: tuple[SitePath, ...]
 
+    def path(self, path_id: str) -> SitePath | None:
+        return next((p for p in self.paths if p.id == path_id), None)
+
 
 @dataclass(frozen=True, slots=True)
 class Config:

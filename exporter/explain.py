@@ -429,7 +429,7 @@ def explain_verdicts(
         if v.met is True:
             continue
         site = sites.get(v.site)
-        path = next((p for p in site.paths if p.id == v.path), None) if site is not None else None
+        path = site.path(v.path) if site is not None else None
         if site is None or path is None:
             continue
         facts = PathFacts(

@@ -36,7 +36,7 @@ class _HungUpAfterHandshake(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class HealthAnswer:
     healthy: bool
     message: str
 
@@ -44,7 +44,7 @@ class Verdict:
 def check(address: ListenAddress, *, path: str = "/-/healthy", scheme: str | None = None,
           requires_client_cert: bool = False, credentials: tuple[str, str] | None = None,
           client_cert: tuple[str, str] | None = None, expect_metrics: Sequence[str] = (),
-          timeout: float = 4.0) -> Verdict:
+          timeout: float = 4.0) -> HealthAnswer:
     """One request to the exporter at ``address`` (a listen address: no host means loopback);
     ``scheme`` None tries HTTP, then TLS when the answer was not HTTP."""
     host = address.host if address.host not in (None, "0.0.0.0", "::") else "127.0.0.1"
@@ -56,36 +56,36 @@ def check(address: ListenAddress, *, path: str = "/-/healthy", scheme: str | Non
             status, headers, body = _get(attempt, host, address.port, path, credentials, client_cert, timeout)
         except _HungUpAfterHandshake:
             if requires_client_cert and not strict:
-                return Verdict(True, f"{url}: serving (TLS handshake answered; a client certificate is required "
+                return HealthAnswer(True, f"{url}: serving (TLS handshake answered; a client certificate is required "
                                      "to go further)")
-            return Verdict(False, f"{url}: closed after the TLS handshake without an answer")
+            return HealthAnswer(False, f"{url}: closed after the TLS handshake without an answer")
         except ssl.SSLError as exc:
             reason = exc.reason or str(exc)
             needs_cert = requires_client_cert and not client_cert
             hint = f" (mutual TLS: set {CERT_FILE_ENV} and {KEY_FILE_ENV})" if needs_cert else ""
-            return Verdict(False, f"{url}: TLS failed: {reason}{hint}")
+            return HealthAnswer(False, f"{url}: TLS failed: {reason}{hint}")
         except (http.client.BadStatusLine, ConnectionResetError) as exc:
             last = f"{url}: not an HTTP answer ({type(exc).__name__})"
             continue  # an HTTPS server answering plain HTTP: try TLS
         except (OSError, http.client.HTTPException) as exc:
-            return Verdict(False, f"{url}: {getattr(exc, 'strerror', None) or exc}")
+            return HealthAnswer(False, f"{url}: {getattr(exc, 'strerror', None) or exc}")
         return _judge(url, status, headers, body, strict=strict, expect_metrics=expect_metrics)
-    return Verdict(False, last)
+    return HealthAnswer(False, last)
 
 
 def _judge(url: str, status: int, headers: http.client.HTTPMessage, body: str, *, strict: bool,
-           expect_metrics: Sequence[str]) -> Verdict:
+           expect_metrics: Sequence[str]) -> HealthAnswer:
     if status == 200:
         names = {line.split("{", 1)[0].split(" ", 1)[0] for line in body.splitlines() if not line.startswith("#")}
         absent = [name for name in expect_metrics if name not in names]
         if absent:
-            return Verdict(False, f"{url}: 200, but no {', '.join(absent)} in the answer")
-        return Verdict(True, f"{url}: serving (200)")
+            return HealthAnswer(False, f"{url}: 200, but no {', '.join(absent)} in the answer")
+        return HealthAnswer(True, f"{url}: serving (200)")
     if not strict and status == 401 and headers.get("WWW-Authenticate", "").startswith("Basic"):
-        return Verdict(True, f"{url}: serving (401, asks for basic auth)")
+        return HealthAnswer(True, f"{url}: serving (401, asks for basic auth)")
     if not strict and status == 429:
-        return Verdict(True, f"{url}: serving (429 from its rate limit)")
-    return Verdict(False, f"{url}: answered {status}")
+        return HealthAnswer(True, f"{url}: serving (429 from its rate limit)")
+    return HealthAnswer(False, f"{url}: answered {status}")
 
 
 def _get(scheme: str, host: str, port: int, path: str, credentials: tuple[str, str] | None,
