@@ -66,6 +66,18 @@ def _add_version(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"illiad-exporter {__version__}")
 
 
+def _workers_arg(value: str | int) -> int:
+    if value == "auto":
+        return max(os.cpu_count() or 1, 1)
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes or auto, got {value!r}") from None
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError(f"the number of probe workers must be between 1 and 64, got {count}")
+    return count
+
+
 def _shard_arg(value: str) -> Shard:
     try:
         return parse_shard(value)
@@ -86,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--web.config.file", dest="web_config_file",
                        default=os.environ.get("ILLIAD_EXPORTER_WEB_CONFIG", ""),
                        help="exporter-toolkit web config: TLS, client certificates, basic auth (webconfig.py)")
+    serve.add_argument("--probe-workers", dest="probe_workers", type=_workers_arg,
+                       default=os.environ.get("ILLIAD_EXPORTER_PROBE_WORKERS", "1"), metavar="N",
+                       help="processes that probe (and write the path metrics), each owning a share of the sites; "
+                            "1: this process alone, the default; 'auto': one per CPU. More than one pays from "
+                            "a few thousand paths (see Performance in the README) "
+                            "(default: $ILLIAD_EXPORTER_PROBE_WORKERS or 1)")
     serve.add_argument("--web.listen-address", dest="listen_addresses", action="append", type=_listen_arg,
                        metavar="ADDRESS",
                        help=f"address to listen on, HOST:PORT or :PORT; repeat it to serve on several "
@@ -176,13 +194,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 1
 
     async def run() -> int:
-        state = ExporterState(args.config_file, Role(args.vantage), shard=args.shard)
+        workers = None
+        if args.probe_workers > 1:
+            from .workers import WorkerPool
+
+            workers = WorkerPool(args.probe_workers, log_level=args.log_level, log_format=args.log_format,
+                                 event_loop=args.event_loop)
+        state = ExporterState(args.config_file, Role(args.vantage), shard=args.shard, workers=workers)
         try:
             state.load()
         except ConfigError as error:
             print(f"invalid config, not starting:\n{error}", file=sys.stderr)
             return 1
-        await serve(state, listen_addresses, web_config=web_config)
+        try:
+            if workers is not None:
+                await state.start_workers()
+            await serve(state, listen_addresses, web_config=web_config)
+        except BaseException:
+            await state.close()
+            raise
         return 0
 
     try:

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from .metrics import FailureReasons, ProbeCollector, fast_format, write_exposition
+from .metrics import FailureReasons, ProbeCollector, Sections, fast_format, join_sections, write_exposition
 from .scrape import Outcome
 
 # zlib level 3, measured with bench/run.py part (e) on a 10,000-path exposition (11.7 MB):
@@ -121,11 +121,12 @@ def registry_response(request: web.Request, *collectors: Collector) -> web.Respo
 
 def outcomes_response(
     request: web.Request, outcomes: Sequence[Outcome], *, required: frozenset[tuple[str, str]],
-    failure_reasons: FailureReasons, registry: CollectorRegistry | None = None,
+    failure_reasons: FailureReasons, registry: CollectorRegistry | None = None, parts: Sequence[Sections] | None = None,
 ) -> web.Response:
     """The path metrics of ``outcomes`` (then the registry's, when given): written directly
-    and in chunks in the text and OpenMetrics formats, through prometheus_client for any
-    other format a client negotiates."""
+    and in chunks in the text and OpenMetrics formats (joined from the probe workers'
+    ``parts`` when they wrote them), through prometheus_client for any other format a
+    client negotiates."""
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     kind = fast_format(content_type)
     if kind is None:
@@ -137,8 +138,11 @@ def outcomes_response(
         return not_acceptable(error)
 
     def chunks() -> Iterator[bytes | str]:
-        yield from write_exposition(outcomes, required=required, failure_reasons=failure_reasons,
-                                    openmetrics=kind == "openmetrics")
+        if parts is not None:
+            yield from join_sections(parts, openmetrics=kind == "openmetrics")
+        else:
+            yield from write_exposition(outcomes, required=required, failure_reasons=failure_reasons,
+                                        openmetrics=kind == "openmetrics")
         if registry is not None:
             yield encoder(registry)  # ends with the OpenMetrics "# EOF" where there is one
         elif kind == "openmetrics":

@@ -341,11 +341,47 @@ def forget_path_labels() -> None:
     _path_labels.cache_clear()
 
 
-def _header(family: Family | PathFamily, openmetrics: bool) -> str:
+def _header(family: Family | PathFamily | Section, openmetrics: bool) -> str:
     doc = family.doc.replace("\\", r"\\").replace("\n", r"\n")
     if openmetrics:
         doc = doc.replace('"', r'\"')
     return f"# HELP {family.name} {doc}\n# TYPE {family.name} gauge\n"
+
+
+def _write_rows(layout: _Layout, rows: Sequence[tuple[_PathLabels, ProbeTarget, ProbeResult]],
+                rendering: Rendering, out: list[str]) -> None:
+    """Append the lines of ``layout``'s family for ``rows`` to ``out``."""
+    family = layout.family
+    rule, name, append = family.rule, family.name, out.append
+    value_text, go_float = _VALUE_TEXT.get, floatToGoString
+    # three loops for the three shapes of line, each written out: this is the hot path
+    for labels, target, result in rows:
+        samples = rule(target, result, rendering)
+        if not samples:
+            continue
+        if not family.extra:
+            for _, value in samples:
+                append(f"{name}{{{labels.full}}} {value_text(value) or go_float(value)}\n")
+        elif layout.position is not None:
+            head, tail = labels.around(layout.position)
+            for extra, value in samples:
+                append(f"{name}{{{head}{layout.extra_text(extra)}{tail}}} {value_text(value) or go_float(value)}\n")
+        else:
+            for extra, value in samples:
+                append(layout.generic_line(labels, extra, value))
+
+
+def _verdict_lines(outcomes: Sequence[Outcome], required: frozenset[tuple[str, str]]) -> list[str]:
+    name = PATH_VERDICT.name
+    return [  # labels sorted by name
+        f'{name}{{path="{_escape_value(path)}",required="{needed}",site="{_escape_value(site)}",'
+        f'vantage="{_escape_value(vantage)}"}} {_value_text(value)}\n'
+        for (site, vantage, path, needed), value in path_verdict_samples(outcomes, required)
+    ]
+
+
+def _rows(outcomes: Sequence[Outcome]) -> list[tuple[_PathLabels, ProbeTarget, ProbeResult]]:
+    return [(_path_labels(label_values(o)), o.target, o.result) for o in outcomes]
 
 
 def write_exposition(
@@ -356,38 +392,71 @@ def write_exposition(
     closing ``# EOF``), in chunks of about ``chunk_lines`` lines: together the same text as
     ProbeCollector through prometheus_client."""
     rendering = Rendering(required, failure_reasons)
-    rows = [(_path_labels(label_values(o)), o.target, o.result) for o in outcomes]
+    rows = _rows(outcomes)
+    step = max(chunk_lines // 2, 1)  # rows per step: a family writes one or two lines per path
     out: list[str] = []
-    append = out.append
-    value_text, go_float = _VALUE_TEXT.get, floatToGoString
     for family in path_families(outcomes):
-        layout, rule, name = _Layout(family), family.rule, family.name
-        append(_header(family, openmetrics))
-        # three loops for the three shapes of line, each written out: this is the hot path
-        for labels, target, result in rows:
-            samples = rule(target, result, rendering)
-            if not samples:
-                continue
-            if not family.extra:
-                for _, value in samples:
-                    append(f"{name}{{{labels.full}}} {value_text(value) or go_float(value)}\n")
-            elif layout.position is not None:
-                head, tail = labels.around(layout.position)
-                for extra, value in samples:
-                    append(f"{name}{{{head}{layout.extra_text(extra)}{tail}}} {value_text(value) or go_float(value)}\n")
-            else:
-                for extra, value in samples:
-                    append(layout.generic_line(labels, extra, value))
+        layout = _Layout(family)
+        out.append(_header(family, openmetrics))
+        for start in range(0, len(rows), step):
+            _write_rows(layout, rows[start:start + step], rendering, out)
             if len(out) >= chunk_lines:
                 yield "".join(out)
                 out.clear()
     out.append(_header(PATH_VERDICT, openmetrics))
-    name = PATH_VERDICT.name
-    for (site, vantage, path, needed), value in path_verdict_samples(outcomes, required):  # labels sorted by name
-        out.append(f'{name}{{path="{_escape_value(path)}",required="{needed}",site="{_escape_value(site)}",'
-                   f'vantage="{_escape_value(vantage)}"}} {_value_text(value)}\n')
+    out += _verdict_lines(outcomes, required)
     if out:
         yield "".join(out)
+
+
+# -- a part of the paths written apart (a probe worker's), joined by the serving process -----------
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """The lines of one family for some of the paths, without its header: the lines do not
+    depend on the format (text or OpenMetrics), only a header's escaping does."""
+
+    name: str
+    doc: str
+    lines: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Sections:
+    """One part's path metrics: its families in exposition order, then its path verdicts."""
+
+    families: tuple[Section, ...]
+    verdicts: bytes
+
+
+def write_sections(outcomes: Sequence[Outcome], *, required: frozenset[tuple[str, str]] = frozenset(),
+                   failure_reasons: FailureReasons = "active") -> Sections:
+    """The path metrics of ``outcomes`` as sections, for :func:`join_sections` to merge with
+    other parts' (paths are never split across parts: a path verdict needs all its targets)."""
+    rendering = Rendering(required, failure_reasons)
+    rows = _rows(outcomes)
+    families = []
+    for family in path_families(outcomes):
+        out: list[str] = []
+        _write_rows(_Layout(family), rows, rendering, out)
+        families.append(Section(family.name, family.doc, "".join(out).encode()))
+    return Sections(tuple(families), "".join(_verdict_lines(outcomes, required)).encode())
+
+
+def join_sections(parts: Sequence[Sections], *, openmetrics: bool = False) -> Iterator[bytes]:
+    """The exposition of several parts (without OpenMetrics' ``# EOF``): each family once,
+    with every part's lines, in the order one part alone would have it (the fixed families,
+    then info families by first appearance, then the path verdicts); a chunk per part's lines."""
+    order: dict[str, list[Section]] = {}
+    for part in parts:
+        for section in part.families:
+            order.setdefault(section.name, []).append(section)
+    for sections in order.values():
+        yield _header(sections[0], openmetrics).encode()
+        yield from (section.lines for section in sections if section.lines)
+    yield _header(PATH_VERDICT, openmetrics).encode()
+    yield from (part.verdicts for part in parts if part.verdicts)
 
 
 def render_outcomes(outcomes: Sequence[Outcome], **options: object) -> str:

@@ -49,9 +49,9 @@ async def handle_metrics(request: web.Request) -> web.Response:
     if not snapshot.config.exporter.probe_on_metrics:
         return registry_response(request, state.registry)
     started = time.perf_counter()
-    outcomes = await state.probe(snapshot.plan.targets, state.budget(scrape_timeout(request)))
+    scrape = await state.scrape(snapshot, state.budget(scrape_timeout(request)))
     state.metrics.scrape_duration.set(time.perf_counter() - started)
-    return outcomes_response(request, outcomes, required=snapshot.plan.required,
+    return outcomes_response(request, scrape.outcomes, parts=scrape.parts, required=snapshot.plan.required,
                              failure_reasons=snapshot.config.exporter.failure_reasons, registry=state.registry)
 
 
@@ -82,14 +82,12 @@ async def handle_probe(request: web.Request) -> web.Response:
     if targets is None:
         return web.Response(status=400, text=f"unknown site: {site[:100]!r}\n")
     path = query.get("path")
-    if path is not None:
-        targets = tuple(t for t in targets if t.path == path)
-        if not targets:
-            return web.Response(
-                status=400, text=f"site {site} has no path {path[:100]!r} probed from {state.vantage.value}\n"
-            )
-    outcomes = await state.probe(targets, budget, record=path is None)
-    return outcomes_response(request, outcomes, required=snapshot.plan.required,
+    if path is not None and not any(t.path == path for t in targets):
+        return web.Response(
+            status=400, text=f"site {site} has no path {path[:100]!r} probed from {state.vantage.value}\n"
+        )
+    scrape = await state.scrape(snapshot, budget, site=site, path=path, record=path is None)
+    return outcomes_response(request, scrape.outcomes, parts=scrape.parts, required=snapshot.plan.required,
                              failure_reasons=snapshot.config.exporter.failure_reasons)
 
 
@@ -222,6 +220,7 @@ async def serve(state: ExporterState, listen_addresses: Sequence[ListenAddress],
         # stop listening, then aiohttp waits for running handlers; every scrape is bounded
         # by its deadline, so this ends by the longest probe timeout.
         await _stop_serving(listeners, door, runner)
+        await state.close()  # the probe workers, once no scrape needs them
         log.info("stopped")
 
 

@@ -7,6 +7,7 @@ assignment, so no scrape ever sees half of a new config.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -22,12 +23,14 @@ from .catalog import Role
 from .config import Config, ConfigError, LoadInterrupted, load_config
 from .explain import Explanation, explain_outcomes
 from .gcpause import CollectionPause
-from .metrics import ExplanationCollector, SelfMetrics, forget_path_labels
+from .metrics import ExplanationCollector, Sections, SelfMetrics, forget_path_labels
 from .plan import Plan, build_plan
 from .probers import ProbeTarget, release_frames
 from .scrape import Outcome, run_all
 from .shard import Shard
 from .singleflight import FlightKeys, SingleFlight, flight_keys
+from .verdict import target_met
+from .workers import Shares, WorkerPool
 
 log = logging.getLogger("illiad_exporter")
 
@@ -38,6 +41,15 @@ class Snapshot:
     plan: Plan
     loaded_at: float
     keys: FlightKeys = field(default_factory=dict)  # the single-flight key of each planned target
+    shares: Shares | None = None  # with probe workers: which worker probes which targets
+
+
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    """A scrape's outcomes and, when probe workers wrote them, the metric lines of each part."""
+
+    outcomes: list[Outcome]
+    parts: list[Sections] | None = None
 
 
 # Reloads load on a thread of their own: never queued behind name lookups or bcrypt checks.
@@ -45,10 +57,12 @@ _RELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="illiad-reload"
 
 
 class ExporterState:
-    def __init__(self, config_file: str | Path, vantage: Role, *, shard: Shard | None = None) -> None:
+    def __init__(self, config_file: str | Path, vantage: Role, *, shard: Shard | None = None,
+                 workers: WorkerPool | None = None) -> None:
         self.config_file = str(config_file)
         self.vantage = vantage
         self.shard = shard  # from --shard; None: the config's exporter.shard, if any
+        self.workers = workers  # None: probes run in this process (--probe-workers 1)
         self.snapshot: Snapshot | None = None
         self.last_outcomes: dict[str, list[Outcome]] = {}  # site -> latest outcomes
         self.last_reload_error: str = ""
@@ -71,7 +85,11 @@ class ExporterState:
         """The explanations of the paths failing in the latest results, by (site, path)."""
         if self.snapshot is None:
             return {}
-        latest = [o for outcomes in self.last_outcomes.values() for o in outcomes]
+        # only the sites with a target that fails its expectation (explain weighs a whole
+        # site's results: a host some path reached is up): at 10,000 paths, judging every
+        # path again on each scrape was a measurable share of the serving process's CPU
+        latest = [o for outcomes in self.last_outcomes.values()
+                  if any(target_met(o.target, o.result) is not True for o in outcomes) for o in outcomes]
         return explain_outcomes(self.snapshot.config, latest)
 
     def _explanation_labels(self) -> Iterator[tuple[str, str, str, str, str]]:
@@ -86,13 +104,34 @@ class ExporterState:
         self._install(snapshot)
         return snapshot
 
+    async def start_workers(self) -> None:
+        """Start the probe workers with the loaded plan; raises WorkerGone when one cannot start."""
+        assert self.snapshot is not None and self.workers is not None
+        self._install(await self._shared(self.snapshot, strict=True))
+
+    async def _shared(self, snapshot: Snapshot, *, strict: bool = False) -> Snapshot:
+        """``snapshot`` with its plan shared out among the probe workers (they have it then)."""
+        if self.workers is None:
+            return snapshot
+        settings = snapshot.config.exporter
+        shares = await self.workers.assign(snapshot.plan.targets, required=snapshot.plan.required,
+                                           failure_reasons=settings.failure_reasons,
+                                           max_concurrency=settings.max_concurrency, strict=strict)
+        return dataclasses.replace(snapshot, shares=shares)
+
+    async def close(self) -> None:
+        """Stop the probe workers (after the server has answered its in-flight scrapes)."""
+        if self.workers is not None:
+            await self.workers.close()
+
     def _read(self, timeout: float | None) -> Snapshot:
         """Load and plan (in the reload thread): bounded in size, nodes and, with
-        ``timeout``, in time; the flight keys of the new plan are made here too."""
+        ``timeout``, in time; the flight keys of the new plan are made here too (by the
+        workers instead, when they probe)."""
         deadline = time.monotonic() + timeout if timeout is not None else None
         config = load_config(self.config_file, deadline=deadline)
         plan = build_plan(config, self.vantage, shard=self.shard)
-        return Snapshot(config, plan, time.time(), flight_keys(plan.targets))
+        return Snapshot(config, plan, time.time(), flight_keys(plan.targets) if self.workers is None else {})
 
     def _install(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
@@ -126,6 +165,7 @@ class ExporterState:
                 # the load stops itself at its deadline (config.checkpoint); the margin is
                 # for a parse step that cannot look at the clock
                 snapshot = await asyncio.wait_for(asyncio.shield(self._loading), timeout + 5.0)
+                snapshot = await self._shared(snapshot)
             except Exception as error:  # noqa: BLE001 - every failure is reported, whatever it is
                 if isinstance(error, TimeoutError):
                     error = LoadInterrupted(f"the config did not load within {timeout + 5.0:g}s")
@@ -151,18 +191,37 @@ class ExporterState:
         timeout = scrape_timeout if scrape_timeout is not None else settings.default_scrape_timeout
         return max(timeout - settings.scrape_timeout_offset, 0.05)
 
+    async def scrape(self, snapshot: Snapshot, budget: float, *, site: str | None = None, path: str | None = None,
+                     record: bool = True) -> Scrape:
+        """Probe the planned targets of ``snapshot`` (those of ``site``, of its ``path``):
+        in the probe workers when there are some, else in this process."""
+        if snapshot.shares is None or self.workers is None:
+            targets = snapshot.plan.targets if site is None else snapshot.plan.by_site.get(site, ())
+            if path is not None:
+                targets = tuple(t for t in targets if t.path == path)
+            return Scrape(await self.probe(targets, budget, record=record))
+        parts = await self.workers.probe(snapshot.shares, budget, site=site, path=path)
+        outcomes = [outcome for part in parts for outcome in part.outcomes]
+        self._record(snapshot, outcomes, record)
+        if any(part.sections is None for part in parts):  # a worker lost: written here from the outcomes
+            return Scrape(outcomes)
+        return Scrape(outcomes, [part.sections for part in parts if part.sections is not None])
+
     async def probe(self, targets: Sequence[ProbeTarget], budget: float, *, record: bool = True) -> list[Outcome]:
-        """Probe ``targets``; with ``record``, the status page shows the outcomes."""
+        """Probe ``targets`` in this process; with ``record``, the status page shows the outcomes."""
         snapshot = self.snapshot
         with self.gc_pause:  # see gcpause: full collections over a big scrape's live objects
             outcomes = await run_all(targets, budget=budget, limiter=self._limiter, flights=self.flights)
+        self._record(snapshot, outcomes, record)
+        return outcomes
+
+    def _record(self, snapshot: Snapshot | None, outcomes: list[Outcome], record: bool) -> None:
         for outcome in outcomes:
             if outcome.result.not_run is not None:
                 self.metrics.not_run.labels(outcome.result.not_run.value).inc()
         if not record or self.snapshot is not snapshot:  # a reload came in meanwhile: one config per page
-            return outcomes
+            return
         by_site: dict[str, list[Outcome]] = {}
         for outcome in outcomes:  # one pass: a consortium has thousands of sites
             by_site.setdefault(outcome.target.site, []).append(outcome)
         self.last_outcomes.update(by_site)
-        return outcomes

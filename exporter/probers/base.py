@@ -54,6 +54,7 @@ class NotRun(enum.StrEnum):
 
     NO_SLOT = "no_slot"  # every probe slot (exporter.max_concurrency) was busy until the deadline
     NO_SOCKET = "no_socket"  # the process or the system had no descriptor or buffer for a socket
+    NO_WORKER = "no_worker"  # the probe worker process owning the target exited or did not answer
 
 
 class ProbeFailure(Exception):

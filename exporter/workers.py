@@ -1,0 +1,516 @@
+"""Probe worker processes: every core for a consortium's scrape, behind the one endpoint.
+
+One Python process probes on one core (bench/RESULTS.txt: a 10,000-path scrape is 1.5 s of
+CPU, nearly all of it in the event loop's socket handling and the writing of the metrics).
+With ``--probe-workers N`` the serving process keeps HTTP, the config, reloads, the status
+page and the explanations, and N worker processes probe: each owns a share of the sites
+(paths are never split, so a worker can judge a path's verdict) and writes the metric lines
+of its share (:func:`metrics.write_sections`); the serving process joins the parts under
+one header per family and sends them as one answer.
+
+The guarantees of a single process hold across them:
+
+- **single flight**: a target belongs to exactly one worker, which runs the same
+  single-flight table for the scrapes that overlap there;
+- **reload**: the serving process loads and checks the config, then gives every worker its
+  share of the new plan as a new *generation*; a scrape names the generation it started
+  with, and a worker keeps the previous one until the next, so no scrape mixes two configs;
+  a failed load reaches no worker;
+- **the deadline**: a worker probes within the scrape's budget; one that has not answered a
+  little after it (hung, or killed) fails its targets with reason ``exporter`` (the
+  exporter's owner acts, no library alert fires), is stopped and is started again, given
+  the current plan, at the next scrape;
+- **shutdown**: the serving process stops them once its in-flight scrapes are answered; a
+  worker whose serving process dies sees its inbox close and exits.
+
+Workers are started with ``forkserver`` on Linux (they share the imported code's pages with
+each other) and ``spawn`` elsewhere (Windows, macOS). Messages are pickled over two one-way
+pipes per worker; a thread on each side reads its inbox, so the event loops never block on a
+pipe and nothing here depends on a platform's pipe being selectable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .gcpause import CollectionPause
+from .metrics import FailureReasons, Sections, write_sections
+from .probers import ProbeResult, ProbeTarget, Reason
+from .probers.base import NotRun
+from .scrape import SETTLE_GRACE, Outcome, run_all
+from .singleflight import SingleFlight, flight_keys
+
+log = logging.getLogger("illiad_exporter.workers")
+
+# How long after a scrape's budget a worker may take to write and send its part before the
+# serving process gives up on it (and restarts it): the writing of 15,000 paths' lines,
+# measured with bench/run.py, takes a few hundred milliseconds.
+ANSWER_GRACE = 5.0
+# How long a worker may take to start (import, then take its first plan), and to stop.
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 5.0
+
+
+# -- the messages ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """A worker's share of a new plan (serving process -> worker)."""
+
+    generation: int
+    targets: tuple[ProbeTarget, ...]
+    required: frozenset[tuple[str, str]]
+    failure_reasons: FailureReasons
+    max_concurrency: int
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Probe a selection of a generation's targets within ``budget`` seconds."""
+
+    request: int
+    generation: int
+    site: str | None  # None: every target of the share
+    path: str | None  # None: every path of the site
+    budget: float
+    sections: bool  # write the metric lines too (a /metrics or /probe?site= answer)
+
+
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Probed:
+    request: int
+    results: tuple[ProbeResult, ...]  # in the order of the selected targets
+    finished_at: float
+    sections: Sections | None
+    error: str = ""  # the request could not be served (an unknown generation)
+
+
+STOP = "stop"
+
+
+def select_targets(by_site: dict[str, tuple[ProbeTarget, ...]], targets: tuple[ProbeTarget, ...],
+                   site: str | None, path: str | None) -> tuple[ProbeTarget, ...]:
+    """The targets a Probe names, in the order both sides agree on."""
+    if site is None:
+        return targets
+    chosen = by_site.get(site, ())
+    return chosen if path is None else tuple(t for t in chosen if t.path == path)
+
+
+def by_site_of(targets: Sequence[ProbeTarget]) -> dict[str, tuple[ProbeTarget, ...]]:
+    grouped: dict[str, list[ProbeTarget]] = {}
+    for target in targets:
+        grouped.setdefault(target.site, []).append(target)
+    return {site: tuple(ts) for site, ts in grouped.items()}
+
+
+def share_sites(by_site: dict[str, tuple[ProbeTarget, ...]], workers: int) -> list[list[str]]:
+    """The sites of each worker: whole sites, the biggest first to the least loaded worker, so
+    the shares' probe counts differ by at most one site's (a consortium's sites vary in size)."""
+    shares: list[list[str]] = [[] for _ in range(workers)]
+    load = [0] * workers
+    for site in sorted(by_site, key=lambda s: (-len(by_site[s]), s)):
+        least = min(range(workers), key=lambda w: (load[w], w))
+        shares[least].append(site)
+        load[least] += len(by_site[site])
+    return shares
+
+
+# -- the worker process ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Share:
+    targets: tuple[ProbeTarget, ...]
+    by_site: dict[str, tuple[ProbeTarget, ...]]
+    required: frozenset[tuple[str, str]]
+    failure_reasons: FailureReasons
+
+
+class _Worker:
+    """A worker's state: the shares of the last two generations, and what probes them."""
+
+    def __init__(self, outbox: Connection) -> None:
+        self.outbox = outbox
+        self.shares: dict[int, _Share] = {}
+        self.flights = SingleFlight()
+        self.gc_pause = CollectionPause()
+        self.limiter: asyncio.Semaphore | None = None
+        self.limit = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._sending: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send_loop, name="illiad-worker-send", daemon=True)
+        self._sender.start()
+
+    def send(self, message: object) -> None:
+        # pickled here, written by the sender thread: a big answer never blocks the loop
+        self._sending.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _send_loop(self) -> None:
+        while (data := self._sending.get()) is not None:
+            try:
+                self.outbox.send_bytes(data)
+            except OSError:  # the serving process is gone; the inbox will close too
+                return
+
+    def close(self) -> None:
+        self._sending.put(None)
+        self._sender.join(STOP_TIMEOUT)
+
+    def assign(self, message: Assign) -> None:
+        share = _Share(message.targets, by_site_of(message.targets), message.required, message.failure_reasons)
+        # keep the previous generation for the scrapes that started with it
+        self.shares = {g: s for g, s in self.shares.items() if g == max(self.shares, default=-1)}
+        self.shares[message.generation] = share
+        self.flights.use_keys(flight_keys(message.targets))
+        if message.max_concurrency != self.limit:
+            self.limit = message.max_concurrency
+            self.limiter = asyncio.Semaphore(self.limit)
+        self.gc_pause.freeze_when_idle()
+        self.send(Assigned(message.generation))
+
+    async def probe(self, message: Probe) -> None:
+        share = self.shares.get(message.generation)
+        if share is None:
+            self.send(Probed(message.request, (), time.time(), None, error=f"no plan of generation "
+                                                                            f"{message.generation}"))
+            return
+        targets = select_targets(share.by_site, share.targets, message.site, message.path)
+        with self.gc_pause:
+            outcomes = await run_all(targets, budget=message.budget, limiter=self.limiter, flights=self.flights)
+            sections = write_sections(outcomes, required=share.required, failure_reasons=share.failure_reasons) \
+                if message.sections else None
+        finished_at = outcomes[0].finished_at if outcomes else time.time()
+        self.send(Probed(message.request, tuple(o.result for o in outcomes), finished_at, sections))
+
+
+async def _work(inbox: Connection, outbox: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    messages: asyncio.Queue[object] = asyncio.Queue()
+
+    def read() -> None:  # the inbox, on a thread of its own
+        while True:
+            try:
+                message = pickle.loads(inbox.recv_bytes())
+            except (EOFError, OSError):  # the serving process closed it, or died
+                message = STOP
+            loop.call_soon_threadsafe(messages.put_nowait, message)
+            if message == STOP:
+                return
+
+    threading.Thread(target=read, name="illiad-worker-read", daemon=True).start()
+    worker = _Worker(outbox)
+    try:
+        while (message := await messages.get()) != STOP:
+            if isinstance(message, Assign):
+                worker.assign(message)
+            elif isinstance(message, Probe):
+                task = loop.create_task(worker.probe(message))
+                worker.tasks.add(task)
+                task.add_done_callback(worker.tasks.discard)
+        if worker.tasks:  # in-flight scrapes end by their deadlines
+            await asyncio.wait(set(worker.tasks))
+    finally:
+        worker.close()
+
+
+def worker_main(inbox: Connection, outbox: Connection, index: int, log_level: str, log_format: str,
+                event_loop: str) -> None:
+    """A worker process's entry point."""
+    from .cli import _run
+    from .logs import setup_logging
+
+    # Ctrl-C in a terminal reaches every process of the group: the serving process decides
+    # when its workers stop (after answering its in-flight scrapes), not the keyboard.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    setup_logging(log_level, log_format)
+    logging.getLogger("illiad_exporter").debug("probe worker started", extra={"worker": index, "pid": os.getpid()})
+    _run(_work(inbox, outbox), event_loop)
+
+
+# -- the serving process's side ---------------------------------------------------------------
+
+
+class WorkerGone(Exception):
+    """The worker exited or stopped answering; its targets fail with reason exporter."""
+
+
+@dataclass(slots=True)
+class _Handle:
+    index: int
+    process: Any  # multiprocessing.Process of the pool's context
+    inbox: Connection  # what we send on
+    reader: threading.Thread
+    waiting: dict[int, asyncio.Future[Probed | Assigned]] = field(default_factory=dict)
+    assigned: asyncio.Future[Assigned] | None = None
+    alive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Shares:
+    """Which worker owns which targets in one generation of the plan: a scrape keeps the
+    shares it started with (in the state's snapshot), as the workers keep that generation."""
+
+    generation: int
+    owner: dict[str, int]  # site -> worker
+    targets: tuple[tuple[ProbeTarget, ...], ...]  # each worker's, in the order it has them
+    by_site: tuple[dict[str, tuple[ProbeTarget, ...]], ...]  # each worker's, by site
+
+    def select(self, index: int, site: str | None, path: str | None) -> tuple[ProbeTarget, ...]:
+        return select_targets(self.by_site[index], self.targets[index], site, path)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One worker's answer to a scrape: its targets, their results and its metric lines."""
+
+    outcomes: list[Outcome]
+    sections: Sections | None
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["illiad_exporter.workers"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+class WorkerPool:
+    """N probe worker processes and the share of the plan each owns."""
+
+    def __init__(self, count: int, *, log_level: str = "info", log_format: str = "logfmt",
+                 event_loop: str = "auto") -> None:
+        if count < 2:
+            raise ValueError("a worker pool has at least 2 workers (1 means probing in the serving process)")
+        self.count = count
+        self._options = (log_level, log_format, event_loop)
+        self._context = _context()
+        self._handles: list[_Handle | None] = [None] * count
+        self._requests = itertools.count()
+        self._generation = 0
+        self._assignment: list[Assign] = []  # the latest generation's share of each worker
+        self.restarts = 0
+        self._closed = False
+
+    def pids(self) -> list[int]:
+        return [h.process.pid for h in self._handles if h is not None and h.alive]
+
+    # -- plans -----------------------------------------------------------------------------
+
+    async def assign(self, targets: Sequence[ProbeTarget], *, required: frozenset[tuple[str, str]],
+                     failure_reasons: FailureReasons, max_concurrency: int, strict: bool = False) -> Shares:
+        """Give every worker its share of a new plan; the scrapes started with the returned
+        shares name its generation. A worker that cannot take it is started again at the
+        next scrape (``strict``: raises WorkerGone instead, for the first plan)."""
+        by_site = by_site_of(targets)
+        sites_of = share_sites(by_site, self.count)
+        generation = self._generation + 1
+        per_worker = max(1, -(-max_concurrency // self.count))  # the config's limit, split
+        assignment, owner, mine_all, mine_by_site = [], {}, [], []
+        for index, sites in enumerate(sites_of):
+            mine = {site: by_site[site] for site in sites}
+            mine_all.append(tuple(t for ts in mine.values() for t in ts))
+            mine_by_site.append(mine)
+            owner.update((site, index) for site in sites)
+            assignment.append(Assign(generation, mine_all[-1], frozenset(r for r in required if r[0] in mine),
+                                     failure_reasons, per_worker))
+        self._generation, self._assignment = generation, assignment
+        results = await asyncio.gather(*(self._give(i, share) for i, share in enumerate(assignment)),
+                                       return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed and strict:
+            raise WorkerGone(f"{len(failed)} probe worker(s) did not start: {failed[0]}")
+        return Shares(generation, owner, tuple(mine_all), tuple(mine_by_site))
+
+    async def _give(self, index: int, share: Assign) -> None:
+        handle = self._handles[index]
+        if handle is None or not handle.alive:
+            handle = await self._start(index)
+        loop = asyncio.get_running_loop()
+        handle.assigned = loop.create_future()
+        self._send(handle, share)
+        await asyncio.wait_for(asyncio.shield(handle.assigned), START_TIMEOUT)
+
+    # -- processes -------------------------------------------------------------------------
+
+    async def _start(self, index: int) -> _Handle:
+        loop = asyncio.get_running_loop()
+        inbox_reader, inbox = self._context.Pipe(duplex=False)
+        outbox, outbox_writer = self._context.Pipe(duplex=False)
+        level, fmt, event_loop = self._options
+        process = self._context.Process(
+            target=worker_main, name=f"illiad-probe-worker-{index}",
+            args=(inbox_reader, outbox_writer, index, level, fmt, event_loop), daemon=True,
+        )
+        # starting (fork from the fork server, or spawn) takes a while: not on the loop
+        await loop.run_in_executor(None, process.start)
+        inbox_reader.close()
+        outbox_writer.close()
+        handle = _Handle(index, process, inbox, threading.Thread())
+        handle.reader = threading.Thread(target=self._read, args=(handle, outbox, loop),
+                                         name=f"illiad-worker-{index}-read", daemon=True)
+        handle.reader.start()
+        self._handles[index] = handle
+        log.info("probe worker started", extra={"worker": index, "pid": process.pid})
+        return handle
+
+    def _read(self, handle: _Handle, outbox: Connection, loop: asyncio.AbstractEventLoop) -> None:
+        """The worker's answers, on a thread of their own; unpickled here, off the loop."""
+        while True:
+            try:
+                message = pickle.loads(outbox.recv_bytes())
+            except (EOFError, OSError):
+                break
+            try:
+                loop.call_soon_threadsafe(self._deliver, handle, message)
+            except RuntimeError:  # the loop is closed: we are shutting down
+                break
+        outbox.close()
+        try:
+            loop.call_soon_threadsafe(self._lost, handle, "exited")
+        except RuntimeError:
+            pass
+
+    def _deliver(self, handle: _Handle, message: object) -> None:
+        if isinstance(message, Assigned):
+            if handle.assigned is not None and not handle.assigned.done():
+                handle.assigned.set_result(message)
+        elif isinstance(message, Probed):
+            waiter = handle.waiting.pop(message.request, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message)
+
+    def _lost(self, handle: _Handle, why: str) -> None:
+        """The worker is gone (or given up on): everyone waiting on it fails; the next scrape
+        starts a new one."""
+        if not handle.alive:
+            return
+        handle.alive = False
+        code = handle.process.exitcode
+        if not self._closed:
+            log.error("probe worker lost; it is started again at the next scrape",
+                      extra={"worker": handle.index, "pid": handle.process.pid, "why": why, "exit_code": code})
+        error = WorkerGone(f"probe worker {handle.index} {why}" + (f" (exit code {code})" if code is not None else ""))
+        for waiter in [*handle.waiting.values(), handle.assigned]:
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(error)
+        handle.waiting.clear()
+        if handle.process.is_alive():
+            handle.process.kill()
+        try:
+            handle.inbox.close()
+        except OSError:
+            pass
+
+    def _send(self, handle: _Handle, message: object) -> None:
+        try:
+            handle.inbox.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError as error:
+            self._lost(handle, f"cannot be written to ({error})")
+            raise WorkerGone(f"probe worker {handle.index} is gone") from None
+
+    async def _ready(self, index: int) -> _Handle:
+        """The worker, started again with the current plan if it was lost."""
+        handle = self._handles[index]
+        if handle is not None and handle.alive:
+            return handle
+        self.restarts += handle is not None
+        await self._give(index, self._assignment[index])
+        handle = self._handles[index]
+        assert handle is not None
+        return handle
+
+    # -- scrapes ---------------------------------------------------------------------------
+
+    async def probe(self, shares: Shares, budget: float, *, site: str | None = None, path: str | None = None,
+                    sections: bool = True) -> list[Part]:
+        """Probe the selection (every target, a site, or a site's path) in the workers that
+        own it; a worker that fails to answer by the budget (plus a grace for writing) makes
+        its targets' results reason exporter."""
+        if site is None:
+            indexes: Sequence[int] = range(self.count)
+        else:
+            indexes = [shares.owner[site]] if site in shares.owner else []
+        started = time.monotonic()
+        return list(await asyncio.gather(*(self._probe_one(shares, i, budget, site, path, sections, started)
+                                           for i in indexes)))
+
+    async def _probe_one(self, shares: Shares, index: int, budget: float, site: str | None, path: str | None,
+                         sections: bool, started: float) -> Part:
+        targets = shares.select(index, site, path)
+        if not targets:
+            return Part([], write_sections([]) if sections else None)
+        limit = budget + SETTLE_GRACE + ANSWER_GRACE
+        try:
+            async with asyncio.timeout(limit):  # a worker that cannot start costs no more
+                handle = await self._ready(index)
+            remaining = max(budget - (time.monotonic() - started), 0.05)
+            request = next(self._requests)
+            waiter: asyncio.Future[Probed] = asyncio.get_running_loop().create_future()
+            handle.waiting[request] = waiter  # type: ignore[assignment]
+            self._send(handle, Probe(request, shares.generation, site, path, remaining, sections))
+            try:
+                answer = await asyncio.wait_for(waiter, remaining + SETTLE_GRACE + ANSWER_GRACE)
+            except TimeoutError:
+                self._lost(handle, f"gave no answer within {remaining + SETTLE_GRACE + ANSWER_GRACE:.3g}s")
+                raise WorkerGone(f"probe worker {index} gave no answer in time") from None
+            if answer.error or len(answer.results) != len(targets):
+                raise WorkerGone(f"probe worker {index}: {answer.error or 'answered for other targets'}")
+        except (WorkerGone, OSError, TimeoutError) as error:
+            detail = str(error) or f"probe worker {index} could not be started in {limit:.3g}s"
+            return Part([Outcome(t, _exporter_failure(detail), time.time()) for t in targets], None)
+        outcomes = [Outcome(t, r, answer.finished_at) for t, r in zip(targets, answer.results)]
+        return Part(outcomes, answer.sections)
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Ask every worker to stop (they finish their in-flight probes), then make sure."""
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        for handle in self._handles:
+            if handle is not None and handle.alive:
+                try:
+                    handle.inbox.send_bytes(pickle.dumps(STOP))
+                except OSError:
+                    pass
+        for handle in self._handles:
+            if handle is None:
+                continue
+            await loop.run_in_executor(None, handle.process.join, STOP_TIMEOUT)
+            if handle.process.is_alive():
+                handle.process.kill()
+                await loop.run_in_executor(None, handle.process.join, STOP_TIMEOUT)
+            handle.alive = False
+            try:
+                handle.inbox.close()
+            except OSError:
+                pass
+            await loop.run_in_executor(None, handle.reader.join, STOP_TIMEOUT)
+
+
+def _exporter_failure(detail: str) -> ProbeResult:
+    result = ProbeResult()
+    result.fail(Reason.EXPORTER, detail, not_run=NotRun.NO_WORKER)
+    return result

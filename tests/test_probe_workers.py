@@ -1,0 +1,257 @@
+"""--probe-workers N: worker processes probe shares of the sites behind the one endpoint.
+
+Each test runs the real exporter (`illiad-exporter serve --probe-workers N`) against loopback
+listeners that count the connections they accept, and checks what a user relies on: every
+path probed exactly once per scrape, one answer with one header per family, overlapping
+scrapes sharing a probe, reloads reaching the workers (and failed ones not), a killed worker
+blamed on the exporter and replaced, and no process left behind after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from illiad_exporter.probers import ProbeResult, ProbeTarget
+from illiad_exporter.catalog import Expect
+from illiad_exporter.probers.base import ProberOptions
+from illiad_exporter.scrape import Outcome
+from illiad_exporter.metrics import render_outcomes, write_sections, join_sections
+from illiad_exporter.workers import share_sites
+
+from .exporter_process import exporter, fetch, log_text, wait_until
+from .fakes import ThreadedServer, hold_silently, slow_http_ok
+
+
+def _config(path: Path, sites: dict[str, tuple[str, int]]) -> Path:
+    """One path per site: site name -> (prober, port) on 127.0.0.1."""
+    lines = ["defaults: {timeout: 3s, system_resolver: false}", "sites:"]
+    for name, (prober, port) in sites.items():
+        lines.append(f"  - {{name: {name}, custom: [{{name: door, from: [external], host: 127.0.0.1, "
+                     f"port: {port}, prober: {prober}}}]}}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@contextmanager
+def _listeners(count: int, handler=hold_silently) -> Iterator[list[ThreadedServer]]:  # type: ignore[no-untyped-def]
+    with ExitStack() as stack:
+        yield [stack.enter_context(ThreadedServer(handler)) for _ in range(count)]
+
+
+def _series(text: str, name: str) -> dict[str, float]:
+    """site -> value of ``name`` (one series per site in these configs)."""
+    return {s.labels["site"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == name}
+
+
+def _worker_pids(log: str) -> dict[int, int]:
+    """worker index -> pid, from the serving process's log (the latest start of each)."""
+    found: dict[int, int] = {}
+    for line in log.splitlines():
+        if "probe worker started" in line:
+            worker, pid = re.search(r"worker=(\d+)", line), re.search(r"pid=(\d+)", line)
+            if worker and pid:
+                found[int(worker.group(1))] = int(pid.group(1))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_every_path_is_probed_once_and_the_answer_is_one_exposition(tmp_path: Path) -> None:
+    """12 sites over 3 workers: each listener accepts exactly one connection per scrape, and
+    the answer is what one process would say (same series), with each family once."""
+    with _listeners(12) as servers:
+        sites = {f"lib{i:02d}": ("tcp", s.port) for i, s in enumerate(servers)}
+        config = _config(tmp_path / "illiad.yml", sites)
+        single, url1 = exporter(config, tmp_path, vantage="external")
+        with single:
+            status, alone = fetch(f"{url1}/metrics")
+        assert status == 200
+        assert [s.accepted for s in servers] == [1] * 12
+        peer, url = exporter(config, tmp_path, "--probe-workers", "3", vantage="external")
+        with peer:
+            status, text = fetch(f"{url}/metrics")
+            assert status == 200
+            assert [s.accepted for s in servers] == [2] * 12  # once more each: one probe per path
+            assert len(_worker_pids(log_text(peer))) == 3
+    assert _series(text, "illiad_port_up") == {name: 1.0 for name in sites}
+    assert _series(text, "illiad_path_expectation_met") == {name: 1.0 for name in sites}
+    for family in ("illiad_port_up", "illiad_probe_duration_seconds", "illiad_path_expectation_met"):
+        assert text.count(f"# TYPE {family} gauge\n") == 1
+    path_series = {(s.name, tuple(sorted(s.labels.items()))) for f in text_string_to_metric_families(text)
+                   for s in f.samples if s.name.startswith("illiad_") and "site" in s.labels}
+    alone_series = {(s.name, tuple(sorted(s.labels.items()))) for f in text_string_to_metric_families(alone)
+                    for s in f.samples if s.name.startswith("illiad_") and "site" in s.labels}
+    assert path_series == alone_series
+
+
+def test_overlapping_scrapes_share_one_probe_in_the_worker_that_owns_the_path(tmp_path: Path) -> None:
+    with _listeners(1, slow_http_ok(1.0)) as (slow,), _listeners(3) as others:
+        sites = {"slow": ("http", slow.port), **{f"lib{i}": ("tcp", s.port) for i, s in enumerate(others)}}
+        peer, url = exporter(_config(tmp_path / "illiad.yml", sites), tmp_path, "--probe-workers", "2",
+                             vantage="external")
+        with peer:
+            answers: list[tuple[int, str]] = []
+            scrapes = [threading.Thread(target=lambda: answers.append(fetch(f"{url}/metrics"))) for _ in range(2)]
+            for scrape in scrapes:
+                scrape.start()
+                time.sleep(0.2)  # the second arrives while the first's slow probe runs
+            for scrape in scrapes:
+                scrape.join(15)
+        assert [status for status, _ in answers] == [200, 200]
+        assert slow.accepted == 1
+        for _, text in answers:
+            assert _series(text, "illiad_port_up")["slow"] == 1.0
+
+
+def test_a_reload_reaches_the_workers_and_a_failed_one_keeps_their_plan(tmp_path: Path) -> None:
+    with _listeners(4) as servers:
+        config = _config(tmp_path / "illiad.yml", {f"lib{i}": ("tcp", s.port) for i, s in enumerate(servers[:3])})
+        peer, url = exporter(config, tmp_path, "--probe-workers", "2", vantage="external")
+        with peer:
+            assert set(_series(fetch(f"{url}/metrics")[1], "illiad_port_up")) == {"lib0", "lib1", "lib2"}
+            _config(config, {f"lib{i}": ("tcp", s.port) for i, s in enumerate(servers)})
+            assert fetch(f"{url}/-/reload", method="POST")[0] == 200
+            assert set(_series(fetch(f"{url}/metrics")[1], "illiad_port_up")) == {"lib0", "lib1", "lib2", "lib3"}
+            assert servers[3].accepted == 1
+            config.write_text("sites: [{name: broken, custom: [{name: door}]}]\n")
+            status, body = fetch(f"{url}/-/reload", method="POST")
+            assert status == 500 and "keeping the running one" in body
+            assert set(_series(fetch(f"{url}/metrics")[1], "illiad_port_up")) == {"lib0", "lib1", "lib2", "lib3"}
+            assert [s.accepted for s in servers] == [3, 3, 3, 2]
+
+
+def test_a_worker_killed_during_a_scrape_is_blamed_on_the_exporter_and_replaced(tmp_path: Path) -> None:
+    """The paths it was probing read reason exporter (verdict unknown: no library alert),
+    the not-run counter says no_worker, and the next scrape has a new worker probing them."""
+    with _listeners(6, slow_http_ok(1.5)) as servers:
+        sites = {f"lib{i}": ("http", s.port) for i, s in enumerate(servers)}
+        peer, url = exporter(_config(tmp_path / "illiad.yml", sites), tmp_path, "--probe-workers", "2",
+                             vantage="external")
+        with peer:
+            victim = wait_until(lambda: _worker_pids(log_text(peer)).get(1), what="worker 1")
+            answers: list[tuple[int, str]] = []
+            scrape = threading.Thread(target=lambda: answers.append(fetch(f"{url}/metrics")))
+            scrape.start()
+            wait_until(lambda: sum(s.accepted for s in servers) == 6 or None, what="every probe to connect")
+            os.kill(victim, signal.SIGKILL)
+            scrape.join(15)
+            ((status, text),) = answers
+            assert status == 200
+            reasons = {s.labels["site"]: s.labels["reason"] for f in text_string_to_metric_families(text)
+                       for s in f.samples if s.name == "illiad_probe_failure_reason" and s.value == 1}
+            lost = set(reasons)
+            assert lost and lost < set(sites) and set(reasons.values()) == {"exporter"}
+            assert _series(text, "illiad_port_up") == {name: 0.0 if name in lost else 1.0 for name in sites}
+            assert set(_series(text, "illiad_path_expectation_met")) == set(sites) - lost  # unknown: absent
+            not_run = {s.labels["cause"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+                       if s.name == "illiad_exporter_probes_not_run_total"}
+            assert not_run["no_worker"] == len(lost)
+            status, text = fetch(f"{url}/metrics")
+            assert _series(text, "illiad_port_up") == {name: 1.0 for name in sites}
+            assert _worker_pids(log_text(peer))[1] != victim
+            assert "probe worker lost" in log_text(peer)
+
+
+def test_a_worker_killed_between_scrapes_is_replaced_before_the_next(tmp_path: Path) -> None:
+    with _listeners(4) as servers:
+        sites = {f"lib{i}": ("tcp", s.port) for i, s in enumerate(servers)}
+        peer, url = exporter(_config(tmp_path / "illiad.yml", sites), tmp_path, "--probe-workers", "2",
+                             vantage="external")
+        with peer:
+            victim = wait_until(lambda: _worker_pids(log_text(peer)).get(0), what="worker 0")
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: "probe worker lost" in log_text(peer), what="the loss to be noticed")
+            status, text = fetch(f"{url}/metrics")
+            assert status == 200 and _series(text, "illiad_port_up") == {name: 1.0 for name in sites}
+            assert _worker_pids(log_text(peer))[0] != victim
+            assert [s.accepted for s in servers] == [1] * 4
+
+
+def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
+    with _listeners(2) as servers:
+        peer, url = exporter(_config(tmp_path / "illiad.yml", {f"lib{i}": ("tcp", s.port) for i, s in
+                                                               enumerate(servers)}), tmp_path, "--probe-workers", "2",
+                             vantage="external")
+        with peer:
+            assert fetch(f"{url}/metrics")[0] == 200
+            workers = list(_worker_pids(log_text(peer)).values())
+            assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+            session = os.getsid(peer.pid)
+        peer.stop()
+        assert peer.process is not None and peer.process.returncode == 0
+        wait_until(lambda: not any(_alive(pid) for pid in workers) or None, what="the workers to exit")
+
+        def left() -> list[str]:  # the fork server and resource tracker go when the serving process has
+            return [Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in
+                    map(int, filter(str.isdigit, os.listdir("/proc"))) if _session_of(pid) == session
+                    and not _zombie(pid)]  # exited, waiting for init to reap it
+
+        time.sleep(1.0)
+        assert left() == []
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+# -- the parts: written apart, joined as one ---------------------------------------------------
+
+
+def _outcome(site: str, up: bool) -> Outcome:
+    target = ProbeTarget(site=site, path="door", vantage="external", host="127.0.0.1", port=9, prober="tcp",
+                         expect=Expect.OPEN, timeout=1.0, options=ProberOptions())
+    result = ProbeResult()
+    if up:
+        result.up = True
+    else:
+        from illiad_exporter.probers import Reason
+
+        result.fail(Reason.REFUSED, "refused")
+    result.duration = 0.001
+    return Outcome(target, result, 0.0)
+
+
+def test_joined_parts_are_the_exposition_of_the_whole() -> None:
+    outcomes = [_outcome(f"lib{i}", up=i % 3 != 0) for i in range(9)]
+    whole = render_outcomes(outcomes)
+    parts = [write_sections(outcomes[:4]), write_sections(outcomes[4:])]
+    joined = b"".join(join_sections(parts)).decode()
+    assert sorted(joined.splitlines()) == sorted(whole.splitlines())
+    assert [line for line in joined.splitlines() if line.startswith("#")] == \
+        [line for line in whole.splitlines() if line.startswith("#")]
+
+
+def test_shares_are_whole_sites_balanced_by_probe_count() -> None:
+    sizes = {"big": 10, "a": 4, "b": 3, "c": 3, "d": 2, "e": 1}
+    by_site = {site: tuple(range(n)) for site, n in sizes.items()}
+    shares = share_sites(by_site, 2)  # type: ignore[arg-type]
+    assert sorted(s for share in shares for s in share) == sorted(sizes)
+    loads = [sum(sizes[s] for s in share) for share in shares]
+    assert loads == [11, 12] or loads == [12, 11]
+    assert share_sites(by_site, 2) == shares  # the same plan, the same shares  # type: ignore[arg-type]
