@@ -291,7 +291,7 @@ class Part:
 def _context() -> multiprocessing.context.BaseContext:
     if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["illiad_exporter.workers"])
+        context.set_forkserver_preload(["illiad_exporter.forkserver_preload"])
         return context
     return multiprocessing.get_context("spawn")
 
