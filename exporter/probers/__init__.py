@@ -23,5 +23,6 @@ PROBERS: Mapping[str, Prober[Any]] = MappingProxyType(
         )
     }
 )
+tcp.register_connect_only(dict(PROBERS))
 
 __all__ = ["PROBERS", "Prober", "ProbeFailure", "ProberOptions", "ProbeResult", "ProbeTarget", "Reason", "release_frames"]

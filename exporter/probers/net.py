@@ -88,12 +88,29 @@ def _family_order(target: ProbeTarget) -> list[int]:
     return [preferred, other] if target.ip_fallback else [preferred]
 
 
+def known_addresses(target: ProbeTarget) -> list[str] | None:
+    """The target's addresses, preferred family first, when they need no lookup (a literal
+    address, or the config's hosts table); None when the resolver must be asked."""
+    literal = _literal_address(target.host)
+    if literal is None and not target.static_addresses:
+        return None
+    return _in_family_order(target, [(_family(a), a) for a in ([literal] if literal is not None
+                                                                 else target.static_addresses)])
+
+
+def _in_family_order(target: ProbeTarget, found: list[tuple[int, str]]) -> list[str]:
+    addresses: list[str] = []
+    for family in _family_order(target):
+        for found_family, address in found:
+            if found_family == family and address not in addresses:
+                addresses.append(address)
+    return addresses
+
+
 async def resolve(target: ProbeTarget, result: ProbeResult) -> list[str]:
     """Addresses for the target, preferred family first; timed as phase ``resolve``."""
-    families = _family_order(target)
-    literal = _literal_address(target.host)
-    if literal is not None or target.static_addresses:
-        found = [(_family(a), a) for a in ([literal] if literal is not None else target.static_addresses)]
+    addresses = known_addresses(target)
+    if addresses is not None:
         result.phases["resolve"] = 0.0
     elif not target.system_resolver:
         raise ProbeFailure(Reason.DNS, f"{target.host} is not in the config's hosts table")
@@ -102,11 +119,7 @@ async def resolve(target: ProbeTarget, result: ProbeResult) -> list[str]:
             result.step = "resolve"  # a deadline now is the resolver's silence: reason dns
             found = await RESOLVER.lookup(target.host, target.port)
             result.step = ""
-    addresses: list[str] = []
-    for family in families:
-        for found_family, address in found:
-            if found_family == family and address not in addresses:
-                addresses.append(address)
+        addresses = _in_family_order(target, found)
     if not addresses:
         raise ProbeFailure(Reason.DNS, f"{target.host} has no {target.ip_protocol} address")
     return addresses
