@@ -584,3 +584,13 @@ def test_shards_with_per_site_scrapes_are_refused(helm: Helm, scraped_by: str) -
     values["shards"] = 3
     with pytest.raises(Exception, match="shards cannot be combined with per-site scrapes"):
         helm.template(values)
+
+
+def test_probe_workers_become_the_pods_flag_and_one_means_none(helm: Helm) -> None:
+    values = scenario_values("monitoring")
+    values["probeWorkers"] = 2
+    (container,) = workload(helm.template(values))["spec"]["template"]["spec"]["containers"]
+    assert "--probe-workers=2" in container["args"]
+    values["probeWorkers"] = 1
+    (container,) = workload(helm.template(values))["spec"]["template"]["spec"]["containers"]
+    assert not [a for a in container["args"] if a.startswith("--probe-workers")]

@@ -206,6 +206,20 @@ def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
         assert left() == []
 
 
+def test_workers_exit_by_themselves_when_the_serving_process_is_killed(tmp_path: Path) -> None:
+    with _listeners(2) as servers:
+        peer, url = exporter(_config(tmp_path / "illiad.yml", {f"lib{i}": ("tcp", s.port) for i, s in
+                                                               enumerate(servers)}), tmp_path, "--probe-workers", "2",
+                             vantage="external")
+        with peer:
+            assert fetch(f"{url}/metrics")[0] == 200
+            workers = list(_worker_pids(log_text(peer)).values())
+            assert len(workers) == 2
+            os.kill(peer.pid, signal.SIGKILL)  # no goodbye: the workers see their inbox close
+            wait_until(lambda: not any(_alive(pid) and not _zombie(pid) for pid in workers) or None, timeout=10,
+                       what="the orphaned workers to exit")
+
+
 def _zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
