@@ -414,12 +414,13 @@ def write_exposition(
 
 @dataclass(frozen=True, slots=True)
 class Section:
-    """The lines of one family for some of the paths, without its header: the lines do not
-    depend on the format (text or OpenMetrics), only a header's escaping does."""
+    """The lines of one family for some of the paths, without its header, in chunks of about
+    CHUNK_LINES lines: the lines do not depend on the format (text or OpenMetrics), only a
+    header's escaping does."""
 
     name: str
     doc: str
-    lines: bytes
+    chunks: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,30 +432,37 @@ class Sections:
 
 
 def write_sections(outcomes: Sequence[Outcome], *, required: frozenset[tuple[str, str]] = frozenset(),
-                   failure_reasons: FailureReasons = "active") -> Sections:
+                   failure_reasons: FailureReasons = "active", chunk_lines: int = CHUNK_LINES) -> Sections:
     """The path metrics of ``outcomes`` as sections, for :func:`join_sections` to merge with
-    other parts' (paths are never split across parts: a path verdict needs all its targets)."""
+    other parts' (paths are never split across parts: a path verdict needs all its targets).
+    Encoded chunk by chunk: the whole text is never held twice."""
     rendering = Rendering(required, failure_reasons)
     rows = _rows(outcomes)
+    step = max(chunk_lines // 2, 1)
     families = []
     for family in path_families(outcomes):
-        out: list[str] = []
-        _write_rows(_Layout(family), rows, rendering, out)
-        families.append(Section(family.name, family.doc, "".join(out).encode()))
+        layout, chunks = _Layout(family), []
+        for start in range(0, len(rows), step):
+            out: list[str] = []
+            _write_rows(layout, rows[start:start + step], rendering, out)
+            if out:
+                chunks.append("".join(out).encode())
+        families.append(Section(family.name, family.doc, tuple(chunks)))
     return Sections(tuple(families), "".join(_verdict_lines(outcomes, required)).encode())
 
 
 def join_sections(parts: Sequence[Sections], *, openmetrics: bool = False) -> Iterator[bytes]:
     """The exposition of several parts (without OpenMetrics' ``# EOF``): each family once,
     with every part's lines, in the order one part alone would have it (the fixed families,
-    then info families by first appearance, then the path verdicts); a chunk per part's lines."""
+    then info families by first appearance, then the path verdicts), chunk by chunk."""
     order: dict[str, list[Section]] = {}
     for part in parts:
         for section in part.families:
             order.setdefault(section.name, []).append(section)
     for sections in order.values():
         yield _header(sections[0], openmetrics).encode()
-        yield from (section.lines for section in sections if section.lines)
+        for section in sections:
+            yield from section.chunks
     yield _header(PATH_VERDICT, openmetrics).encode()
     yield from (part.verdicts for part in parts if part.verdicts)
 
