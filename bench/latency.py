@@ -142,9 +142,11 @@ def _path_latency(body: str, host: str) -> float:
     return float(match.group(1)) if match else float("nan")
 
 
-def _during_a_scrape(work: Path, args: Any, helpers: dict[str, Any], ns: str, host: str, port: int) -> list[float]:
+def _during_a_scrape(work: Path, args: Any, helpers: dict[str, Any], ns: str, host: str, port: int, *,
+                     workers: int = 1) -> list[float]:
     """The wire path's latency as the last path of a /metrics scrape of args.load_paths
-    loopback paths, the target farm inside the exporter's namespace."""
+    loopback paths, the target farm inside the exporter's namespace (``workers``: the
+    exporter's --probe-workers)."""
     Farm = helpers["Farm"]
     samples = []
     with Farm(open=args.load_paths, netns=ns) as farm:
@@ -152,8 +154,8 @@ def _during_a_scrape(work: Path, args: Any, helpers: dict[str, Any], ns: str, ho
         sites = [specs[i:i + 10] for i in range(0, len(specs), 10)] + [[{"host": host, "port": port}]]
         config = helpers["illiad_config"](work / "latency-loaded.yml", sites, timeout=2.0, concurrency=256)
         listen = 19969
-        with _in_namespace(ns, helpers["illiad_argv"](config, listen, event_loop="auto"), listen,
-                           work / "latency-loaded.log"):
+        argv = helpers["illiad_argv"](config, listen, event_loop="auto") + ["--probe-workers", str(workers)]
+        with _in_namespace(ns, argv, listen, work / "latency-loaded.log"):
             _scrape(f"http://127.0.0.1:{listen}/metrics", ns, timeout=120)  # warm-up
             for _ in range(_loaded_samples(args)):
                 samples.append(_path_latency(_scrape(f"http://127.0.0.1:{listen}/metrics", ns, timeout=120), host))
@@ -182,6 +184,8 @@ def _one_delay(work: Path, args: Any, binary: str | None, helpers: dict[str, Any
         series["illiad illiad_probe_duration_seconds"] = duration
     loaded = _during_a_scrape(work, args, helpers, ns, host, port)
     series["illiad illiad_port_latency_seconds, during a scrape"] = loaded
+    with_workers = _during_a_scrape(work, args, helpers, ns, host, port, workers=2)
+    series["illiad illiad_port_latency_seconds, during a scrape, 2 workers"] = with_workers
     if binary:
         bb_config = helpers["blackbox_config"](work / "latency-blackbox.yml", timeout=2.0)
         bb_listen = 19115
@@ -201,6 +205,7 @@ def _one_delay(work: Path, args: Any, binary: str | None, helpers: dict[str, Any
     plain = statistics.median(series["plain connect (Python socket)"]) * 1000
     errors["idle"] = statistics.median(series["illiad illiad_port_latency_seconds"]) * 1000 - injected
     errors["loaded"] = statistics.median(loaded) * 1000 - injected
+    errors["loaded, 2 workers"] = statistics.median(with_workers) * 1000 - injected
     rows = []
     for name, samples in series.items():
         median, low, high = _stats(samples)
