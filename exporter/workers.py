@@ -208,10 +208,15 @@ class _Worker:
                                                                             f"{message.generation}"))
             return
         targets = select_targets(share.by_site, share.targets, message.site, message.path)
-        with self.gc_pause:
-            outcomes = await run_all(targets, budget=message.budget, limiter=self.limiter, flights=self.flights)
-            sections = write_sections(outcomes, required=share.required, failure_reasons=share.failure_reasons) \
-                if message.sections else None
+        try:
+            with self.gc_pause:
+                outcomes = await run_all(targets, budget=message.budget, limiter=self.limiter, flights=self.flights)
+                sections = write_sections(outcomes, required=share.required, failure_reasons=share.failure_reasons) \
+                    if message.sections else None
+        except Exception as exc:  # a bug must cost this scrape's share, not leave the serving process waiting
+            log.error("probe worker failed a scrape: %r", exc, exc_info=True)
+            self.send(Probed(message.request, (), time.time(), None, error=f"{type(exc).__name__} in the worker"))
+            return
         finished_at = outcomes[0].finished_at if outcomes else time.time()
         self.send(Probed(message.request, tuple(_packed(o.result) for o in outcomes), finished_at, sections))
 
@@ -252,9 +257,11 @@ def worker_main(inbox: Connection, outbox: Connection, index: int, log_level: st
     from .cli import _run
     from .logs import setup_logging
 
-    # Ctrl-C in a terminal reaches every process of the group: the serving process decides
-    # when its workers stop (after answering its in-flight scrapes), not the keyboard.
+    # Ctrl-C in a terminal, or systemd's SIGTERM to the whole service, reaches every process
+    # of the group: the serving process decides when its workers stop (after answering its
+    # in-flight scrapes), and a worker whose serving process is gone sees its inbox close.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     setup_logging(log_level, log_format)
     logging.getLogger("illiad_exporter").debug("probe worker started", extra={"worker": index, "pid": os.getpid()})
     _run(_work(inbox, outbox), event_loop)
