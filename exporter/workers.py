@@ -308,11 +308,16 @@ class Part:
 
 
 def _context() -> multiprocessing.context.BaseContext:
-    if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
+    """forkserver on Linux, spawn elsewhere; $ILLIAD_EXPORTER_PROBE_WORKER_START (forkserver or
+    spawn) overrides it, so Linux can run the way Windows and macOS do (the tests do)."""
+    method = os.environ.get("ILLIAD_EXPORTER_PROBE_WORKER_START") or (
+        "forkserver" if sys.platform.startswith("linux") else "spawn")
+    if method not in ("forkserver", "spawn") or method not in multiprocessing.get_all_start_methods():
+        raise ValueError(f"probe workers cannot start with {method!r} here (forkserver on Linux, or spawn)")
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
         context.set_forkserver_preload(["illiad_exporter.forkserver_preload"])
-        return context
-    return multiprocessing.get_context("spawn")
+    return context
 
 
 class WorkerPool:

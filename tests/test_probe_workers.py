@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from illiad_exporter.probers import ProbeResult, ProbeTarget
@@ -82,7 +83,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_every_path_is_probed_once_and_the_answer_is_one_exposition(tmp_path: Path) -> None:
+@pytest.mark.parametrize("start", ["forkserver", "spawn"])  # spawn: as on Windows and macOS
+def test_every_path_is_probed_once_and_the_answer_is_one_exposition(tmp_path: Path, start: str) -> None:
     """12 sites over 3 workers: each listener accepts exactly one connection per scrape, and
     the answer is what one process would say (same series), with each family once."""
     with _listeners(12) as servers:
@@ -93,7 +95,8 @@ def test_every_path_is_probed_once_and_the_answer_is_one_exposition(tmp_path: Pa
             status, alone = fetch(f"{url1}/metrics")
         assert status == 200
         assert _accepted(servers, [1] * 12) == [1] * 12
-        peer, url = exporter(config, tmp_path, "--probe-workers", "3", vantage="external")
+        peer, url = exporter(config, tmp_path, "--probe-workers", "3", vantage="external",
+                             env={"ILLIAD_EXPORTER_PROBE_WORKER_START": start})
         with peer:
             status, text = fetch(f"{url}/metrics")
             assert status == 200
@@ -146,15 +149,16 @@ def test_a_reload_reaches_the_workers_and_a_failed_one_keeps_their_plan(tmp_path
             assert _accepted(servers, [3, 3, 3, 2]) == [3, 3, 3, 2]
 
 
-def test_a_worker_killed_during_a_scrape_is_blamed_on_the_exporter_and_replaced(tmp_path: Path) -> None:
+@pytest.mark.parametrize("start", ["forkserver", "spawn"])
+def test_a_worker_killed_during_a_scrape_is_blamed_on_the_exporter_and_replaced(tmp_path: Path, start: str) -> None:
     """The paths it was probing read reason exporter (verdict unknown: no library alert),
     the not-run counter says no_worker, and the next scrape has a new worker probing them."""
     with _listeners(6, slow_http_ok(1.5)) as servers:
         sites = {f"lib{i}": ("http", s.port) for i, s in enumerate(servers)}
         peer, url = exporter(_config(tmp_path / "illiad.yml", sites), tmp_path, "--probe-workers", "2",
-                             vantage="external")
+                             vantage="external", env={"ILLIAD_EXPORTER_PROBE_WORKER_START": start})
         with peer:
-            victim = wait_until(lambda: _worker_pids(log_text(peer)).get(1), what="worker 1")
+            victim = wait_until(lambda: _worker_pids(log_text(peer)).get(1), what="worker 1", timeout=30)
             answers: list[tuple[int, str]] = []
             scrape = threading.Thread(target=lambda: answers.append(fetch(f"{url}/metrics")))
             scrape.start()
