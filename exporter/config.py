@@ -10,7 +10,7 @@ each site's paths are merged from the catalog, its overrides and the defaults
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -218,6 +218,58 @@ class Config:
 
 # --- loading ------------------------------------------------------------------------------
 
+
+class Shared:
+    """One object per distinct value a load makes again and again: prober options, routes,
+    host and port tuples, whole catalog paths. A consortium's sites repeat them (every site
+    gets every catalog path, most of them alike), and a copy each cost about 3 KiB per
+    configured path (bench part (d)). The values are frozen and never mutated. One per load,
+    so a reload validates afresh (a secret file that became unreadable, a variable unset)."""
+
+    def __init__(self) -> None:
+        self._values: dict[Hashable, Any] = {}
+
+    def one(self, kind: str, value: Any, key: Hashable = None) -> Any:
+        """The first ``kind`` seen with ``key`` (default: the value itself, hashable). The
+        kind keeps apart values that compare equal but are not alike: Role.SQL_SERVER and
+        "sql_server", (True,) and (1,)."""
+        return self._values.setdefault((kind, value if key is None else key), value)
+
+    def routes(self, routes: dict[Role, tuple[str, ...]]) -> Mapping[Role, tuple[str, ...]]:
+        routes = {role: self.one("hosts", hosts) for role, hosts in routes.items()}
+        return self.one("routes", routes, tuple(routes.items()))
+
+    def path(self, path: SitePath) -> SitePath:
+        # routes and options are already shared: their identity stands for their value
+        return self.one("path", path, tuple(id(v) if n in ("routes", "options") else v
+                                            for n, v in ((n, getattr(path, n)) for n in SitePath.__slots__)))
+
+    def options(self, prober_name: str, data: dict[str, Any], loc: Loc, issues: Issues) -> ProberOptions | None:
+        """_options, once per distinct (prober, data): an invalid one is validated (and
+        reported) at every place it occurs."""
+        try:
+            key = ("options", (prober_name, _frozen(data)))
+            hash(key)
+        except TypeError:  # a value YAML can make but a key cannot hold: validate it every time
+            return _options(prober_name, data, loc, issues)
+        options = self._values.get(key)
+        if options is None:
+            options = _options(prober_name, data, loc, issues)
+            if options is not None:
+                self._values[key] = options
+        return options
+
+
+def _frozen(value: Any) -> Hashable:
+    """A hashable stand-in for YAML data that tells apart what compares equal across types
+    (True and 1, 1 and 1.0: a strict model accepts one and refuses the other)."""
+    if isinstance(value, dict):
+        return (dict, tuple((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return (list, tuple(_frozen(v) for v in value))
+    return (type(value), value)
+
+
 _TOP_LEVEL = ("defaults", "exporter", "sites")
 # top-level sections owned by other modules (web access, allow-lists, sharding): kept raw
 EXTRA_SECTIONS: dict[str, type[BaseModel]] = {"probe_allow": ProbeAllow}
@@ -256,10 +308,11 @@ def _validate(raw: Any, issues: Issues, deadline: float | None) -> Config:
         issues.add(("sites",), "sites: must be a non-empty list of sites")
     else:
         seen: dict[str, int] = {}
+        shared = Shared()
         for index, site_raw in enumerate(sites_raw):
             if index % 64 == 0:
                 checkpoint(deadline)
-            site = _site(site_raw, ("sites", index), defaults or Defaults(), issues)
+            site = _site(site_raw, ("sites", index), defaults or Defaults(), issues, shared)
             if site is None:
                 continue
             if site.name in seen:
@@ -271,7 +324,7 @@ def _validate(raw: Any, issues: Issues, deadline: float | None) -> Config:
     return Config(defaults, exporter, tuple(sites), issues.file, extras)
 
 
-def _site(raw: Any, loc: Loc, defaults: Defaults, issues: Issues) -> Site | None:
+def _site(raw: Any, loc: Loc, defaults: Defaults, issues: Issues, shared: Shared) -> Site | None:
     """One site: its parts' shapes first, each on its own, then the merge with the catalog."""
     if not isinstance(raw, dict):
         issues.add(loc, "a site must be a mapping with name: and hosts:")
@@ -301,38 +354,40 @@ def _site(raw: Any, loc: Loc, defaults: Defaults, issues: Issues) -> Site | None
     customs = [issues.validate(CustomPath, c, loc + ("custom", i)) for i, c in enumerate(customs_raw)]
     model = SiteModel.model_construct(name=name or "", hosts=hosts or {}, paths=overrides,
                                       custom=[c for c in customs if c is not None])
-    paths = catalog_paths(model, defaults, loc, issues)
+    paths = catalog_paths(model, defaults, loc, issues, shared=shared)
     names = set(BY_ID)
     for index, custom in enumerate(customs):
         cloc = loc + ("custom", index)
         if custom is None:
             raw_prober = customs_raw[index].get("prober") if isinstance(customs_raw[index], dict) else None
             if isinstance(raw_prober, str) and raw_prober not in PROBERS:
-                _options(raw_prober, {}, cloc, issues)  # report the unknown prober too
+                shared.options(raw_prober, {}, cloc, issues)  # report the unknown prober too
             continue
         if custom.name in names:
             issues.add(cloc + ("name",), f"custom path name {custom.name!r} is already a path of this site")
             continue
         names.add(custom.name)
-        merged = custom_path(custom, model, defaults, cloc, issues)
+        merged = custom_path(custom, model, defaults, cloc, issues, shared=shared)
         if merged is not None:
             paths.append(merged)
     if name is None:
         return None
-    return Site(name, dict(model.hosts), tuple(paths))
+    return Site(name, shared.one("site hosts", dict(model.hosts), tuple(model.hosts.items())), tuple(paths))
 
 
 # --- the merge: a validated site's paths from the catalog, its overrides and the defaults
 
 
-def catalog_paths(site: SiteModel, defaults: Defaults, loc: Loc, issues: Issues) -> list[SitePath]:
+def catalog_paths(site: SiteModel, defaults: Defaults, loc: Loc, issues: Issues, *,
+                  shared: Shared | None = None) -> list[SitePath]:
     """Every catalog path for ``site``, each merged with the site's override and the
     defaults. What only the merge can see (an override's targets, a path enabled with no
     host to go to, the prober's own options) is reported to ``issues``, and that path left out."""
     paths: list[SitePath] = []
+    shared = shared or Shared()
     for entry in BY_ID.values():
         merged = _catalog_path(entry, site, site.paths.get(entry.id), defaults, loc + ("paths", entry.id), issues,
-                               followed=site.paths.get(entry.follows))
+                               shared, followed=site.paths.get(entry.follows))
         if merged is not None:
             paths.append(merged)
     return paths
@@ -360,13 +415,13 @@ def _targets(given: PathOverride | CustomPath, loc: Loc, issues: Issues) -> bool
 
 def _catalog_path(
     entry: CatalogPath, site: SiteModel, override: PathOverride | None, defaults: Defaults, loc: Loc,
-    issues: Issues, *, followed: PathOverride | None = None,
+    issues: Issues, shared: Shared, *, followed: PathOverride | None = None,
 ) -> SitePath | None:
     given = override or PathOverride()
     ok = _targets(given, loc, issues)
     prober = given.prober or entry.prober
     base_options = dict(entry.options) if prober == entry.prober else {}
-    options = _options(prober, {**base_options, **(given.model_extra or {})}, loc, issues)
+    options = shared.options(prober, {**base_options, **(given.model_extra or {})}, loc, issues)
     given_hosts = tuple(given.hosts) if given.hosts else ((given.host,) if given.host else ())
     routes: dict[Role, tuple[str, ...]] = {}
     unresolved: list[tuple[Role, str]] = []
@@ -378,7 +433,7 @@ def _catalog_path(
         for target in targets:
             host = _target_host(target, site.hosts)
             if host is None:
-                unresolved.append((source, str(target)))
+                unresolved.append(shared.one("unresolved", (source, str(target))))
             elif host not in hosts:
                 hosts.append(host)
         routes[source] = tuple(hosts)
@@ -397,25 +452,27 @@ def _catalog_path(
     required = next((r for r in (given.required, followed.required) if r is not None), entry.required)
     if enabled and not given_hosts and any(isinstance(t, SiteTarget) for ts in entry.routes.values() for t in ts):
         issues.add(loc, "enabled, but no host: this path goes to a host only the site knows; set host: or hosts:")
-    return SitePath(
+    return shared.path(SitePath(
         id=entry.id,
         title=entry.title,
-        routes=routes,
-        ports=ports,
+        routes=shared.routes(routes),
+        ports=shared.one("ports", ports),
         prober=prober,
         options=options,
         expect=given.expect or entry.expect,
         timeout=given.timeout or defaults.timeout,
         required=required,
         enabled=enabled,
-        unresolved=tuple(unresolved),
+        unresolved=shared.one("unresolved", tuple(unresolved)),
         require=given.require or entry.require,
         impact=given.impact or entry.impact,
-    )
+    ))
 
 
-def custom_path(custom: CustomPath, site: SiteModel, defaults: Defaults, loc: Loc, issues: Issues) -> SitePath | None:
+def custom_path(custom: CustomPath, site: SiteModel, defaults: Defaults, loc: Loc, issues: Issues, *,
+                shared: Shared | None = None) -> SitePath | None:
     """A custom path of ``site`` with the defaults; None (its errors in ``issues``) when it cannot be probed."""
+    shared = shared or Shared()
     ok = _targets(custom, loc, issues)
     named = [x for x in (custom.host, custom.hosts, custom.role) if x is not None]
     if not named or (len(named) > 1 and (custom.host is None or custom.hosts is None or custom.role)):
@@ -432,14 +489,14 @@ def custom_path(custom: CustomPath, site: SiteModel, defaults: Defaults, loc: Lo
             ok = False
         else:
             hosts = (role_host,)
-    options = _options(custom.prober, dict(custom.model_extra or {}), loc, issues)
+    options = shared.options(custom.prober, dict(custom.model_extra or {}), loc, issues)
     if not ok or options is None or not hosts:
         return None
-    return SitePath(
+    return shared.path(SitePath(
         id=custom.name,
         title=custom.name,
-        routes={role: hosts for role in custom.from_},
-        ports=tuple(custom.ports) if custom.ports else (custom.port or 0,),
+        routes=shared.routes({role: hosts for role in custom.from_}),
+        ports=shared.one("ports", tuple(custom.ports) if custom.ports else (custom.port or 0,)),
         prober=custom.prober,
         options=options,
         expect=custom.expect,
@@ -449,7 +506,7 @@ def custom_path(custom: CustomPath, site: SiteModel, defaults: Defaults, loc: Lo
         custom=True,
         require=custom.require,
         impact=custom.impact or "",
-    )
+    ))
 
 
 def _options(prober_name: str, data: dict[str, Any], loc: Loc, issues: Issues) -> ProberOptions | None:
