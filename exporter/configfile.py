@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,14 +78,27 @@ _PLAIN_KEY = re.compile(r"[\w.<>-]+")
 
 
 class Positions:
-    """Where each key path sits in the file (0-based line and column from PyYAML)."""
+    """Where each key path sits in the file (1-based line and column).
 
-    def __init__(self) -> None:
-        self.marks: dict[Loc, tuple[int, int]] = {}
+    ``find``, when given, makes them on the first question: a file that loads without an
+    error never needs them, and a table of every key path cost more than the loaded config
+    (74,000 entries, about 17 MiB, for 10,000 paths)."""
+
+    def __init__(self, find: Callable[[], dict[Loc, tuple[int, int]]] | None = None) -> None:
+        self._find = find
+        self._marks: dict[Loc, tuple[int, int]] | None = None if find else {}
+
+    @property
+    def marks(self) -> dict[Loc, tuple[int, int]]:
+        if self._marks is None:
+            assert self._find is not None
+            self._marks, self._find = self._find(), None
+        return self._marks
 
     def at(self, loc: Loc) -> tuple[int, int]:
+        marks = self.marks
         for end in range(len(loc), -1, -1):
-            mark = self.marks.get(tuple(loc[:end]))
+            mark = marks.get(tuple(loc[:end]))
             if mark is not None:
                 return mark
         return (0, 0)
@@ -137,12 +150,88 @@ class _Builder:
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, loc + (i,)) for i, item in enumerate(node.value)]
-        return self._scalars.construct_object(node, deep=True)
+        value = self._scalars.construct_object(node, deep=True)
+        del self._scalars.constructed_objects[node]  # its memo would keep every node until a collection
+        return value
 
     def _issue(self, node: yaml.Node, loc: Loc, message: str) -> None:
         self.issues.append(
             ConfigIssue(self.file, node.start_mark.line + 1, node.start_mark.column + 1, format_loc(loc), message)
         )
+
+
+class _NodePathNeeded(Exception):
+    """Something only the node path (:class:`_Builder`) handles exactly: an anchor or alias,
+    a duplicate or non-scalar key, a second document, any YAML error."""
+
+
+class _EventBuilder:
+    """YAML events -> plain data, without the node tree and without positions: the usual
+    case, a file with no error in its YAML. The node tree of 10,000 paths took 35 MiB (a
+    node and two marks for every value) and the process kept most of it as RSS after it was
+    freed. Anything unusual stops it (_NodePathNeeded), and the node path reads the file."""
+
+    def __init__(self, loader: Any, deadline: float | None) -> None:
+        self.loader = loader
+        self.deadline = deadline
+        self.nodes = 0
+        self.strings: dict[str, str] = {}  # one copy of each text: keys repeat in every path
+
+    def document(self) -> Any:
+        loader = self.loader
+        loader.get_event()  # stream start
+        if loader.check_event(yaml.StreamEndEvent):
+            return None
+        loader.get_event()  # document start
+        value = self.value()
+        loader.get_event()  # document end
+        if not loader.check_event(yaml.StreamEndEvent):
+            raise _NodePathNeeded
+        return value
+
+    def value(self) -> Any:
+        loader = self.loader
+        event = loader.get_event()
+        self.nodes += 1
+        if self.nodes % 256 == 0:
+            checkpoint(self.deadline)
+        if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+            raise _NodePathNeeded
+        if isinstance(event, yaml.MappingStartEvent):
+            result: dict[Any, Any] = {}
+            while not loader.check_event(yaml.MappingEndEvent):
+                key = self.value()
+                if not isinstance(key, (str, int, float, bool)) or key is None:
+                    raise _NodePathNeeded
+                key_text = str(key) if not isinstance(key, str) else key
+                if key_text in result:
+                    raise _NodePathNeeded
+                result[key_text] = self.value()
+            loader.get_event()
+            return result
+        if isinstance(event, yaml.SequenceStartEvent):
+            items = []
+            while not loader.check_event(yaml.SequenceEndEvent):
+                items.append(self.value())
+            loader.get_event()
+            return items
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+        value = loader.construct_object(node, deep=True)
+        del loader.constructed_objects[node]  # its memo would keep every node to the end
+        if type(value) is str:
+            value = self.strings.setdefault(value, value)
+        return value
+
+
+def _build_from_events(text: str, deadline: float | None) -> Any:
+    loader = _LOADER(text)
+    try:
+        return _EventBuilder(loader, deadline).document()
+    finally:
+        loader.dispose()
 
 
 # --- bounded loading ----------------------------------------------------------------------
@@ -198,14 +287,30 @@ def _compose(text: str) -> yaml.Node | None:
 def compose_yaml(text: str, file: str, *, deadline: float | None = None,
                  limit: int | None = None) -> tuple[Any, Issues]:
     """Plain data from YAML text (None when empty), with the Issues collector that knows
-    where each key stands (and holds the duplicate keys already found); any YAML error is a
+    where each key stands (and holds the duplicate keys already found): built from libyaml's
+    events when it can, else by the node path, which finds every position and error. Any YAML error is a
     ConfigError with its line and column, on one line. Bounded: a text with room for more
     than MAX_YAML_NODES values is refused before it is parsed, and building stops there too
     (aliases counted each time they are used)."""
-    issues = Issues(file, limit=limit)
-    builder = _Builder(issues, deadline=deadline)
     if sum(text.count(mark) for mark in _NODE_MARKS) > 2 * MAX_YAML_NODES:
         raise ConfigError([ConfigIssue(file, 0, 0, "", f"more than {MAX_YAML_NODES} YAML values: refused")])
+    if _LOADER is not yaml.SafeLoader:
+        try:
+            raw = _build_from_events(text, deadline)
+        except LoadInterrupted:
+            raise
+        except Exception:  # noqa: BLE001 - whatever it is, the node path reports it exactly
+            pass
+        else:  # positions only if an error needs them: the node path finds the same ones
+            return raw, Issues(file, Positions(lambda: _node_path(text, file, deadline)[1].positions.marks),
+                               limit=limit)
+    return _node_path(text, file, deadline, limit)
+
+
+def _node_path(text: str, file: str, deadline: float | None, limit: int | None = None) -> tuple[Any, Issues]:
+    """compose_yaml by the node tree: every position, every error."""
+    issues = Issues(file, limit=limit)
+    builder = _Builder(issues, deadline=deadline)
     try:
         node = _compose(text)
     except RecursionError:
