@@ -54,7 +54,8 @@ class AllowEntry:
 
 
 def normalize_host(host: str) -> str:
-    return host.strip().lower().rstrip(".")
+    normal = host.strip().lower().rstrip(".")
+    return host if normal == host else normal  # no copy of a name already so: keys keep it
 
 
 def _port(text: str) -> int | None:

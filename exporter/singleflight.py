@@ -29,15 +29,20 @@ from .probers import ProbeResult, ProbeTarget
 JOIN_SLACK = 0.25
 
 
-def flight_key(target: ProbeTarget) -> Hashable:
+def flight_key(target: ProbeTarget, options: Hashable = None) -> Hashable:
     """Everything that can change what a probe does or how its metrics are labelled: two
     targets share a flight only when they would make the same probe (so a scrape of a
-    reloaded config never gets an answer made for the old one)."""
+    reloaded config never gets an answer made for the old one). ``options``: the options'
+    part, when made already (:func:`options_key`)."""
     return (
         target.site, target.path, target.vantage, normalize_host(target.host), target.port, target.prober, target.expect,
         target.timeout, target.ip_protocol, target.ip_fallback, target.source_address, target.static_addresses,
-        target.system_resolver, type(target.options).__name__, repr(target.options),
+        target.system_resolver, options or options_key(target.options),
     )
+
+
+def options_key(options: object) -> Hashable:
+    return (type(options).__name__, repr(options))
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +51,20 @@ class _Flight:
     deadline: float  # loop time by which the probe ends, whatever its own timeout
 
 
-FlightKeys = dict[int, tuple[ProbeTarget, Hashable]]  # id(target) -> (target, its key)
+FlightKeys = dict[int, tuple[object, Hashable]]  # id(options) -> (options, options_key(options))
 
 
 def flight_keys(targets: Iterable[ProbeTarget]) -> FlightKeys:
-    """The keys of a plan's targets, made once when the plan is (in the reload thread):
-    repr() of their options is the dearest part of a key (measured at 10,000 paths)."""
-    return {id(target): (target, flight_key(target)) for target in targets}
+    """The options' part of the keys of a plan's targets, made once when the plan is (in the
+    reload thread): repr() of the options is the dearest part of a key (measured at 10,000
+    paths), and a loaded config shares one options object among all the paths that have the
+    same (config.Shared), so there are a few. The rest of a key is made when it is needed:
+    a key kept for every target cost 400 bytes a path."""
+    keys: FlightKeys = {}
+    for target in targets:
+        if id(target.options) not in keys:
+            keys[id(target.options)] = (target.options, options_key(target.options))
+    return keys
 
 
 class SingleFlight:
@@ -60,8 +72,8 @@ class SingleFlight:
         self._flights: dict[Hashable, _Flight] = {}
         self.started = 0  # probes actually run (for tests and benchmarks)
         self.joined = 0  # requests answered by a probe already in flight
-        # the running plan's keys only: a reload replaces them, so no old target stays
-        # reachable from here (an ad-hoc target's key is made each time)
+        # the running plan's keys only: a reload replaces them, so no old options stay
+        # reachable from here (an ad-hoc target's options key is made each time)
         self._keys: FlightKeys = {}
 
     def __len__(self) -> int:
@@ -71,10 +83,8 @@ class SingleFlight:
         self._keys = keys
 
     def key(self, target: ProbeTarget) -> Hashable:
-        entry = self._keys.get(id(target))
-        if entry is not None and entry[0] is target:
-            return entry[1]
-        return flight_key(target)
+        entry = self._keys.get(id(target.options))
+        return flight_key(target, entry[1] if entry is not None and entry[0] is target.options else None)
 
     def in_flight(self, target: ProbeTarget, deadline: float) -> asyncio.Future[ProbeResult] | None:
         """The probe of ``target`` running (or queued) now that a scrape ending at
