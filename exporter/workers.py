@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -44,7 +45,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -53,6 +54,7 @@ from .gcpause import CollectionPause
 from .metrics import FailureReasons, Sections, write_sections
 from .probers import ProbeResult, ProbeTarget, Reason
 from .probers.base import NotRun
+from .probers.net import has_readiness_callbacks
 from .scrape import SETTLE_GRACE, Outcome, run_all
 from .singleflight import SingleFlight, flight_keys
 
@@ -65,6 +67,8 @@ ANSWER_GRACE = 5.0
 # How long a worker may take to start (import, then take its first plan), and to stop.
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 5.0
+# An answer this small fits a pipe's buffer (64 KiB on Linux): written from the loop at once.
+SMALL_ANSWER = 32 * 1024
 
 
 # -- the messages ----------------------------------------------------------------------------
@@ -148,6 +152,63 @@ def share_sites(by_site: dict[str, tuple[ProbeTarget, ...]], workers: int) -> li
     return shares
 
 
+# -- reading a pipe ----------------------------------------------------------------------------
+
+
+class _Listener:
+    """Hands each message arriving on ``conn`` to ``deliver`` on the loop, and calls
+    ``closed`` once when the other end is gone. Where the loop has readiness callbacks it
+    reads the pipe itself: a thread woken for each small message (a site's /probe) cost more
+    CPU than the site's probes. Elsewhere (Windows' proactor) a thread reads it."""
+
+    def __init__(self, conn: Connection, loop: asyncio.AbstractEventLoop, deliver: Callable[[object], None],
+                 closed: Callable[[], None], *, name: str) -> None:
+        self.conn, self.loop, self.deliver, self.closed = conn, loop, deliver, closed
+        self.thread: threading.Thread | None = None
+        self._done = False
+        if has_readiness_callbacks(loop):
+            loop.add_reader(conn.fileno(), self._readable)
+        else:
+            self.thread = threading.Thread(target=self._read, name=name, daemon=True)
+            self.thread.start()
+
+    def _readable(self) -> None:
+        try:
+            message = pickle.loads(self.conn.recv_bytes())
+        except (EOFError, OSError):
+            self._close()
+            return
+        self.deliver(message)
+
+    def _read(self) -> None:  # the thread's way: unpickled here, handed to the loop
+        while True:
+            try:
+                message = pickle.loads(self.conn.recv_bytes())
+            except (EOFError, OSError):
+                break
+            try:
+                self.loop.call_soon_threadsafe(self.deliver, message)
+            except RuntimeError:  # the loop is closed: shutting down
+                return
+        try:
+            self.loop.call_soon_threadsafe(self._close)
+        except RuntimeError:
+            pass
+
+    def _close(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self.thread is None:
+            self.loop.remove_reader(self.conn.fileno())
+        self.conn.close()
+        self.closed()
+
+    def join(self, timeout: float) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+
 # -- the worker process ------------------------------------------------------------------------
 
 
@@ -171,19 +232,34 @@ class _Worker:
         self.limit = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self._sending: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._queued = 0  # answers waiting for the sender thread
         self._sender = threading.Thread(target=self._send_loop, name="illiad-worker-send", daemon=True)
         self._sender.start()
 
     def send(self, message: object) -> None:
-        # pickled here, written by the sender thread: a big answer never blocks the loop
-        self._sending.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        """Pickled here; a small answer (a site's /probe) is written at once, a big one by the
+        sender thread, so it never blocks the loop. Waking a thread for every small answer
+        cost more CPU than the probes of a 10-path site (bench/run.py, /probe?site=)."""
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:  # one writer at a time, and answers in order
+            if not self._queued and len(data) <= SMALL_ANSWER:
+                self._write(data)
+                return
+            self._queued += 1
+        self._sending.put(data)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.outbox.send_bytes(data)
+        except OSError:  # the serving process is gone; the inbox will close too
+            pass
 
     def _send_loop(self) -> None:
         while (data := self._sending.get()) is not None:
-            try:
-                self.outbox.send_bytes(data)
-            except OSError:  # the serving process is gone; the inbox will close too
-                return
+            with self._lock:
+                self._write(data)
+                self._queued -= 1
 
     def close(self) -> None:
         self._sending.put(None)
@@ -224,18 +300,8 @@ class _Worker:
 async def _work(inbox: Connection, outbox: Connection) -> None:
     loop = asyncio.get_running_loop()
     messages: asyncio.Queue[object] = asyncio.Queue()
-
-    def read() -> None:  # the inbox, on a thread of its own
-        while True:
-            try:
-                message = pickle.loads(inbox.recv_bytes())
-            except (EOFError, OSError):  # the serving process closed it, or died
-                message = STOP
-            loop.call_soon_threadsafe(messages.put_nowait, message)
-            if message == STOP:
-                return
-
-    threading.Thread(target=read, name="illiad-worker-read", daemon=True).start()
+    # the serving process closed the inbox, or died: stop
+    _Listener(inbox, loop, messages.put_nowait, lambda: messages.put_nowait(STOP), name="illiad-worker-read")
     worker = _Worker(outbox)
     try:
         while (message := await messages.get()) != STOP:
@@ -279,7 +345,7 @@ class _Handle:
     index: int
     process: Any  # multiprocessing.Process of the pool's context
     inbox: Connection  # what we send on
-    reader: threading.Thread
+    listener: _Listener | None = None
     waiting: dict[int, asyncio.Future[Probed | Assigned]] = field(default_factory=dict)
     assigned: asyncio.Future[Assigned] | None = None
     alive: bool = True
@@ -391,30 +457,12 @@ class WorkerPool:
         await loop.run_in_executor(None, process.start)
         inbox_reader.close()
         outbox_writer.close()
-        handle = _Handle(index, process, inbox, threading.Thread())
-        handle.reader = threading.Thread(target=self._read, args=(handle, outbox, loop),
-                                         name=f"illiad-worker-{index}-read", daemon=True)
-        handle.reader.start()
+        handle = _Handle(index, process, inbox)
+        handle.listener = _Listener(outbox, loop, functools.partial(self._deliver, handle),
+                                    functools.partial(self._lost, handle, "exited"), name=f"illiad-worker-{index}-read")
         self._handles[index] = handle
         log.info("probe worker started", extra={"worker": index, "pid": process.pid})
         return handle
-
-    def _read(self, handle: _Handle, outbox: Connection, loop: asyncio.AbstractEventLoop) -> None:
-        """The worker's answers, on a thread of their own; unpickled here, off the loop."""
-        while True:
-            try:
-                message = pickle.loads(outbox.recv_bytes())
-            except (EOFError, OSError):
-                break
-            try:
-                loop.call_soon_threadsafe(self._deliver, handle, message)
-            except RuntimeError:  # the loop is closed: we are shutting down
-                break
-        outbox.close()
-        try:
-            loop.call_soon_threadsafe(self._lost, handle, "exited")
-        except RuntimeError:
-            pass
 
     def _deliver(self, handle: _Handle, message: object) -> None:
         if isinstance(message, Assigned):
@@ -531,7 +579,8 @@ class WorkerPool:
                 handle.inbox.close()
             except OSError:
                 pass
-            await loop.run_in_executor(None, handle.reader.join, STOP_TIMEOUT)
+            if handle.listener is not None:
+                await loop.run_in_executor(None, handle.listener.join, STOP_TIMEOUT)
 
 
 def _exporter_failure(detail: str) -> ProbeResult:

@@ -135,6 +135,16 @@ def _literal_address(host: str) -> str | None:
         return None
 
 
+# Windows' default loop (the proactor) has no readiness callbacks (add_reader, add_writer).
+_PROACTOR: type | None = getattr(asyncio, "ProactorEventLoop", None)
+
+
+def has_readiness_callbacks(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` can call back when a descriptor is readable or writable (selector
+    loops and uvloop can; Windows' proactor cannot)."""
+    return _PROACTOR is None or not isinstance(loop, _PROACTOR)
+
+
 def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from .base import NotRun, Prober, ProberOptions, ProbeResult, ProbeTarget, Reason
 from .net import _family, _hostport, _os_text, _record_source, connect_socket, handshake_seconds, known_addresses
-from .net import reason_for
+from .net import has_readiness_callbacks, reason_for
 
 
 async def probe_tcp(target: ProbeTarget[ProberOptions], result: ProbeResult) -> bool:
@@ -49,7 +49,7 @@ class QuickConnect:
         """The one address to connect to when ``target`` can be probed this way, else None
         (names to resolve, several addresses to race, a source address, another prober, or
         a loop without readiness callbacks: Windows' proactor)."""
-        if target.source_address or target.prober not in _CONNECT_ONLY or _PROACTOR and isinstance(loop, _PROACTOR):
+        if target.source_address or target.prober not in _CONNECT_ONLY or not has_readiness_callbacks(loop):
             return None
         addresses = known_addresses(target)
         return addresses[0] if addresses is not None and len(addresses) == 1 else None
@@ -140,8 +140,6 @@ class QuickConnect:
 
 # The probers that are only a TCP handshake (probe_tcp: tcp, odyssey, iso_ill), named by the prober table.
 _CONNECT_ONLY: set[str] = set()
-# Windows' default loop has no readiness callbacks (add_writer): probe_tcp serves it.
-_PROACTOR: type | None = getattr(asyncio, "ProactorEventLoop", None)
 
 
 def register_connect_only(probers: dict[str, Prober]) -> None:  # type: ignore[type-arg]
