@@ -181,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import CannotListen, serve
     from .state import ExporterState
+    from .workers import WorkerGone
 
     listen_addresses = args.listen_addresses or [parse_listen_address(DEFAULT_LISTEN)]
     web_config = None
@@ -198,8 +199,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.probe_workers > 1:
             from .workers import WorkerPool
 
-            workers = WorkerPool(args.probe_workers, log_level=args.log_level, log_format=args.log_format,
-                                 event_loop=args.event_loop)
+            try:
+                workers = WorkerPool(args.probe_workers, log_level=args.log_level, log_format=args.log_format,
+                                     event_loop=args.event_loop)
+            except ValueError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
         state = ExporterState(args.config_file, Role(args.vantage), shard=args.shard, workers=workers)
         try:
             state.load()
@@ -210,9 +215,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if workers is not None:
                 await state.start_workers()
             await serve(state, listen_addresses, web_config=web_config)
-        except BaseException:
+        except WorkerGone as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        finally:
             await state.close()
-            raise
         return 0
 
     try:

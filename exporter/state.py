@@ -40,7 +40,7 @@ class Snapshot:
     config: Config
     plan: Plan
     loaded_at: float
-    keys: FlightKeys = field(default_factory=dict)  # the single-flight key of each planned target
+    keys: FlightKeys = field(default_factory=dict)  # the single-flight key part of each distinct options object
     shares: Shares | None = None  # with probe workers: which worker probes which targets
 
 

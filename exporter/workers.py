@@ -168,6 +168,9 @@ class _Listener:
         self._done = False
         if has_readiness_callbacks(loop):
             loop.add_reader(conn.fileno(), self._readable)
+            # uvloop (libuv) makes a watched descriptor non-blocking, and a message longer than
+            # the pipe holds would then read as an error: once readable, read it to its end
+            os.set_blocking(conn.fileno(), True)
         else:
             self.thread = threading.Thread(target=self._read, name=name, daemon=True)
             self.thread.start()
@@ -400,11 +403,7 @@ class WorkerPool:
         self._requests = itertools.count()
         self._generation = 0
         self._assignment: list[Assign] = []  # the latest generation's share of each worker
-        self.restarts = 0
         self._closed = False
-
-    def pids(self) -> list[int]:
-        return [h.process.pid for h in self._handles if h is not None and h.alive]
 
     # -- plans -----------------------------------------------------------------------------
 
@@ -439,6 +438,7 @@ class WorkerPool:
             handle = await self._start(index)
         loop = asyncio.get_running_loop()
         handle.assigned = loop.create_future()
+        handle.assigned.add_done_callback(_retrieved)
         self._send(handle, share)
         await asyncio.wait_for(asyncio.shield(handle.assigned), START_TIMEOUT)
 
@@ -507,7 +507,6 @@ class WorkerPool:
         handle = self._handles[index]
         if handle is not None and handle.alive:
             return handle
-        self.restarts += handle is not None
         await self._give(index, self._assignment[index])
         handle = self._handles[index]
         assert handle is not None
@@ -540,6 +539,7 @@ class WorkerPool:
             remaining = max(budget - (time.monotonic() - started), 0.05)
             request = next(self._requests)
             waiter: asyncio.Future[Probed] = asyncio.get_running_loop().create_future()
+            waiter.add_done_callback(_retrieved)
             handle.waiting[request] = waiter  # type: ignore[assignment]
             self._send(handle, Probe(request, shares.generation, site, path, remaining, sections))
             try:
@@ -581,6 +581,13 @@ class WorkerPool:
                 pass
             if handle.listener is not None:
                 await loop.run_in_executor(None, handle.listener.join, STOP_TIMEOUT)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """A worker lost fails the futures waiting on it, whether or not anyone still awaits them
+    (a send that failed before its await): never a 'Future exception was never retrieved'."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _exporter_failure(detail: str) -> ProbeResult:

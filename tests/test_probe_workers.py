@@ -9,9 +9,12 @@ blamed on the exporter and replaced, and no process left behind after SIGTERM.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +33,7 @@ from illiad_exporter.workers import share_sites
 
 from .exporter_process import exporter, fetch, log_text, wait_until
 from .fakes import ThreadedServer, hold_silently, slow_http_ok
+from .peers import missing
 
 
 def _config(path: Path, sites: dict[str, tuple[str, int]]) -> Path:
@@ -83,25 +87,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("start", ["forkserver", "spawn"])  # spawn: as on Windows and macOS
-def test_every_path_is_probed_once_and_the_answer_is_one_exposition(tmp_path: Path, start: str) -> None:
-    """12 sites over 3 workers: each listener accepts exactly one connection per scrape, and
-    the answer is what one process would say (same series), with each family once."""
+@pytest.mark.parametrize("start, event_loop", [("forkserver", "asyncio"), ("spawn", "asyncio"),  # spawn: as on
+                                               ("forkserver", "uvloop")])  # Windows and macOS
+def test_every_path_is_probed_once_and_the_answer_is_one_exposition(tmp_path: Path, start: str,
+                                                                    event_loop: str) -> None:
+    """600 sites over 3 workers: each path is probed exactly once per scrape (12 listeners,
+    50 sites each), and the answer is what one process says (the same series), each family
+    once. The plans and answers are longer than a pipe holds (64 KiB), as a consortium's are."""
+    if event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        missing("uvloop (the [fast] extra, in the test extra too) is not installed")
     with _listeners(12) as servers:
-        sites = {f"lib{i:02d}": ("tcp", s.port) for i, s in enumerate(servers)}
+        sites = {f"lib{i:03d}": ("tcp", servers[i % 12].port) for i in range(600)}
         config = _config(tmp_path / "illiad.yml", sites)
         single, url1 = exporter(config, tmp_path, vantage="external")
         with single:
             status, alone = fetch(f"{url1}/metrics")
         assert status == 200
-        assert _accepted(servers, [1] * 12) == [1] * 12
-        peer, url = exporter(config, tmp_path, "--probe-workers", "3", vantage="external",
+        assert _accepted(servers, [50] * 12) == [50] * 12
+        peer, url = exporter(config, tmp_path, "--probe-workers", "3", "--event-loop", event_loop, vantage="external",
                              env={"ILLIAD_EXPORTER_PROBE_WORKER_START": start})
         with peer:
             status, text = fetch(f"{url}/metrics")
             assert status == 200
-            assert _accepted(servers, [2] * 12) == [2] * 12  # once more each: one probe per path
+            assert _accepted(servers, [100] * 12) == [100] * 12  # 50 more each: one probe per path
             assert len(_worker_pids(log_text(peer))) == 3
+            assert "probe worker lost" not in log_text(peer)
     assert _series(text, "illiad_port_up") == {name: 1.0 for name in sites}
     assert _series(text, "illiad_path_expectation_met") == {name: 1.0 for name in sites}
     for family in ("illiad_port_up", "illiad_probe_duration_seconds", "illiad_path_expectation_met"):
@@ -304,3 +314,20 @@ def test_shares_are_whole_sites_balanced_by_probe_count() -> None:
     loads = [sum(sizes[s] for s in share) for share in shares]
     assert loads == [11, 12] or loads == [12, 11]
     assert share_sites(by_site, 2) == shares  # the same plan, the same shares  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["--probe-workers", "0"], {}, "the number of probe workers must be between 1 and 64, got 0"),
+    (["--probe-workers", "many"], {}, "expected a number of processes or auto, got 'many'"),
+    (["--probe-workers", "2"], {"ILLIAD_EXPORTER_PROBE_WORKER_START": "fork"},
+     "probe workers cannot start with 'fork' here (forkserver on Linux, or spawn)"),
+])
+def test_a_bad_worker_setting_is_refused_with_a_clear_error(tmp_path: Path, argv: list[str], env: dict[str, str],
+                                                            message: str) -> None:
+    config = _config(tmp_path / "illiad.yml", {"lib": ("tcp", 9)})
+    done = subprocess.run([sys.executable, "-m", "illiad_exporter", "serve", "--config.file", str(config),
+                           "--vantage", "external", "--web.listen-address", "127.0.0.1:0", *argv],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import socket
 from collections.abc import Iterator
 
@@ -14,6 +15,7 @@ from illiad_exporter.probers import ProbeResult, ProbeTarget, Reason
 from illiad_exporter.probers.tcp import QuickConnect
 from illiad_exporter.scrape import run_all, run_probe
 
+from .peers import missing
 from .probing import make_target
 
 
@@ -24,7 +26,7 @@ def _by_task(target: ProbeTarget, budget: float) -> ProbeResult:
     return asyncio.run(run())
 
 
-def _quick(target: ProbeTarget, budget: float) -> ProbeResult:
+def _quick(target: ProbeTarget, budget: float, event_loop: str = "asyncio") -> ProbeResult:
     async def run() -> ProbeResult:
         loop = asyncio.get_running_loop()
         address = QuickConnect.address_of(target, loop)
@@ -34,7 +36,16 @@ def _quick(target: ProbeTarget, budget: float) -> ProbeResult:
                      done=answer.set_result)
         return await answer
 
+    if event_loop == "uvloop":
+        if importlib.util.find_spec("uvloop") is None:
+            missing("uvloop (the [fast] extra, in the test extra too) is not installed")
+        import uvloop
+
+        return uvloop.run(run())
     return asyncio.run(run())
+
+
+LOOPS = ["asyncio", "uvloop"]
 
 
 def _comparable(result: ProbeResult) -> dict[str, object]:
@@ -56,27 +67,30 @@ def listening_port() -> Iterator[int]:
         listener.close()
 
 
+@pytest.mark.parametrize("event_loop", LOOPS)
 @pytest.mark.parametrize("prober", ["tcp", "odyssey", "iso_ill"])
-def test_an_open_port_reads_the_same_both_ways(prober: str, listening_port: int) -> None:
+def test_an_open_port_reads_the_same_both_ways(prober: str, event_loop: str, listening_port: int) -> None:
     target = make_target(prober, listening_port)
-    quick, by_task = _quick(target, 2.0), _by_task(target, 2.0)
+    quick, by_task = _quick(target, 2.0, event_loop), _by_task(target, 2.0)
     assert quick.up and quick.address == "127.0.0.1" and quick.port == listening_port
     assert quick.facts == {"addresses": "127.0.0.1", "source": "127.0.0.1"}
     assert 0 < quick.phases["connect"] < 1.0 and quick.phases["resolve"] == 0.0
     assert _comparable(quick) == _comparable(by_task)
 
 
-def test_a_refused_port_reads_the_same_both_ways(refusing_port: int) -> None:
+@pytest.mark.parametrize("event_loop", LOOPS)
+def test_a_refused_port_reads_the_same_both_ways(event_loop: str, refusing_port: int) -> None:
     target = make_target("tcp", refusing_port)
-    quick, by_task = _quick(target, 2.0), _by_task(target, 2.0)
+    quick, by_task = _quick(target, 2.0, event_loop), _by_task(target, 2.0)
     assert quick.reason is Reason.REFUSED and quick.detail == f"connect to 127.0.0.1:{refusing_port}: connection refused"
     assert quick.address is None and quick.connect_latency is None
     assert _comparable(quick) == _comparable(by_task)
 
 
-def test_a_dropped_connect_times_out_the_same_both_ways(dropping_port: int) -> None:
+@pytest.mark.parametrize("event_loop", LOOPS)
+def test_a_dropped_connect_times_out_the_same_both_ways(event_loop: str, dropping_port: int) -> None:
     target = make_target("tcp", dropping_port, timeout=0.3)
-    quick, by_task = _quick(target, 2.0), _by_task(target, 2.0)
+    quick, by_task = _quick(target, 2.0, event_loop), _by_task(target, 2.0)
     assert quick.reason is Reason.TIMEOUT and quick.detail == "no answer within 0.3s"
     assert 0.29 < quick.duration < 1.5
     assert _comparable(quick) == _comparable(by_task)
