@@ -422,6 +422,9 @@ class Section:
     doc: str
     chunks: tuple[bytes, ...]
 
+    def __reduce__(self) -> tuple[type[Section], tuple[str, str, tuple[bytes, ...]]]:
+        return (Section, (self.name, self.doc, self.chunks))  # a probe worker's answer: pickled fast
+
 
 @dataclass(frozen=True, slots=True)
 class Sections:
@@ -429,6 +432,9 @@ class Sections:
 
     families: tuple[Section, ...]
     verdicts: bytes
+
+    def __reduce__(self) -> tuple[type[Sections], tuple[tuple[Section, ...], bytes]]:
+        return (Sections, (self.families, self.verdicts))
 
 
 def write_sections(outcomes: Sequence[Outcome], *, required: frozenset[tuple[str, str]] = frozenset(),

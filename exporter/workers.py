@@ -96,6 +96,9 @@ class Probe:
     budget: float
     sections: bool  # write the metric lines too (a /metrics or /probe?site= answer)
 
+    def __reduce__(self) -> tuple[type[Probe], tuple[Any, ...]]:
+        return (Probe, (self.request, self.generation, self.site, self.path, self.budget, self.sections))
+
 
 @dataclass(frozen=True, slots=True)
 class Assigned:
@@ -119,6 +122,11 @@ class Probed:
     finished_at: float
     sections: Sections | None
     error: str = ""  # the request could not be served (an unknown generation)
+
+    def __reduce__(self) -> tuple[type[Probed], tuple[Any, ...]]:
+        # pickled by its fields: a dataclass with slots takes copyreg's slow way (a site's
+        # /probe answer took 31 us each way, its fields 6)
+        return (Probed, (self.request, self.results, self.finished_at, self.sections, self.error))
 
 
 STOP = "stop"
@@ -519,13 +527,13 @@ class WorkerPool:
         """Probe the selection (every target, a site, or a site's path) in the workers that
         own it; a worker that fails to answer by the budget (plus a grace for writing) makes
         its targets' results reason exporter."""
-        if site is None:
-            indexes: Sequence[int] = range(self.count)
-        else:
-            indexes = [shares.owner[site]] if site in shares.owner else []
         started = time.monotonic()
+        if site is not None:  # a site's /probe: one worker, no gather (it is the per-request cost)
+            index = shares.owner.get(site)
+            return [] if index is None else [await self._probe_one(shares, index, budget, site, path, sections,
+                                                                    started)]
         return list(await asyncio.gather(*(self._probe_one(shares, i, budget, site, path, sections, started)
-                                           for i in indexes)))
+                                           for i in range(self.count))))
 
     async def _probe_one(self, shares: Shares, index: int, budget: float, site: str | None, path: str | None,
                          sections: bool, started: float) -> Part:
@@ -534,8 +542,10 @@ class WorkerPool:
             return Part([], write_sections([]) if sections else None)
         limit = budget + SETTLE_GRACE + ANSWER_GRACE
         try:
-            async with asyncio.timeout(limit):  # a worker that cannot start costs no more
-                handle = await self._ready(index)
+            handle = self._handles[index]
+            if handle is None or not handle.alive:
+                async with asyncio.timeout(limit):  # a worker that cannot start costs no more
+                    handle = await self._ready(index)
             remaining = max(budget - (time.monotonic() - started), 0.05)
             request = next(self._requests)
             waiter: asyncio.Future[Probed] = asyncio.get_running_loop().create_future()
@@ -543,7 +553,8 @@ class WorkerPool:
             handle.waiting[request] = waiter  # type: ignore[assignment]
             self._send(handle, Probe(request, shares.generation, site, path, remaining, sections))
             try:
-                answer = await asyncio.wait_for(waiter, remaining + SETTLE_GRACE + ANSWER_GRACE)
+                async with asyncio.timeout(remaining + SETTLE_GRACE + ANSWER_GRACE):
+                    answer = await waiter
             except TimeoutError:
                 self._lost(handle, f"gave no answer within {remaining + SETTLE_GRACE + ANSWER_GRACE:.3g}s")
                 raise WorkerGone(f"probe worker {index} gave no answer in time") from None
