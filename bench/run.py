@@ -723,7 +723,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.sizes is None:
         args.sizes = [20] if args.quick else [1000, 10_000, 30_000]
     if args.workers is None:
-        args.workers = [1, max(2, os.cpu_count() or 2)]
+        args.workers = [1, 2] if args.quick else [1, max(2, os.cpu_count() or 2)]
     if args.slow_after is None:
         args.slow_after = 0.3 if args.quick else 1.0
     if args.memory_paths is None:

@@ -25,25 +25,28 @@ def _run(*args: str) -> str:
 @pytest.mark.slow
 def test_quick_bench_prints_figures_for_both_exporters() -> None:
     """--quick --mixed: 20 paths (14 open, 5 refused, 1 silent) through /metrics, /probe?site=
-    and the blackbox exporter; every row has a wall time, CPU per 1,000 probes, cores and peak
-    RSS, and both exporters found the same 14 paths up; the compression part and the goals
-    table follow."""
+    (in one process and with 2 probe workers) and the blackbox exporter; every row has a wall
+    time, CPU per 1,000 probes, cores, peak RSS and PSS, and both exporters found the same 14
+    paths up; the compression part and the goals table follow."""
     need_binary("prometheus-blackbox-exporter", "prometheus-blackbox-exporter")
     out = _run("--quick", "--mixed")
     rows = {
         (m.group("exporter"), m.group("endpoint")): m
         for m in re.finditer(
-            rf"^\s+20\s+(?P<exporter>illiad \(\w+\)|blackbox)\s+(?P<endpoint>\S+)\s+\d+\s+(?P<wall>{NUMBER})\s+"
-            rf"(?P<cpu>{NUMBER})\s+(?P<cores>{NUMBER})\s+(?P<idle>{NUMBER})\s+(?P<peak>{NUMBER})\s+(?P<up>\d+)/20$",
+            rf"^\s+20\s+(?P<exporter>illiad \([\w, ]+\)|blackbox)\s+(?P<endpoint>\S+)\s+\d+\s+(?P<wall>{NUMBER})\s+"
+            rf"(?P<cpu>{NUMBER})\s+(?P<cores>{NUMBER})\s+(?P<idle>{NUMBER})\s+(?P<peak>{NUMBER})\s+"
+            rf"(?P<pss_idle>{NUMBER})\s+(?P<pss_peak>{NUMBER})\s+(?P<up>\d+)/20$",
             out, re.M,
         )
     }
     assert ("illiad (asyncio)", "/metrics") in rows, out
     assert ("illiad (asyncio)", "/probe?site=") in rows, out
+    assert ("illiad (asyncio, 2 workers)", "/metrics") in rows, out
+    assert ("illiad (asyncio, 2 workers)", "/probe?site=") in rows, out
     assert ("blackbox", "/probe?target=") in rows, out
     for row in rows.values():
         assert row.group("up") == "14", out
-        assert float(row.group("wall")) > 0 and float(row.group("peak")) > 0
+        assert float(row.group("wall")) > 0 and float(row.group("peak")) > 0 and float(row.group("pss_peak")) > 0
     assert re.search(rf"^\s+20\s+illiad \(asyncio\) /metrics\s+{NUMBER}\s+{NUMBER}$", out, re.M), out  # ratios
     # (b) the floor: all 20 up, the slow one included; (d) memory per path and per site
     assert re.search(rf"^\s+20\s+0\.300\s+{NUMBER}\s+-?\d+\s+20/20$", out, re.M), out
