@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import socket
 import statistics
 import subprocess
@@ -15,7 +16,7 @@ import aiohttp
 import bcrypt
 
 from .exporter_process import exporter, fetch, log_text, loopback_site_config, open_fds, wait_until
-from .peers import need_binary
+from .peers import missing, need_binary
 
 PASSWORD = "scrape-secret-7"
 
@@ -193,13 +194,37 @@ def test_metrics_answers_past_hundreds_of_idle_clients_under_a_descriptor_limit_
     assert "Traceback" not in log and "level=error" not in log and log.count("cannot accept") <= 1, log[-2000:]
 
 
+def test_on_uvloop_clients_waiting_for_a_descriptor_are_closed_not_left_hanging(tmp_path, silent_port):
+    """libuv answers a failed accept by closing the waiting clients (its reserve-descriptor
+    trick) and logs nothing: each client reads end-of-file at once, and the exporter serves
+    again when descriptors are back."""
+    if importlib.util.find_spec("uvloop") is None:
+        missing("uvloop (the [fast] extra, in the test extra too) is not installed")
+    prlimit = need_binary("prlimit", "util-linux")
+    peer, url = exporter(one_path_config(tmp_path, silent_port), tmp_path, "--event-loop", "uvloop")
+    with peer:
+        fetch(url + "/-/ready")
+        held = open_fds(peer.pid)
+        subprocess.run([prlimit, f"--pid={peer.pid}", f"--nofile={held}:"], check=True)
+        waiting = [socket.create_connection(("127.0.0.1", peer.port), timeout=5) for _ in range(5)]  # type: ignore[arg-type]
+        try:
+            for conn in waiting:
+                conn.settimeout(3.0)
+                assert conn.recv(16) == b""
+            subprocess.run([prlimit, f"--pid={peer.pid}", "--nofile=1024:"], check=True)
+            assert fetch(url + "/-/healthy", timeout=5)[0] == 200
+        finally:
+            for conn in waiting:
+                conn.close()
+
+
 def test_accept_errors_are_logged_once_per_interval_without_a_traceback(tmp_path, silent_port):
     """With no descriptor left to accept with (prlimit at what the process holds), clients
     wait in the backlog; asyncio retries the accept each second and fails. The log says so
     once, without a traceback, not once per attempt. With descriptors back, the waiting
     clients are served."""
     prlimit = need_binary("prlimit", "util-linux")
-    peer, url = exporter(one_path_config(tmp_path, silent_port), tmp_path)
+    peer, url = exporter(one_path_config(tmp_path, silent_port), tmp_path, "--event-loop", "asyncio")
     with peer:
         fetch(url + "/-/ready")
         held = open_fds(peer.pid)
