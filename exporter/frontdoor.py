@@ -141,6 +141,9 @@ class FrontDoor:
             if connection is None or connection.handler is not request.protocol:
                 return await handler(request)  # type: ignore[no-any-return]
             connection.busy += 1
+            # a request came, so it was connected: once its transport is gone it is closed
+            # and leaves the count at the next look (the sweep may never have seen it open)
+            connection.connected = True
             try:
                 response = await handler(request)
                 connection.served = connection.served or response.status < 400

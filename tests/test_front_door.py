@@ -241,3 +241,24 @@ def test_accept_errors_are_logged_once_per_interval_without_a_traceback(tmp_path
         finally:
             for conn in waiting:
                 conn.close()
+
+
+def test_clients_that_come_and_go_quickly_do_not_fill_the_connection_cap(tmp_path, silent_port):
+    """Sixty clients in a row, each with one request on a connection it then closes, within
+    a quarter of a second each: closed connections leave the count at once, so the cap (10)
+    never turns a later client away (once, a served connection's slot was kept for its idle
+    timeout, and the eleventh quick client was reset)."""
+    config = one_path_config(tmp_path, silent_port, exporter_settings="max_connections: 10")
+    peer, url = exporter(config, tmp_path)
+    with peer:
+        statuses = []
+        for _ in range(60):
+            conn = socket.create_connection(("127.0.0.1", peer.port), timeout=5)  # type: ignore[arg-type]
+            try:
+                conn.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+                statuses.append(conn.recv(64).split(b" ")[1])
+            except OSError as error:
+                statuses.append(type(error).__name__.encode())
+            finally:
+                conn.close()
+        assert statuses == [b"200"] * 60
