@@ -33,7 +33,7 @@ from illiad_exporter.workers import share_sites
 
 from .exporter_process import exporter, fetch, log_text, wait_until
 from .fakes import ThreadedServer, hold_silently, slow_http_ok
-from .peers import missing
+from .peers import Peer, missing
 
 
 def _config(path: Path, sites: dict[str, tuple[str, int]]) -> Path:
@@ -44,6 +44,17 @@ def _config(path: Path, sites: dict[str, tuple[str, int]]) -> Path:
                      f"port: {port}, prober: {prober}}}]}}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _each_its_site(servers: list[ThreadedServer], prober: str = "tcp") -> dict[str, tuple[str, int]]:
+    return {f"lib{i}": (prober, s.port) for i, s in enumerate(servers)}
+
+
+def _with_workers(tmp_path: Path, sites: dict[str, tuple[str, int]], *extra: str, workers: int = 2,
+                  env: dict[str, str] | None = None) -> tuple[Peer, str]:
+    """An exporter (external vantage) with probe workers, on a config of ``sites``."""
+    return exporter(_config(tmp_path / "illiad.yml", sites), tmp_path, "--probe-workers", str(workers), *extra,
+                    vantage="external", env=env)
 
 
 @contextmanager
@@ -126,8 +137,7 @@ def test_every_path_is_probed_once_and_the_answer_is_one_exposition(tmp_path: Pa
 def test_overlapping_scrapes_share_one_probe_in_the_worker_that_owns_the_path(tmp_path: Path) -> None:
     with _listeners(1, slow_http_ok(1.0)) as (slow,), _listeners(3) as others:
         sites = {"slow": ("http", slow.port), **{f"lib{i}": ("tcp", s.port) for i, s in enumerate(others)}}
-        peer, url = exporter(_config(tmp_path / "illiad.yml", sites), tmp_path, "--probe-workers", "2",
-                             vantage="external")
+        peer, url = _with_workers(tmp_path, sites)
         with peer:
             answers: list[tuple[int, str]] = []
             scrapes = [threading.Thread(target=lambda: answers.append(fetch(f"{url}/metrics"))) for _ in range(2)]
@@ -144,11 +154,11 @@ def test_overlapping_scrapes_share_one_probe_in_the_worker_that_owns_the_path(tm
 
 def test_a_reload_reaches_the_workers_and_a_failed_one_keeps_their_plan(tmp_path: Path) -> None:
     with _listeners(4) as servers:
-        config = _config(tmp_path / "illiad.yml", {f"lib{i}": ("tcp", s.port) for i, s in enumerate(servers[:3])})
-        peer, url = exporter(config, tmp_path, "--probe-workers", "2", vantage="external")
+        peer, url = _with_workers(tmp_path, _each_its_site(servers[:3]))
+        config = tmp_path / "illiad.yml"
         with peer:
             assert set(_series(fetch(f"{url}/metrics")[1], "illiad_port_up")) == {"lib0", "lib1", "lib2"}
-            _config(config, {f"lib{i}": ("tcp", s.port) for i, s in enumerate(servers)})
+            _config(config, _each_its_site(servers))
             assert fetch(f"{url}/-/reload", method="POST")[0] == 200
             assert set(_series(fetch(f"{url}/metrics")[1], "illiad_port_up")) == {"lib0", "lib1", "lib2", "lib3"}
             assert _accepted(servers[3:], [1]) == [1]
@@ -164,9 +174,8 @@ def test_a_worker_killed_during_a_scrape_is_blamed_on_the_exporter_and_replaced(
     """The paths it was probing read reason exporter (verdict unknown: no library alert),
     the not-run counter says no_worker, and the next scrape has a new worker probing them."""
     with _listeners(6, slow_http_ok(1.5)) as servers:
-        sites = {f"lib{i}": ("http", s.port) for i, s in enumerate(servers)}
-        peer, url = exporter(_config(tmp_path / "illiad.yml", sites), tmp_path, "--probe-workers", "2",
-                             vantage="external", env={"ILLIAD_EXPORTER_PROBE_WORKER_START": start})
+        sites = _each_its_site(servers, "http")
+        peer, url = _with_workers(tmp_path, sites, env={"ILLIAD_EXPORTER_PROBE_WORKER_START": start})
         with peer:
             victim = wait_until(lambda: _worker_pids(log_text(peer)).get(1), what="worker 1", timeout=30)
             answers: list[tuple[int, str]] = []
@@ -194,9 +203,8 @@ def test_a_worker_killed_during_a_scrape_is_blamed_on_the_exporter_and_replaced(
 
 def test_a_worker_killed_between_scrapes_is_replaced_before_the_next(tmp_path: Path) -> None:
     with _listeners(4) as servers:
-        sites = {f"lib{i}": ("tcp", s.port) for i, s in enumerate(servers)}
-        peer, url = exporter(_config(tmp_path / "illiad.yml", sites), tmp_path, "--probe-workers", "2",
-                             vantage="external")
+        sites = _each_its_site(servers)
+        peer, url = _with_workers(tmp_path, sites)
         with peer:
             victim = wait_until(lambda: _worker_pids(log_text(peer)).get(0), what="worker 0")
             os.kill(victim, signal.SIGKILL)
@@ -207,19 +215,25 @@ def test_a_worker_killed_between_scrapes_is_replaced_before_the_next(tmp_path: P
             assert _accepted(servers, [1] * 4) == [1] * 4
 
 
-def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
+@contextmanager
+def _scraped_once(tmp_path: Path) -> Iterator[tuple[Peer, list[int]]]:
+    """A running exporter with 2 workers that has answered a scrape, and the workers' pids."""
     with _listeners(2) as servers:
-        peer, url = exporter(_config(tmp_path / "illiad.yml", {f"lib{i}": ("tcp", s.port) for i, s in
-                                                               enumerate(servers)}), tmp_path, "--probe-workers", "2",
-                             vantage="external")
+        peer, url = _with_workers(tmp_path, _each_its_site(servers))
         with peer:
             assert fetch(f"{url}/metrics")[0] == 200
             workers = list(_worker_pids(log_text(peer)).values())
             assert len(workers) == 2 and all(_alive(pid) for pid in workers)
-            session = os.getsid(peer.pid)
+            yield peer, workers
+
+
+def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
+    with _scraped_once(tmp_path) as (peer, workers):
+        session = os.getsid(peer.pid)
         peer.stop()
         assert peer.process is not None and peer.process.returncode == 0
-        wait_until(lambda: not any(_alive(pid) for pid in workers) or None, what="the workers to exit")
+        wait_until(lambda: not any(_alive(pid) and not _zombie(pid) for pid in workers) or None,
+                   what="the workers to exit")
 
         def left() -> list[str]:  # the fork server and resource tracker go when the serving process has
             return [Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in
@@ -234,9 +248,7 @@ def test_sigterm_to_the_whole_group_still_answers_the_scrape_in_flight(tmp_path:
     """As systemd stops a service: every process of it gets SIGTERM. The workers leave
     stopping to the serving process, which answers the scrape under way first."""
     with _listeners(4, slow_http_ok(1.0)) as servers:
-        peer, url = exporter(_config(tmp_path / "illiad.yml", {f"lib{i}": ("http", s.port) for i, s in
-                                                               enumerate(servers)}), tmp_path, "--probe-workers", "2",
-                             vantage="external")
+        peer, url = _with_workers(tmp_path, _each_its_site(servers, "http"))
         with peer:
             wait_until(lambda: len(_worker_pids(log_text(peer))) == 2 or None, what="both workers")
             answers: list[tuple[int, str]] = []
@@ -252,16 +264,9 @@ def test_sigterm_to_the_whole_group_still_answers_the_scrape_in_flight(tmp_path:
 
 
 def test_workers_exit_by_themselves_when_the_serving_process_is_killed(tmp_path: Path) -> None:
-    with _listeners(2) as servers:
-        peer, url = exporter(_config(tmp_path / "illiad.yml", {f"lib{i}": ("tcp", s.port) for i, s in
-                                                               enumerate(servers)}), tmp_path, "--probe-workers", "2",
-                             vantage="external")
-        with peer:
-            assert fetch(f"{url}/metrics")[0] == 200
-            workers = list(_worker_pids(log_text(peer)).values())
-            assert len(workers) == 2
-            os.kill(peer.pid, signal.SIGKILL)  # no goodbye: the workers see their inbox close
-            wait_until(lambda: not any(_alive(pid) and not _zombie(pid) for pid in workers) or None, timeout=10,
+    with _scraped_once(tmp_path) as (peer, workers):
+        os.kill(peer.pid, signal.SIGKILL)  # no goodbye: the workers see their inbox close
+        wait_until(lambda: not any(_alive(pid) and not _zombie(pid) for pid in workers) or None, timeout=10,
                        what="the orphaned workers to exit")
 
 
