@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import CannotListen, serve
     from .state import ExporterState
-    from .workers import WorkerGone
+    from .workers import WorkerGone, WorkerPool
 
     listen_addresses = args.listen_addresses or [parse_listen_address(DEFAULT_LISTEN)]
     web_config = None
@@ -197,8 +197,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def run() -> int:
         workers = None
         if args.probe_workers > 1:
-            from .workers import WorkerPool
-
             try:
                 workers = WorkerPool(args.probe_workers, log_level=args.log_level, log_format=args.log_format,
                                      event_loop=args.event_loop)
@@ -219,7 +217,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
         finally:
-            await state.close()
+            await state.close()  # the probe workers, once serve has answered its scrapes
         return 0
 
     try:

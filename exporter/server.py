@@ -220,7 +220,6 @@ async def serve(state: ExporterState, listen_addresses: Sequence[ListenAddress],
         # stop listening, then aiohttp waits for running handlers; every scrape is bounded
         # by its deadline, so this ends by the longest probe timeout.
         await _stop_serving(listeners, door, runner)
-        await state.close()  # the probe workers, once no scrape needs them
         log.info("stopped")
 
 

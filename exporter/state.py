@@ -30,7 +30,7 @@ from .scrape import Outcome, run_all
 from .shard import Shard
 from .singleflight import FlightKeys, SingleFlight, flight_keys
 from .verdict import target_met
-from .workers import Shares, WorkerPool
+from .workers import Shares, WorkerPool, select_targets
 
 log = logging.getLogger("illiad_exporter")
 
@@ -114,7 +114,7 @@ class ExporterState:
         if self.workers is None:
             return snapshot
         settings = snapshot.config.exporter
-        shares = await self.workers.assign(snapshot.plan.targets, required=snapshot.plan.required,
+        shares = await self.workers.assign(snapshot.plan.by_site, required=snapshot.plan.required,
                                            failure_reasons=settings.failure_reasons,
                                            max_concurrency=settings.max_concurrency, strict=strict)
         return dataclasses.replace(snapshot, shares=shares)
@@ -196,9 +196,7 @@ class ExporterState:
         """Probe the planned targets of ``snapshot`` (those of ``site``, of its ``path``):
         in the probe workers when there are some, else in this process."""
         if snapshot.shares is None or self.workers is None:
-            targets = snapshot.plan.targets if site is None else snapshot.plan.by_site.get(site, ())
-            if path is not None:
-                targets = tuple(t for t in targets if t.path == path)
+            targets = select_targets(snapshot.plan.by_site, snapshot.plan.targets if site is None else (), site, path)
             return Scrape(await self.probe(targets, budget, record=record))
         parts = await self.workers.probe(snapshot.shares, budget, site=site, path=path)
         outcomes = [outcome for part in parts for outcome in part.outcomes]

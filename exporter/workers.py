@@ -47,7 +47,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -134,7 +134,7 @@ class Probed:
 STOP = "stop"
 
 
-def select_targets(by_site: dict[str, tuple[ProbeTarget, ...]], targets: tuple[ProbeTarget, ...],
+def select_targets(by_site: Mapping[str, tuple[ProbeTarget, ...]], targets: tuple[ProbeTarget, ...],
                    site: str | None, path: str | None) -> tuple[ProbeTarget, ...]:
     """The targets a Probe names, in the order both sides agree on."""
     if site is None:
@@ -150,7 +150,7 @@ def by_site_of(targets: Sequence[ProbeTarget]) -> dict[str, tuple[ProbeTarget, .
     return {site: tuple(ts) for site, ts in grouped.items()}
 
 
-def share_sites(by_site: dict[str, tuple[ProbeTarget, ...]], workers: int) -> list[list[str]]:
+def share_sites(by_site: Mapping[str, tuple[ProbeTarget, ...]], workers: int) -> list[list[str]]:
     """The sites of each worker: whole sites, the biggest first to the least loaded worker, so
     the shares' probe counts differ by at most one site's (a consortium's sites vary in size)."""
     shares: list[list[str]] = [[] for _ in range(workers)]
@@ -417,12 +417,11 @@ class WorkerPool:
 
     # -- plans -----------------------------------------------------------------------------
 
-    async def assign(self, targets: Sequence[ProbeTarget], *, required: frozenset[tuple[str, str]],
+    async def assign(self, by_site: Mapping[str, tuple[ProbeTarget, ...]], *, required: frozenset[tuple[str, str]],
                      failure_reasons: FailureReasons, max_concurrency: int, strict: bool = False) -> Shares:
         """Give every worker its share of a new plan; the scrapes started with the returned
         shares name its generation. A worker that cannot take it is started again at the
         next scrape (``strict``: raises WorkerGone instead, for the first plan)."""
-        by_site = by_site_of(targets)
         sites_of = share_sites(by_site, self.count)
         generation = self._generation + 1
         per_worker = max(1, -(-max_concurrency // self.count))  # the config's limit, split

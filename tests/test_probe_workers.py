@@ -31,17 +31,19 @@ from illiad_exporter.scrape import Outcome
 from illiad_exporter.metrics import render_outcomes, write_sections, join_sections
 from illiad_exporter.workers import share_sites
 
-from .exporter_process import exporter, fetch, log_text, wait_until
+from .exporter_process import PUBLIC_PATHS, exporter, fetch, log_text, wait_until
 from .fakes import ThreadedServer, hold_silently, slow_http_ok
 from .peers import Peer, missing
 
 
 def _config(path: Path, sites: dict[str, tuple[str, int]]) -> Path:
-    """One path per site: site name -> (prober, port) on 127.0.0.1."""
+    """One path per site: site name -> (prober, port) on 127.0.0.1; the catalog's paths to
+    public hosts switched off (none starts at the external vantage today; none ever will here)."""
     lines = ["defaults: {timeout: 3s, system_resolver: false}", "sites:"]
+    off = ", ".join(f"{path_id}: {{enabled: false}}" for path_id in PUBLIC_PATHS)
     for name, (prober, port) in sites.items():
-        lines.append(f"  - {{name: {name}, custom: [{{name: door, from: [external], host: 127.0.0.1, "
-                     f"port: {port}, prober: {prober}}}]}}")
+        lines.append(f"  - {{name: {name}, paths: {{{off}}}, custom: [{{name: door, from: [external], "
+                     f"host: 127.0.0.1, port: {port}, prober: {prober}}}]}}")
     path.write_text("\n".join(lines) + "\n")
     return path
 
