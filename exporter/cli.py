@@ -9,12 +9,12 @@ import datetime
 import json
 import os
 import sys
-from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
 
 from . import __version__
 from .catalog import CATALOG, CatalogPath, Require, Role, paths_for
 from .config import Config, ConfigError, load_config
+from .eventloop import EVENT_LOOPS, run_on_loop
 from .explain import Explanation, explain_verdicts
 from .explain import as_markdown as explain_markdown
 from .explain import as_text as explain_text
@@ -46,7 +46,7 @@ def _add_common(parser: argparse.ArgumentParser, *, vantage: bool) -> None:
                  "else the config's exporter.shard)",
         )
         parser.add_argument(
-            "--event-loop", dest="event_loop", choices=["auto", "uvloop", "asyncio"],
+            "--event-loop", dest="event_loop", choices=EVENT_LOOPS,
             default=os.environ.get("ILLIAD_EXPORTER_EVENT_LOOP", "auto"),
             help="auto: uvloop when installed (the [fast] extra, or pip install uvloop), else asyncio's own",
         )
@@ -221,30 +221,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        return _run(run(), args.event_loop)
+        return run_on_loop(run(), args.event_loop)
     except KeyboardInterrupt:  # Ctrl-C where the loop has no signal handlers (Windows)
         return 0
     except CannotListen as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-
-
-T = TypeVar("T")
-
-
-def _run(main: Coroutine[Any, Any, T], event_loop: str = "auto") -> T:
-    """Run ``main`` on uvloop when it is installed (``auto``) or asked for, else on asyncio's loop."""
-    if event_loop != "asyncio":
-        try:
-            import uvloop  # type: ignore[import-not-found]
-        except ImportError:
-            if event_loop == "uvloop":
-                raise SystemExit("error: --event-loop uvloop, but uvloop is not installed "
-                                 "(the [fast] extra, or pip install uvloop)") from None
-        else:
-            result: T = uvloop.run(main)
-            return result
-    return asyncio.run(main)
 
 
 # -- validate ----------------------------------------------------------------------------
@@ -342,7 +324,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         return await run_all(targets, budget=budget, limiter=asyncio.Semaphore(config.exporter.max_concurrency))
 
-    outcomes = _run(run(), args.event_loop)
+    outcomes = run_on_loop(run(), args.event_loop)
     verdicts = verdicts_of(outcomes, plan.required)
     all_met = all(v.met is True for v in verdicts)
     explained = explain_verdicts(config, verdicts)

@@ -7,7 +7,7 @@ each worker (bench/run.py shows the workers' PSS)."""
 
 import gc
 
-from . import cli, logs, workers  # noqa: F401  (the imports are the point)
+from . import cli, eventloop, logs, workers  # noqa: F401  (the imports are the point)
 
 gc.collect()
 gc.freeze()

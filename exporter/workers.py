@@ -52,7 +52,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .eventloop import run_on_loop
 from .gcpause import CollectionPause
+from .logs import setup_logging
 from .metrics import FailureReasons, Sections, write_sections
 from .probers import ProbeResult, ProbeTarget, Reason
 from .probers.base import NotRun
@@ -333,9 +335,6 @@ async def _work(inbox: Connection, outbox: Connection) -> None:
 def worker_main(inbox: Connection, outbox: Connection, index: int, log_level: str, log_format: str,
                 event_loop: str) -> None:
     """A worker process's entry point."""
-    from .cli import _run
-    from .logs import setup_logging
-
     # Ctrl-C in a terminal, or systemd's SIGTERM to the whole service, reaches every process
     # of the group: the serving process decides when its workers stop (after answering its
     # in-flight scrapes), and a worker whose serving process is gone sees its inbox close.
@@ -343,7 +342,7 @@ def worker_main(inbox: Connection, outbox: Connection, index: int, log_level: st
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     setup_logging(log_level, log_format)
     logging.getLogger("illiad_exporter").debug("probe worker started", extra={"worker": index, "pid": os.getpid()})
-    _run(_work(inbox, outbox), event_loop)
+    run_on_loop(_work(inbox, outbox), event_loop)
 
 
 # -- the serving process's side ---------------------------------------------------------------
