@@ -1,6 +1,6 @@
-"""What every request to the exporter passes when a web config is given (webconfig.py):
-the rate limit, the client certificate's allowed names, basic auth and the configured
-security headers.
+"""What every request to the exporter passes when a web config is given: the rate limit,
+the client certificate's allowed names, basic auth and the configured security headers.
+webconfig.py reads the file and builds these checks; this module knows nothing of the file.
 
 Basic auth: bcrypt runs on a thread of its own and its results are cached (least recently
 used first out) by a hash of user, stored hash and password; an unknown user is checked
@@ -18,25 +18,36 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
-
-if TYPE_CHECKING:
-    from .webconfig import WebConfig
 
 # bcrypt of a password nobody has: checked for unknown users so they cost the same time
 _DECOY_HASH = b"$2b$10$MMCr8ttChrB8yt3h.CH8a.p4EoW1zqxDELD/YUMcH.Z3BjcuNCK0a"
 
 
-def access_middleware(config: WebConfig) -> Callable[..., Awaitable[web.StreamResponse]]:
+class AccessRules(Protocol):
+    """What the checks read on every request (webconfig.WebConfig): read per request, so a
+    reload applies at once."""
+
+    @property
+    def headers(self) -> dict[str, str]: ...  # added to every answer
+    @property
+    def client_allowed_sans(self) -> list[str] | None: ...  # None: any verified certificate
+    @property
+    def auth(self) -> BasicAuth | None: ...
+    @property
+    def limiter(self) -> RateLimiter | None: ...
+
+
+def access_middleware(config: AccessRules) -> Callable[..., Awaitable[web.StreamResponse]]:
     """The middleware that checks every request against ``config``, read per request so a
     reload applies at once."""
 
     @web.middleware
     async def web_config_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        headers = config.model.http_server_config.headers
-        allowed_sans = config.model.tls_server_config.client_allowed_sans
+        headers = config.headers
+        allowed_sans = config.client_allowed_sans
         if config.limiter is not None and not config.limiter.allow():
             return _with(web.Response(status=429, text="Too Many Requests\n"), headers)
         if allowed_sans is not None and not _client_san_allowed(request, allowed_sans):

@@ -12,11 +12,8 @@ What is honoured, as the toolkit does it:
   the web config file.
 - ``basic_auth_users``: user -> bcrypt hash, checked on every request to every endpoint,
   health and readiness included (the toolkit wraps the whole handler the same way); a
-  401 carries ``WWW-Authenticate: Basic``. An unknown user is checked against a fixed hash
-  so timing does not tell which users exist. Results are cached (least recently used first
-  out) by a hash of user, hash and password, and bcrypt runs on a thread of its own, so the
-  event loop keeps serving; beyond 8 unknown passwords waiting for bcrypt, a request with
-  another unknown one is answered 429 at once.
+  401 carries ``WWW-Authenticate: Basic``. How the check runs (bcrypt on a thread of its
+  own, its cache, unknown users, 429 when too many wait) is said in webaccess.py.
 - ``http_server_config.headers`` (the toolkit's short list of security headers and values)
   and ``rate_limit`` (``interval``, ``burst``: 429 when exceeded).
 
@@ -212,6 +209,14 @@ class WebConfig:
     @property
     def scheme(self) -> str:
         return "https" if self.ssl_context is not None else "http"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.model.http_server_config.headers
+
+    @property
+    def client_allowed_sans(self) -> list[str] | None:
+        return self.model.tls_server_config.client_allowed_sans
 
     def reload(self) -> ConfigError | None:
         """Read the file again (SIGHUP, POST /-/reload), as the toolkit re-reads it: new users,
