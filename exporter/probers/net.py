@@ -94,7 +94,7 @@ def known_addresses(target: ProbeTarget) -> list[str] | None:
     literal = _literal_address(target.host)
     if literal is None and not target.static_addresses:
         return None
-    return _in_family_order(target, [(_family(a), a) for a in ([literal] if literal is not None
+    return _in_family_order(target, [(address_family(a), a) for a in ([literal] if literal is not None
                                                                  else target.static_addresses)])
 
 
@@ -145,7 +145,8 @@ def has_readiness_callbacks(loop: asyncio.AbstractEventLoop) -> bool:
     return _PROACTOR is None or not isinstance(loop, _PROACTOR)
 
 
-def _family(address: str) -> int:
+def address_family(address: str) -> int:
+    """AF_INET6 for an IPv6 address, else AF_INET."""
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
@@ -235,11 +236,11 @@ async def connect_socket(target: ProbeTarget, result: ProbeResult, *, port: int 
             try:
                 sock = await _open_socket(target, address, port)
             except OSError as exc:
-                raise ProbeFailure(reason_for(exc), f"connect to {_hostport(address, port)}: {_os_text(exc)}") from None
+                raise ProbeFailure(reason_for(exc), f"connect to {host_port(address, port)}: {os_error_text(exc)}") from None
         result.phases["connect"] = handshake_seconds(sock, result.phases["connect"])
         result.address = address
         result.port = port
-        _record_source(sock, result)
+        record_source(sock, result)
         return sock
     queue = list(addresses)
     attempts: dict[asyncio.Task[socket.socket], tuple[str, float]] = {}
@@ -261,23 +262,24 @@ async def connect_socket(target: ProbeTarget, result: ProbeResult, *, port: int 
                     result.phases["connect"] = handshake_seconds(sock, time.perf_counter() - began)
                     result.address = address
                     result.port = port
-                    _record_source(sock, result)
+                    record_source(sock, result)
                     return sock
                 if not isinstance(exc, OSError):
                     raise exc
                 result.phases["connect"] = time.perf_counter() - began
-                failures.append((address, ProbeFailure(reason_for(exc), _os_text(exc))))
+                failures.append((address, ProbeFailure(reason_for(exc), os_error_text(exc))))
     finally:
         for task in attempts:  # the losers: cancelled, or closed if they connected meanwhile
             _discard(task)
     address, last = failures[-1]
     if len(failures) == 1:
-        raise ProbeFailure(last.reason, f"connect to {_hostport(address, port)}: {last.detail}")
-    tried = "; ".join(f"{_hostport(a, port)}: {f.detail}" for a, f in failures[:4])
+        raise ProbeFailure(last.reason, f"connect to {host_port(address, port)}: {last.detail}")
+    tried = "; ".join(f"{host_port(a, port)}: {f.detail}" for a, f in failures[:4])
     raise ProbeFailure(last.reason, f"connect failed on every address ({tried})")
 
 
-def _record_source(sock: socket.socket, result: ProbeResult) -> None:
+def record_source(sock: socket.socket, result: ProbeResult) -> None:
+    """The local address a connected socket left from, as the result's ``source`` fact."""
     try:
         result.facts["source"] = str(sock.getsockname()[0])
     except OSError:
@@ -313,7 +315,7 @@ def handshake_seconds(sock: socket.socket, measured: float) -> float:
 
 
 async def _open_socket(target: ProbeTarget, address: str, port: int) -> socket.socket:
-    sock = socket.socket(_family(address), socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock = socket.socket(address_family(address), socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setblocking(False)
         if target.source_address:
@@ -352,9 +354,11 @@ async def connect(target: ProbeTarget, result: ProbeResult, *, port: int | None 
     return Connection(reader, writer, result.address or "")
 
 
-def _os_text(exc: OSError) -> str:
+def os_error_text(exc: OSError) -> str:
+    """An OS error as a failure's detail: the system's text for its errno, in lower case."""
     return os.strerror(exc.errno).lower() if exc.errno else str(exc)
 
 
-def _hostport(address: str, port: int) -> str:
+def host_port(address: str, port: int) -> str:
+    """``address:port``, with an IPv6 address in brackets."""
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

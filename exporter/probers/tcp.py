@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 
 from .base import NotRun, Prober, ProberOptions, ProbeResult, ProbeTarget, Reason
-from .net import _family, _hostport, _os_text, _record_source, connect_socket, handshake_seconds, known_addresses
-from .net import has_readiness_callbacks, reason_for
+from .net import address_family, connect_socket, handshake_seconds, has_readiness_callbacks, host_port, known_addresses
+from .net import os_error_text, reason_for, record_source
 
 
 async def probe_tcp(target: ProbeTarget[ProberOptions], result: ProbeResult) -> bool:
@@ -67,7 +67,7 @@ class QuickConnect:
         result.facts["addresses"] = address
         self.connect_started = time.perf_counter()
         try:
-            sock = self.sock = socket.socket(_family(address), socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            sock = self.sock = socket.socket(address_family(address), socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sock.setblocking(False)
             code = sock.connect_ex((address, target.port))
         except OSError as error:
@@ -104,7 +104,7 @@ class QuickConnect:
         result.phases["connect"] = handshake_seconds(sock, time.perf_counter() - self.connect_started)
         result.address = self.address
         result.port = self.target.port
-        _record_source(sock, result)
+        record_source(sock, result)
         result.up = True
         self._end()
 
@@ -112,7 +112,7 @@ class QuickConnect:
         result = self.result
         result.phases["connect"] = time.perf_counter() - self.connect_started
         reason = reason_for(error)
-        result.fail(reason, f"connect to {_hostport(self.address, self.target.port)}: {_os_text(error)}",
+        result.fail(reason, f"connect to {host_port(self.address, self.target.port)}: {os_error_text(error)}",
                     not_run=NotRun.NO_SOCKET if reason is Reason.EXPORTER else None)
         self._end()
 
