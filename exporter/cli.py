@@ -92,8 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_version(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _serve_arguments(commands.add_parser("serve", help="serve /metrics and /probe (the default)"))
+    _check_arguments(commands.add_parser(
+        "check", help="probe once, print a table, exit 1 when an expectation is not met"))
+    _report_arguments(commands.add_parser("report", help="merge check JSON from several vantages into one page"))
+    _catalog_arguments(commands.add_parser("catalog", help="print the built-in ILLiad path catalog"))
+    _add_common(commands.add_parser("validate", help="check a config file; exit 0 when valid, 1 when not"),
+                vantage=False)
+    _healthcheck_arguments(commands.add_parser(
+        "healthcheck", help="exit 0 when the exporter at --address serves, 1 when not "
+                            "(for a container HEALTHCHECK or an exec probe)"))
+    _assets_arguments(commands.add_parser(
+        "assets", help="write out the alert and recording rules, the Grafana dashboard "
+                       "and the example configs of this version"))
+    for subcommand in commands.choices.values():
+        _add_version(subcommand)
+    return parser
 
-    serve = commands.add_parser("serve", help="serve /metrics and /probe (the default)")
+
+def _serve_arguments(serve: argparse.ArgumentParser) -> None:
     _add_common(serve, vantage=True)
     serve.add_argument("--web.config.file", dest="web_config_file",
                        default=os.environ.get("ILLIAD_EXPORTER_WEB_CONFIG", ""),
@@ -109,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"address to listen on, HOST:PORT or :PORT; repeat it to serve on several "
                             f"(default: {DEFAULT_LISTEN})")
 
-    check = commands.add_parser("check", help="probe once, print a table, exit 1 when an expectation is not met")
+
+def _check_arguments(check: argparse.ArgumentParser) -> None:
     _add_common(check, vantage=True)
     check.add_argument("--output", choices=["table", "json", "markdown"], default="table",
                        help="markdown: a report to paste into a ticket (failing paths explained)")
@@ -117,20 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="under the table, each failing path: impact, diagnosis and the firewall rule to ask for")
     check.add_argument("--site", action="append", help="only this site (repeatable)")
 
-    report = commands.add_parser("report", help="merge check JSON from several vantages into one page")
+
+def _report_arguments(report: argparse.ArgumentParser) -> None:
     report.add_argument("files", nargs="+", metavar="FILE", help="output of 'check --output json', one per vantage")
     report.add_argument("--format", choices=["markdown", "html"], default="markdown")
     report.add_argument("--output-file", "-o", dest="output_file", help="write here instead of standard output")
 
-    catalog = commands.add_parser("catalog", help="print the built-in ILLiad path catalog")
+
+def _catalog_arguments(catalog: argparse.ArgumentParser) -> None:
     catalog.add_argument("--vantage", choices=VANTAGES, help="only the paths that start at this role")
     catalog.add_argument("--format", choices=["table", "json", "markdown"], default="table")
 
-    validate = commands.add_parser("validate", help="check a config file; exit 0 when valid, 1 when not")
-    _add_common(validate, vantage=False)
 
-    health = commands.add_parser("healthcheck", help="exit 0 when the exporter at --address serves, 1 when not "
-                                                     "(for a container HEALTHCHECK or an exec probe)")
+def _healthcheck_arguments(health: argparse.ArgumentParser) -> None:
     health.add_argument("--address", type=_listen_arg, default=DEFAULT_LISTEN, metavar="HOST:PORT",
                         help=f"the exporter's address; no host means 127.0.0.1 (default: {DEFAULT_LISTEN})")
     health.add_argument("--web.config.file", dest="web_config_file",
@@ -142,13 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="require a 200 whose answer has this metric (repeatable)")
     health.add_argument("--timeout", type=float, default=4.0, help="seconds (default: 4)")
 
-    assets = commands.add_parser("assets", help="write out the alert and recording rules, the Grafana dashboard "
-                                                "and the example configs of this version")
+
+def _assets_arguments(assets: argparse.ArgumentParser) -> None:
     assets.add_argument("directory", help="where to write them (alerts/, grafana/, examples/ are made in it)")
     assets.add_argument("--overwrite", action="store_true", help="replace files that are already there")
-    for subcommand in commands.choices.values():
-        _add_version(subcommand)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
