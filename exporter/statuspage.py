@@ -298,53 +298,68 @@ def render(
         site: _paths(targets_by_site[site], outcomes_by_site.get(site, ()), required, impact or {}) for site in sites
     }
     every = [path for paths in paths_by_site.values() for path in paths]
+    sections = "".join(_site_section(site, paths_by_site[site], explanations or {}, now) for site in sites)
+    matrix = _matrix(sites, paths_by_site) if every else ""
+    body = f"{_summary(every)}{_reload_failed(reload_error)}{matrix}{sections}"
+    return _page(vantage, version, now, body)
+
+
+def _summary(every: Sequence[PathRows]) -> str:
+    """The banner on top: no path, no scrape yet, how many paths failed or could not be
+    judged, or all as expected."""
     probed = [path for path in every if path.state != "unprobed"]
     failing = [path for path in probed if path.state == "failed"]
     unknown = [path for path in probed if path.state == "unknown"]
-
     if not every:
-        banner = '<div class="banner none">This exporter has no path to probe from this vantage.</div>'
-    elif not probed:
-        banner = (
+        return '<div class="banner none">This exporter has no path to probe from this vantage.</div>'
+    if not probed:
+        return (
             '<div class="banner none" id="summary" data-summary="unprobed">No scrape yet. This page shows the results '
             "of the latest scrape of /metrics or /probe and never probes by itself; they appear after Prometheus' "
             "first scrape.</div>"
         )
-    elif failing or unknown:
+    if failing or unknown:
         parts = []
         if failing:
             needed = sum(1 for path in failing if path.verdict.required)
             parts.append(f"{len(failing)} of {len(probed)} probed paths are NOT as expected ({needed} required).")
         if unknown:
             parts.append(f"{len(unknown)} could not be judged: the exporter failed to probe them.")
-        banner = (
+        return (
             f'<div class="banner bad" id="summary" data-summary="{"failing" if failing else "unknown"}">'
             f"{' '.join(parts)}</div>"
         )
-    else:
-        banner = (
-            f'<div class="banner ok" id="summary" data-summary="ok">All {len(probed)} probed paths are as '
-            "expected.</div>"
-        )
-    if reload_error:
-        banner += (
-            '<div class="banner bad" id="reload-error">The last config reload failed; the exporter runs the config '
-            f'it had before.<pre class="detail">{_e(reload_error)}</pre></div>'
-        )
+    return (
+        f'<div class="banner ok" id="summary" data-summary="ok">All {len(probed)} probed paths are as '
+        "expected.</div>"
+    )
 
-    sections = []
-    for site in sites:
-        paths = paths_by_site[site]
-        finished = [r.outcome.finished_at for p in paths for r in p.rows if r.outcome is not None]
-        when = (
-            f"results of {_e(_utc(max(finished)))}, {_age(now - max(finished))}" if finished else "not probed yet"
-        )
-        sections.append(
-            f'<section data-site="{_e(site)}"><h2>{_e(site)} <span class="muted">({when})</span></h2>'
-            f"{_site_table(paths, now)}{_explained(site, paths, explanations or {})}</section>"
-        )
 
-    matrix = _matrix(sites, paths_by_site) if every else ""
+def _reload_failed(reload_error: str) -> str:
+    """The banner of a failed config reload (none when the last reload worked)."""
+    if not reload_error:
+        return ""
+    return (
+        '<div class="banner bad" id="reload-error">The last config reload failed; the exporter runs the config '
+        f'it had before.<pre class="detail">{_e(reload_error)}</pre></div>'
+    )
+
+
+def _site_section(site: str, paths: Sequence[PathRows], explanations: Mapping[tuple[str, str], Explanation],
+                  now: float) -> str:
+    """One site: when its results are from, its table of paths and what its failing paths break."""
+    finished = [r.outcome.finished_at for p in paths for r in p.rows if r.outcome is not None]
+    when = (
+        f"results of {_e(_utc(max(finished)))}, {_age(now - max(finished))}" if finished else "not probed yet"
+    )
+    return (
+        f'<section data-site="{_e(site)}"><h2>{_e(site)} <span class="muted">({when})</span></h2>'
+        f"{_site_table(paths, now)}{_explained(site, paths, explanations)}</section>"
+    )
+
+
+def _page(vantage: str, version: str, now: float, body: str) -> str:
+    """The document around ``body``: head, style, and the header with the vantage and version."""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
@@ -353,5 +368,5 @@ def render(
         f"<header><h1>ILLiad network paths from <span id=\"vantage\">{_e(vantage)}</span></h1>"
         f"<p>illiad-port-exporter {_e(version)} &middot; page built {_e(_utc(now))} &middot; "
         '<a href="metrics">metrics</a> (probes now) &middot; <a href="-/healthy">health</a></p></header>'
-        f"<main>{banner}{matrix}{''.join(sections)}</main></body></html>"
+        f"<main>{body}</main></body></html>"
     )
