@@ -11,10 +11,12 @@ that a length is checked before any byte of the body is read.
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pyasn1.codec.ber import decoder, encoder
 from pyasn1.error import PyAsn1Error
+from pyasn1.type import univ
 from pyasn1_modules import rfc2251
 from pydantic import model_validator
 
@@ -73,8 +75,41 @@ def _said(message: str) -> str:
     return f", server said: {text}" if text else ""
 
 
-def _text(value: object) -> str:
-    return bytes(value).decode("utf-8", errors="replace")  # type: ignore[call-overload]
+def _text(value: univ.OctetString) -> str:
+    return bytes(value).decode("utf-8", errors="replace")
+
+
+# What the probe reads of each message it answers, as decoded (RFC 4511 4.1.9, 4.5.2): the
+# decoder's values are untyped, so they are turned into these at once and nowhere else.
+
+
+@dataclass(frozen=True, slots=True)
+class LdapResult:
+    """The result of a bindResponse, an extendedResp or a searchResDone."""
+
+    code: int  # resultCode, 0: success
+    message: str  # errorMessage, often empty
+
+
+@dataclass(frozen=True, slots=True)
+class SearchEntry:
+    """A searchResEntry: each attribute's type and values."""
+
+    attributes: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+LdapAnswer = LdapResult | SearchEntry | None  # None: an operation the probe reads nothing of
+_RESULTS = ("bindResponse", "extendedResp", "searchResDone")
+
+
+def _answer(op_name: str, op: Any) -> LdapAnswer:
+    """``op``, the decoded protocolOp named ``op_name``, as what the probe reads of it."""
+    if op_name in _RESULTS:
+        return LdapResult(int(op["resultCode"]), _text(op["errorMessage"]))
+    if op_name == "searchResEntry":
+        return SearchEntry(tuple((_text(attribute["type"]), tuple(_text(v) for v in attribute["vals"]))
+                                 for attribute in op["attributes"]))
+    return None
 
 
 class LdapSession:
@@ -94,8 +129,8 @@ class LdapSession:
         await self.connection.send(encoder.encode(message))
         return message_id
 
-    async def receive(self, message_id: int) -> tuple[str, object]:
-        """The next message for ``message_id``: (the operation's name, the operation)."""
+    async def receive(self, message_id: int) -> tuple[str, LdapAnswer]:
+        """The next message for ``message_id``: (the operation's name, what it says)."""
         header = await self.connection.read_exactly(2, what="LDAP message")
         if header[0] != 0x30:
             raise ProbeFailure(Reason.PROTOCOL, f"not an LDAP message: starts {header!r}")
@@ -112,21 +147,22 @@ class LdapSession:
         body = await self.connection.read_exactly(length, what="LDAP message")
         try:
             message, rest = decoder.decode(header + body, asn1Spec=rfc2251.LDAPMessage())
-            op_name = message["protocolOp"].getName()
-            op = message["protocolOp"].getComponent()
+            op_name = str(message["protocolOp"].getName())
+            op = _answer(op_name, message["protocolOp"].getComponent())
             answered = int(message["messageID"])
         except (PyAsn1Error, ValueError, TypeError) as exc:
             raise ProbeFailure(Reason.PROTOCOL, f"malformed LDAP message: {_one_line(exc)}") from None
-        if answered == 0 and op_name == "extendedResp":  # RFC 4511 4.4.1: Notice of Disconnection
-            code = int(op["resultCode"])
-            raise LdapError(Reason.PROTOCOL, "server ended the session", code, _text(op["errorMessage"]))
+        if answered == 0 and isinstance(op, LdapResult) and op_name == "extendedResp":
+            # RFC 4511 4.4.1: Notice of Disconnection
+            raise LdapError(Reason.PROTOCOL, "server ended the session", op.code, op.message)
         if answered != message_id:
             raise ProbeFailure(Reason.PROTOCOL, f"answer to message {answered}, expected {message_id}")
         return op_name, op
 
-    async def expect(self, message_id: int, op_name: str) -> object:
+    async def expect(self, message_id: int, op_name: str) -> LdapResult:
+        """The result of the response ``op_name`` to ``message_id``."""
         answered, op = await self.receive(message_id)
-        if answered != op_name:
+        if answered != op_name or not isinstance(op, LdapResult):
             raise ProbeFailure(Reason.PROTOCOL, f"expected {op_name}, got {answered}")
         return op
 
@@ -135,9 +171,8 @@ class LdapSession:
         request["requestName"] = STARTTLS_OID
         with self.result.timed("handshake", add=True):
             response = await self.expect(await self.send("extendedReq", request), "extendedResp")
-        code = int(response["resultCode"])  # type: ignore[index]
-        if code != 0:
-            raise LdapError(Reason.TLS, "StartTLS refused", code, _text(response["errorMessage"]))  # type: ignore[index]
+        if response.code != 0:
+            raise LdapError(Reason.TLS, "StartTLS refused", response.code, response.message)
         await self.connection.start_tls(client_context(options), server_name, self.result)
 
     async def bind(self, dn: str, password: str, what: str) -> None:
@@ -147,10 +182,9 @@ class LdapSession:
         request["authentication"]["simple"] = password.encode("utf-8")
         with self.result.timed("handshake", add=True):
             response = await self.expect(await self.send("bindRequest", request), "bindResponse")
-        code = int(response["resultCode"])  # type: ignore[index]
-        if code != 0:
-            reason = Reason.AUTH if code in _AUTH_CODES else Reason.PROTOCOL
-            raise LdapError(reason, f"{what} refused", code, _text(response["errorMessage"]))  # type: ignore[index]
+        if response.code != 0:
+            reason = Reason.AUTH if response.code in _AUTH_CODES else Reason.PROTOCOL
+            raise LdapError(reason, f"{what} refused", response.code, response.message)
 
     async def read_root_dse(self, time_limit: int) -> dict[str, list[str]]:
         request = rfc2251.SearchRequest()
@@ -165,21 +199,19 @@ class LdapSession:
         attributes: dict[str, list[str]] = {}
         with self.result.timed("handshake", add=True):
             done = await self._search(await self.send("searchRequest", request), attributes)
-        code = int(done["resultCode"])  # type: ignore[index]
-        if code != 0:
-            reason = Reason.AUTH if code in _AUTH_CODES else Reason.PROTOCOL
-            raise LdapError(reason, "root DSE read failed", code, _text(done["errorMessage"]))  # type: ignore[index]
+        if done.code != 0:
+            reason = Reason.AUTH if done.code in _AUTH_CODES else Reason.PROTOCOL
+            raise LdapError(reason, "root DSE read failed", done.code, done.message)
         return attributes
 
-    async def _search(self, message_id: int, attributes: dict[str, list[str]]) -> object:
-        """Gather the entries' attributes into ``attributes``; returns the searchResDone."""
+    async def _search(self, message_id: int, attributes: dict[str, list[str]]) -> LdapResult:
+        """Gather the entries' attributes into ``attributes``; returns the searchResDone's result."""
         for _ in range(MAX_SEARCH_MESSAGES):
             op_name, op = await self.receive(message_id)
-            if op_name == "searchResEntry":
-                for attribute in op["attributes"]:  # type: ignore[index]
-                    values = [_text(v) for v in attribute["vals"]]
-                    attributes.setdefault(_text(attribute["type"]).lower(), []).extend(values)
-            elif op_name == "searchResDone":
+            if isinstance(op, SearchEntry):
+                for kind, values in op.attributes:
+                    attributes.setdefault(kind.lower(), []).extend(values)
+            elif op_name == "searchResDone" and isinstance(op, LdapResult):
                 return op
             elif op_name != "searchResRef":
                 raise ProbeFailure(Reason.PROTOCOL, f"expected a search result, got {op_name}")
