@@ -14,10 +14,11 @@ decodes without surprises. The ASN.1 below is transcribed from the standard's AP
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pyasn1.codec.ber import decoder, encoder
 from pyasn1.error import PyAsn1Error, SubstrateUnderrunError
-from pyasn1.type import char, namedtype, tag, tagmap, univ
+from pyasn1.type import base, char, namedtype, tag, tagmap, univ
 
 from .. import __version__
 from .base import Prober, ProberOptions, ProbeFailure, ProbeResult, ProbeTarget, Reason
@@ -28,8 +29,17 @@ def _context(number: int, *, constructed: bool = False) -> tag.Tag:
     return tag.Tag(tag.tagClassContext, tag.tagFormatConstructed if constructed else tag.tagFormatSimple, number)
 
 
-def _implicit(asn1: univ.Asn1Item, number: int, *, constructed: bool = False):  # type: ignore[no-untyped-def]
-    return asn1.subtype(implicitTag=_context(number, constructed=constructed))
+Asn1 = TypeVar("Asn1", bound=base.SimpleAsn1Type | base.ConstructedAsn1Type)
+
+
+def _implicit(asn1: Asn1, number: int, *, constructed: bool = False) -> Asn1:
+    tagged: Asn1 = asn1.subtype(implicitTag=_context(number, constructed=constructed))  # a copy of asn1's type
+    return tagged
+
+
+def _explicit(asn1: Asn1, number: int) -> Asn1:
+    tagged: Asn1 = asn1.subtype(explicitTag=_context(number, constructed=True))
+    return tagged
 
 
 def _international(number: int) -> char.GeneralString:
@@ -43,12 +53,13 @@ class _TaggedAny(univ.Any):
 
     @property
     def tagMap(self) -> tagmap.TagMap:
-        return tagmap.TagMap({self.tagSet: self})
+        # types-pyasn1 keys presentTypes by TagMap; pyasn1 keys it by TagSet (tagmap.py, decoder.py)
+        return tagmap.TagMap({self.tagSet: self})  # type: ignore[dict-item]
 
 
 # Fields this probe reads past, never into.
-_ID_AUTHENTICATION = _TaggedAny().subtype(explicitTag=_context(7, constructed=True))  # [7] ANY
-_USER_INFORMATION = _TaggedAny().subtype(explicitTag=_context(11, constructed=True))  # [11] EXTERNAL
+_ID_AUTHENTICATION = _explicit(_TaggedAny(), 7)  # [7] ANY
+_USER_INFORMATION = _explicit(_TaggedAny(), 11)  # [11] EXTERNAL
 _OTHER_INFO = _implicit(univ.SequenceOf(componentType=univ.Any()), 201, constructed=True)
 
 
@@ -122,6 +133,7 @@ def encode_init_request(*, name: str = IMPLEMENTATION_NAME, version: str = __ver
 
 def decode_init_request(data: bytes) -> InitializeRequest:
     """Read a whole initRequest (used to compare with what real clients send)."""
+    request: InitializeRequest
     try:
         request, rest = decoder.decode(data, asn1Spec=InitializeRequest())
     except PyAsn1Error as exc:
@@ -131,10 +143,10 @@ def decode_init_request(data: bytes) -> InitializeRequest:
     return request
 
 
-def _text(value: object) -> str:
-    if value is None or not value.isValue:  # type: ignore[attr-defined]
+def _text(value: char.GeneralString | None) -> str:
+    if value is None or not value.isValue:
         return ""
-    return bytes(value).decode("latin-1")  # type: ignore[call-overload]
+    return bytes(value).decode("latin-1")
 
 
 def decode_init_response(data: bytes) -> tuple[InitAnswer, bytes]:
