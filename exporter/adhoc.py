@@ -65,7 +65,7 @@ def parse_target(text: str) -> tuple[str, int]:
 
 async def adhoc_target(config: Config, vantage: str, target_text: str, prober_name: str) -> ProbeTarget:
     """The pinned probe target for an allowed ad-hoc request; ProbeRequestRefused otherwise."""
-    allow: ProbeAllow = config.extras.get("probe_allow") or ProbeAllow([])  # type: ignore[assignment]
+    allow: ProbeAllow = config.extras.get("probe_allow") or ProbeAllow([])
     host, port = parse_target(target_text)
     prober = PROBERS.get(prober_name)
     if prober is None:

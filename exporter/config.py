@@ -13,16 +13,17 @@ import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 from pydantic import IPvAnyAddress, PlainValidator, field_validator
 
 from .allowlist import ProbeAllow, normalize_host
 from .catalog import BY_ID, CatalogPath, Expect, HostTarget, Require, Role, RoleTarget, SiteTarget
-from .configfile import (
-    MAX_ISSUES, ConfigError, ConfigIssue, Issues, LoadInterrupted, Loc, StrictModel, checkpoint, compose_yaml, read_text,
-)
+from .configfile import MAX_ISSUES, ConfigIssue, Issues, Loc, StrictModel, checkpoint, compose_yaml, read_text
+# what load_config raises, public here too: its callers import them with it
+from .configfile import ConfigError as ConfigError
+from .configfile import LoadInterrupted as LoadInterrupted
 from .probers import PROBERS, ProberOptions
 from .shard import Shard, parse_shard
 
@@ -219,6 +220,9 @@ class Config:
 # --- loading ------------------------------------------------------------------------------
 
 
+T = TypeVar("T")
+
+
 class Shared:
     """One object per distinct value a load makes again and again: prober options, routes,
     host and port tuples, whole catalog paths. A consortium's sites repeat them (every site
@@ -229,11 +233,12 @@ class Shared:
     def __init__(self) -> None:
         self._values: dict[Hashable, Any] = {}
 
-    def one(self, kind: str, value: Any, key: Hashable = None) -> Any:
+    def one(self, kind: str, value: T, key: Hashable = None) -> T:
         """The first ``kind`` seen with ``key`` (default: the value itself, hashable). The
         kind keeps apart values that compare equal but are not alike: Role.SQL_SERVER and
         "sql_server", (True,) and (1,)."""
-        return self._values.setdefault((kind, value if key is None else key), value)
+        shared: T = self._values.setdefault((kind, value if key is None else key), value)
+        return shared
 
     def routes(self, routes: dict[Role, tuple[str, ...]]) -> Mapping[Role, tuple[str, ...]]:
         routes = {role: self.one("hosts", hosts) for role, hosts in routes.items()}

@@ -16,7 +16,7 @@ def run_on_loop(main: Coroutine[Any, Any, T], event_loop: str = "auto") -> T:
     """Run ``main`` on uvloop when it is installed (``auto``) or asked for, else on asyncio's loop."""
     if event_loop != "asyncio":
         try:
-            import uvloop  # type: ignore[import-not-found]
+            import uvloop
         except ImportError:
             if event_loop == "uvloop":
                 raise SystemExit("error: --event-loop uvloop, but uvloop is not installed "

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 log = logging.getLogger("illiad_exporter.frontdoor")
 
@@ -136,10 +137,10 @@ class FrontDoor:
         then), and starts its idle clock when the answer is made."""
 
         @web.middleware
-        async def front_door_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        async def front_door_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
             connection = self._connections.get(id(request.protocol))
             if connection is None or connection.handler is not request.protocol:
-                return await handler(request)  # type: ignore[no-any-return]
+                return await handler(request)
             connection.busy += 1
             # a request came, so it was connected: once its transport is gone it is closed
             # and leaves the count at the next look (the sweep may never have seen it open)
@@ -147,7 +148,7 @@ class FrontDoor:
             try:
                 response = await handler(request)
                 connection.served = connection.served or response.status < 400
-                return response  # type: ignore[no-any-return]
+                return response
             finally:
                 connection.busy -= 1
                 now = time.monotonic()

@@ -191,7 +191,7 @@ def path_families(outcomes: Sequence[Outcome]) -> list[Family]:
 def label_values(outcome: Outcome) -> tuple[str, ...]:
     """The path labels of an outcome: the target's, with the port actually probed (the SQL
     Server Browser can name another)."""
-    values = outcome.target.labels
+    values: tuple[str, ...] = outcome.target.labels
     port = outcome.result.port
     if port is not None and port != outcome.target.port:
         values = (*values[:_PORT], str(port), *values[_PORT + 1:])
@@ -473,9 +473,16 @@ def join_sections(parts: Sequence[Sections], *, openmetrics: bool = False) -> It
     yield from (part.verdicts for part in parts if part.verdicts)
 
 
-def render_outcomes(outcomes: Sequence[Outcome], **options: object) -> str:
+def render_outcomes(
+    outcomes: Sequence[Outcome], *, required: frozenset[tuple[str, str]] = frozenset(),
+    failure_reasons: FailureReasons = "active", openmetrics: bool = False, chunk_lines: int = CHUNK_LINES,
+) -> str:
     """:func:`write_exposition` as one string (tests and small answers)."""
-    return "".join(write_exposition(outcomes, **options))  # type: ignore[arg-type]
+    return "".join(write_exposition(outcomes, required=required, failure_reasons=failure_reasons,
+                                    openmetrics=openmetrics, chunk_lines=chunk_lines))
+
+
+_FAST_FORMATS: dict[str, Literal["text", "openmetrics"]] = {"text/plain": "text", "application/openmetrics-text": "openmetrics"}
 
 
 def fast_format(content_type: str) -> Literal["text", "openmetrics"] | None:
@@ -486,7 +493,7 @@ def fast_format(content_type: str) -> Literal["text", "openmetrics"] | None:
     escaping = dict(p.partition("=")[::2] for p in params).get("escaping", "underscores")
     if escaping not in ("underscores", "allow-utf-8"):  # the same bytes for names like ours
         return None
-    return {"text/plain": "text", "application/openmetrics-text": "openmetrics"}.get(media)  # type: ignore[return-value]
+    return _FAST_FORMATS.get(media)
 
 
 # -- the exporter's own metrics ---------------------------------------------------------------------

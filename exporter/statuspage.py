@@ -262,15 +262,15 @@ def _matrix(sites: Sequence[str], paths_by_site: Mapping[str, Sequence[PathRows]
     for path_id in order:
         cells = []
         for site in sites:
-            path = next((p for p in paths_by_site[site] if p.verdict.path == path_id), None)
-            if path is None:
+            cell = next((p for p in paths_by_site[site] if p.verdict.path == path_id), None)
+            if cell is None:
                 cells.append('<td class="muted">-</td>')
                 continue
-            css, text = {"met": ("good", "OK"), "failed": ("bad", "FAIL")}.get(path.state, ("unprobed", "?"))
-            req = " req" if path.verdict.required else ""
+            css, text = {"met": ("good", "OK"), "failed": ("bad", "FAIL")}.get(cell.state, ("unprobed", "?"))
+            req = " req" if cell.verdict.required else ""
             cells.append(
                 f'<td class="state {css}{req}" data-matrix-site="{_e(site)}" data-matrix-path="{_e(path_id)}"'
-                f' data-matrix-required="{str(path.verdict.required).lower()}">{text}</td>'
+                f' data-matrix-required="{str(cell.verdict.required).lower()}">{text}</td>'
             )
         body.append(f"<tr><th>{_e(path_id)}</th>{''.join(cells)}</tr>")
     return (f'<table class="matrix"><thead><tr><th>path</th>{head}</tr></thead><tbody>{"".join(body)}</tbody>'

@@ -358,7 +358,7 @@ class _Handle:
     process: Any  # multiprocessing.Process of the pool's context
     inbox: Connection  # what we send on
     listener: _Listener | None = None
-    waiting: dict[int, asyncio.Future[Probed | Assigned]] = field(default_factory=dict)
+    waiting: dict[int, asyncio.Future[Probed]] = field(default_factory=dict)
     assigned: asyncio.Future[Assigned] | None = None
     alive: bool = True
 
@@ -385,16 +385,17 @@ class Part:
     sections: Sections | None
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
     """forkserver on Linux, spawn elsewhere; $ILLIAD_EXPORTER_PROBE_WORKER_START (forkserver or
     spawn) overrides it, so Linux can run the way Windows and macOS do (the tests do)."""
     method = os.environ.get("ILLIAD_EXPORTER_PROBE_WORKER_START") or (
         "forkserver" if sys.platform.startswith("linux") else "spawn")
     if method not in ("forkserver", "spawn") or method not in multiprocessing.get_all_start_methods():
         raise ValueError(f"probe workers cannot start with {method!r} here (forkserver on Linux, or spawn)")
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
-        context.set_forkserver_preload(["illiad_exporter.forkserver_preload"])
+    if method == "spawn":
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["illiad_exporter.forkserver_preload"])
     return context
 
 
@@ -424,6 +425,7 @@ class WorkerPool:
         sites_of = share_sites(by_site, self.count)
         generation = self._generation + 1
         per_worker = max(1, -(-max_concurrency // self.count))  # the config's limit, split
+        owner: dict[str, int]
         assignment, owner, mine_all, mine_by_site = [], {}, [], []
         for index, sites in enumerate(sites_of):
             mine = {site: by_site[site] for site in sites}
@@ -550,7 +552,7 @@ class WorkerPool:
             request = next(self._requests)
             waiter: asyncio.Future[Probed] = asyncio.get_running_loop().create_future()
             waiter.add_done_callback(_retrieved)
-            handle.waiting[request] = waiter  # type: ignore[assignment]
+            handle.waiting[request] = waiter
             self._send(handle, Probe(request, shares.generation, site, path, remaining, sections))
             try:
                 async with asyncio.timeout(remaining + SETTLE_GRACE + ANSWER_GRACE):

@@ -256,18 +256,18 @@ async def connect_socket(target: ProbeTarget, result: ProbeResult, *, port: int 
             )
             for task in done:
                 address, began = attempts.pop(task)
-                exc = task.exception()
-                if exc is None:
+                error = task.exception()
+                if error is None:
                     sock = task.result()
                     result.phases["connect"] = handshake_seconds(sock, time.perf_counter() - began)
                     result.address = address
                     result.port = port
                     record_source(sock, result)
                     return sock
-                if not isinstance(exc, OSError):
-                    raise exc
+                if not isinstance(error, OSError):
+                    raise error
                 result.phases["connect"] = time.perf_counter() - began
-                failures.append((address, ProbeFailure(reason_for(exc), os_error_text(exc))))
+                failures.append((address, ProbeFailure(reason_for(error), os_error_text(error))))
     finally:
         for task in attempts:  # the losers: cancelled, or closed if they connected meanwhile
             _discard(task)
@@ -307,6 +307,8 @@ def handshake_seconds(sock: socket.socket, measured: float) -> float:
         return measured
     if len(info) < _TCP_INFO_LENGTH:
         return measured
+    rtt_us: int
+    total_retrans: int
     (rtt_us,) = struct.unpack_from("=I", info, _RTT_AT)
     (total_retrans,) = struct.unpack_from("=I", info, _TOTAL_RETRANS_AT)
     if rtt_us == 0 or total_retrans:

@@ -73,7 +73,7 @@ def confirm_length(header: bytes) -> int:
         raise RdpError(f"not a TPKT packet (it starts {header!r})")
     if not TPKT.size + 7 <= length <= MAX_CONFIRM:
         raise RdpError(f"TPKT length {length} is not that of a Connection Confirm")
-    return length
+    return int(length)
 
 
 def decode_confirm(packet: bytes) -> Negotiation:

@@ -20,6 +20,7 @@ A probe whose deadline strikes while its name is still being resolved fails with
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import sys
@@ -111,7 +112,7 @@ class Resolver:
             self.lookups += 1
             shared = asyncio.get_running_loop().run_in_executor(self._executor, _getaddrinfo, host, port)
             self._pending[key] = shared
-            shared.add_done_callback(lambda done, key=key: self._forget(key, done))
+            shared.add_done_callback(functools.partial(self._forget, key))
         try:  # shielded: a probe that gives up does not cancel the lookup the others wait for
             return await asyncio.shield(shared)
         except ProbeFailure as failure:  # each probe its own exception, not the one shared

@@ -142,5 +142,5 @@ class QuickConnect:
 _CONNECT_ONLY: set[str] = set()
 
 
-def register_connect_only(probers: dict[str, Prober]) -> None:  # type: ignore[type-arg]
+def register_connect_only(probers: dict[str, Prober]) -> None:
     _CONNECT_ONLY.update(name for name, prober in probers.items() if prober.probe is probe_tcp)

@@ -89,6 +89,7 @@ class KeepsPresentedChain(ssl.SSLObject):
             super().do_handshake()
         except ssl.SSLCertVerificationError as exc:
             try:
+                # ssl's own exception, which has no such field: added here, read with getattr by net.py
                 exc.presented = tls_facts(self, verified=False)  # type: ignore[attr-defined]
             except (ValueError, ssl.SSLError):  # nothing presented to read
                 pass
