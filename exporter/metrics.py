@@ -482,7 +482,9 @@ def render_outcomes(
                                     openmetrics=openmetrics, chunk_lines=chunk_lines))
 
 
-_FAST_FORMATS: dict[str, Literal["text", "openmetrics"]] = {"text/plain": "text", "application/openmetrics-text": "openmetrics"}
+_FAST_FORMATS: dict[str, Literal["text", "openmetrics"]] = {
+    "text/plain": "text", "application/openmetrics-text": "openmetrics",
+}
 
 
 def fast_format(content_type: str) -> Literal["text", "openmetrics"] | None:
