@@ -236,7 +236,8 @@ async def connect_socket(target: ProbeTarget, result: ProbeResult, *, port: int 
             try:
                 sock = await _open_socket(target, address, port)
             except OSError as exc:
-                raise ProbeFailure(reason_for(exc), f"connect to {host_port(address, port)}: {os_error_text(exc)}") from None
+                raise ProbeFailure(reason_for(exc),
+                                   f"connect to {host_port(address, port)}: {os_error_text(exc)}") from None
         result.phases["connect"] = handshake_seconds(sock, result.phases["connect"])
         result.address = address
         result.port = port
