@@ -1,4 +1,4 @@
-"""Command line: serve, check, catalog, validate, report, healthcheck, assets. Prometheus-style flags."""
+"""Command line: serve, check, catalog, validate, report, availability, healthcheck, assets. Prometheus-style flags."""
 
 from __future__ import annotations
 
@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     _check_arguments(commands.add_parser(
         "check", help="probe once, print a table, exit 1 when an expectation is not met"))
     _report_arguments(commands.add_parser("report", help="merge check JSON from several vantages into one page"))
+    _availability_arguments(commands.add_parser(
+        "availability", help="each path's availability and outages over a past range, read from Prometheus"))
     _catalog_arguments(commands.add_parser("catalog", help="print the built-in ILLiad path catalog"))
     _add_common(commands.add_parser("validate", help="check a config file; exit 0 when valid, 1 when not"),
                 vantage=False)
@@ -176,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_assets(args)
     if args.command == "report":
         return cmd_report(args)
+    if args.command == "availability":
+        return cmd_availability(args)
     if args.command == "healthcheck":
         return cmd_healthcheck(args)
     setup_logging(args.log_level, args.log_format)
@@ -461,6 +465,57 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 1
     render = as_html if args.format == "html" else as_markdown
     text = render(matrix, now=time.time())
+    if args.output_file:
+        with open(args.output_file, "w", encoding="utf-8") as out:
+            out.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# -- availability ------------------------------------------------------------------------
+
+
+def _availability_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus' base URL, e.g. "
+                        "http://prometheus:9090 (it must load alerts/illiad-availability.rules.yml)")
+    when = parser.add_argument_group("range (default: the last 30 days)")
+    when.add_argument("--since", metavar="DURATION", help="the last DURATION up to --to, e.g. 30d, 7d, 12h")
+    when.add_argument("--from", dest="start", metavar="TIME", help="start: 2026-11-01, 2026-11-01T02:00Z or a "
+                      "Unix timestamp (UTC unless it names its offset)")
+    when.add_argument("--to", dest="end", metavar="TIME", help="end (default: now)")
+    parser.add_argument("--site", help="only this site")
+    parser.add_argument("--step", metavar="DURATION", help="resolution of outage starts and ends (default: the "
+                        "scrape interval, read from the records)")
+    parser.add_argument("--output", choices=["text", "markdown", "html", "json"], default="text")
+    parser.add_argument("--output-file", "-o", dest="output_file", help="write here instead of standard output")
+    auth = parser.add_argument_group("access to Prometheus")
+    auth.add_argument("--basic-auth-user", dest="username", metavar="USER")
+    auth.add_argument("--basic-auth-password-file", dest="password_file", metavar="FILE")
+    auth.add_argument("--bearer-token-file", dest="bearer_token_file", metavar="FILE")
+    auth.add_argument("--ca-file", dest="ca_file", metavar="FILE", help="CA certificates for an https:// URL")
+    auth.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default: 30)")
+
+
+def cmd_availability(args: argparse.Namespace) -> int:
+    import time
+
+    from .availability import (RENDERERS, AvailabilityError, PrometheusAccess, PrometheusClient, measure,
+                               parse_duration, parse_time)
+
+    try:
+        if args.since and args.start:
+            raise AvailabilityError("give --since or --from, not both")
+        end = parse_time(args.end) if args.end else time.time()
+        start = parse_time(args.start) if args.start else end - parse_duration(args.since or "30d")
+        step = parse_duration(args.step) if args.step else None
+        access = PrometheusAccess(args.prometheus, args.username, args.password_file, args.bearer_token_file,
+                                  args.ca_file, args.timeout)
+        report = measure(PrometheusClient(access), start, end, site=args.site, step=step)
+    except (AvailabilityError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = RENDERERS[args.output](report)
     if args.output_file:
         with open(args.output_file, "w", encoding="utf-8") as out:
             out.write(text)

@@ -46,7 +46,7 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 def test_the_rule_files_exist_and_hold_alerts_and_recording_rules():
     names = {p.name for p in RULE_FILES}
-    assert names == {"illiad-alerts.rules.yml", "illiad-recording.rules.yml"}
+    assert names == {"illiad-alerts.rules.yml", "illiad-recording.rules.yml", "illiad-availability.rules.yml"}
     assert len(alert_rules()) >= 15
     assert RULE_TESTS, "no promtool unit tests under alerts/tests/"
 
