@@ -30,7 +30,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,8 +289,12 @@ def measure(client: PrometheusClient, start: float, end: float, *, site: str | N
     for (key, hour_end), counts in records.items():
         if start <= hour_end - HOUR and hour_end <= end:
             hours[hour_end].append((key, counts))
-    clean = {h for h, rows in hours.items() if all(met >= known for _, (met, known, _) in rows)}
-    spans = _spans(start, end, sorted(clean))
+    clean: list[float] = []
+    for hour_end in sorted(hours):
+        overlaps = clean and hour_end - HOUR < clean[-1]  # the group's offset moved (its file was renamed)
+        if not overlaps and all(met >= known for _, (met, known, _) in hours[hour_end]):
+            clean.append(hour_end)
+    spans = _spans(start, end, clean)
 
     results: dict[PathKey, PathAvailability] = {}
 
@@ -362,7 +366,7 @@ def _raw_queries(sel: str, seconds: float) -> tuple[str, str, str, str]:
 
 
 def _read_raw(client: PrometheusClient, sel: str, span_start: float, span_end: float, step: float,
-              path: Any, *, last: bool) -> None:
+              path: Callable[[PathKey], PathAvailability], *, last: bool) -> None:
     """Count one span's samples from the raw series, window by window, and find its outages."""
     whole = int((span_end - span_start) // step)  # whole steps; a shorter last window is read on its own
     results: list[list[dict[str, Any]]] = [[], [], [], []]
