@@ -45,6 +45,9 @@ MAY_BE_EMPTY: dict[tuple[str, str], str] = {
     ("Article Exchange", "A"): "disabled in this config",
     ("Targets not as expected, with the reason", "B"): "no path that must stay closed answers here",
 }
+# Queries of the hourly availability records: their group runs at its own offset in the hour,
+# which a test of minutes may or may not reach.
+MAY_BE_EITHER = {("Availability of the required paths", "B"), ("Availability of the required paths", "C")}
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -76,7 +79,7 @@ def scaled_rules(target: Path) -> list[Path]:
     out = []
     for path in sorted((ROOT / "alerts").glob("*.rules.yml")):
         text, count = re.subn(r"(?m)^(\s+for:) (\S+)$", lambda m: f"{m.group(1)} {scaled(m.group(2))}", path.read_text())
-        assert count or "recording" in path.name
+        assert count or "- alert:" not in text, f"{path.name} has alerts but no for: to scale"
         copy = target / path.name
         copy.write_text(text)
         out.append(copy)
@@ -453,7 +456,8 @@ async def check_dashboard_queries(api: PromAPI, started: float, *, sites: set[st
         empty, unexpected = [], []
         for title, ref, expr, instant in queries:
             query = expr
-            for name, value in variables.items():
+            span = max(1, int(now - started))  # Grafana's range built-ins, for the dashboard's range
+            for name, value in {"$__range_s": str(span), "$__range": f"{span}s", **variables}.items():
                 query = query.replace(name, value)
             assert "$" not in query, f"{title}: unsubstituted variable in {query}"
             if instant:
@@ -461,6 +465,8 @@ async def check_dashboard_queries(api: PromAPI, started: float, *, sites: set[st
             else:
                 result = (await api.get("/api/v1/query_range", query=query, start=str(started), end=str(now),
                                         step="1"))["result"]
+            if (title, ref) in MAY_BE_EITHER:
+                continue
             if not result and (title, ref) not in MAY_BE_EMPTY:
                 empty.append(f"{title} ({ref}): no data for {query}")
             if result and (title, ref) in MAY_BE_EMPTY:
