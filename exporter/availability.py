@@ -404,7 +404,7 @@ def _read_raw(client: PrometheusClient, sel: str, span_start: float, span_end: f
         last_whole = span_start + whole * step
         timeline = [(ts - step if ts <= last_whole + 0.0005 else last_whole, ts, counts)
                     for ts, counts in sorted(points.items())]
-        outages = list(_outages(timeline, span_end, last=last))
+        outages = list(find_outages(timeline, span_end, last=last))
         reasons_here = sorted(seen_reasons.get((key.site, key.vantage, key.path), []))
         for outage in outages:
             for ts, text in reasons_here:
@@ -413,7 +413,7 @@ def _read_raw(client: PrometheusClient, sel: str, span_start: float, span_end: f
         entry.outages.extend(outages)
 
 
-def _outages(timeline: Iterable[tuple[float, float, list[float]]], span_end: float, *,
+def find_outages(timeline: Iterable[tuple[float, float, list[float]]], span_end: float, *,
              last: bool) -> Iterator[Outage]:
     """Outages in one span's windows (start, end, [met, known, probed]): from the start of the
     first window with a failed sample to the start of the next window where every sample was

@@ -28,7 +28,7 @@ from illiad_exporter import availability
 from illiad_exporter.availability import PrometheusAccess, PrometheusClient, measure
 
 from .certs import write_cert
-from .peers import Peer, free_port, need_binary, prometheus_peer
+from .peers import Peer, free_port, need_binary, nginx_argv, prometheus_peer
 from .readme_blocks import lab_block
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -392,6 +392,30 @@ def test_a_prometheus_that_refuses_the_credentials(prometheus: Prom, tmp_path: P
     assert line.startswith(f"error: cannot reach Prometheus at {prometheus.url}: ") and "CERTIFICATE" in line
 
 
+def test_a_bearer_token_file_is_sent_as_prometheus_clients_send_it(raw_prometheus: Prom, tmp_path: Path) -> None:
+    """nginx in front of Prometheus lets through only "Authorization: Bearer <token>" (as an
+    auth proxy does): with --bearer-token-file the request reaches Prometheus (which answers
+    that it lacks the rules), with another token it is the proxy's 401."""
+    token = "s3cr3t-token"
+    ca = trustme.CA()
+    cert = write_cert(ca, tmp_path / "tls", "proxy", "127.0.0.1")
+    port = free_port()
+    upstream = raw_prometheus.url.removeprefix("http://")
+    locations = (f'        location / {{ if ($http_authorization != "Bearer {token}") {{ return 401 "no"; }} '
+                 f"proxy_pass http://{upstream}; }}\n")
+    proxy = Peer(nginx_argv(tmp_path / "nginx", cert=cert.cert, key=cert.key, https_port=free_port(),
+                            http_port=port, locations=locations), port=port)
+    good, bad = tmp_path / "token", tmp_path / "other"
+    good.write_text(token + "\n")
+    bad.write_text("another-token\n")
+    url = f"http://127.0.0.1:{port}"
+    with proxy:
+        line = _one_line_error(run("--prometheus", url, "--bearer-token-file", str(good), "--since", "1d"))
+        assert line.startswith(f"error: Prometheus at {url} does not record availability"), line
+        line = _one_line_error(run("--prometheus", url, "--bearer-token-file", str(bad), "--since", "1d"))
+        assert line.startswith(f"error: Prometheus at {url} refused the request: HTTP 401 Unauthorized"), line
+
+
 def test_a_range_with_no_data(prometheus: Prom) -> None:
     line = _one_line_error(run(*prometheus.args(), "--from", "2026-10-01", "--to", "2026-10-02"))
     assert line == (f"error: no data: Prometheus at {prometheus.url} holds no illiad series between "
@@ -419,3 +443,38 @@ def test_bad_arguments() -> None:
         "error: the range is empty: --from must be before --to")
     assert _one_line_error(run("--prometheus", "http://127.0.0.1:9", "--bearer-token-file", "/nonexistent")) == (
         "error: bearer token file /nonexistent: No such file or directory")
+
+
+# -- what counts as one outage (no Prometheus needed) --------------------------------------------
+
+
+def _timeline(states: str, step: float = 60.0) -> list[tuple[float, float, list[float]]]:
+    """Windows of one step from 0: '+' every sample met, '-' not met, '?' unknown (no verdict),
+    '~' mixed (one met, one not)."""
+    counts = {"+": [1.0, 1.0, 1.0], "-": [0.0, 1.0, 1.0], "?": [0.0, 0.0, 1.0], "~": [1.0, 2.0, 2.0]}
+    return [(i * step, (i + 1) * step, counts[s]) for i, s in enumerate(states)]
+
+
+def _found(states: str, *, last: bool = True) -> list[tuple[float, float, bool]]:
+    return [(o.start, o.end, o.ongoing)
+            for o in availability.find_outages(_timeline(states), len(states) * 60.0, last=last)]
+
+
+def test_an_outage_runs_from_its_first_failed_step_to_the_first_step_all_met() -> None:
+    assert _found("++---++") == [(120, 300, False)]
+    assert _found("+~--~+") == [(60, 300, False)]  # mixed steps: failed samples in them
+
+
+def test_an_unknown_gap_of_five_minutes_or_less_does_not_split_an_outage() -> None:
+    """The exporter could not tell for 5 minutes in the middle: still one outage, to the first
+    met step; after a longer gap, two, the first ending at its last failed step."""
+    assert _found("+--?????-+") == [(60, 540, False)]
+    assert _found("+--??????-+") == [(60, 180, False), (540, 600, False)]
+
+
+def test_an_outage_at_the_end_of_the_range_is_still_failing() -> None:
+    assert _found("++--") == [(120, 240, True)]
+    assert _found("++--??????") == [(120, 240, False)]  # it stopped being known long before the end
+    # a raw span that ends where a clean hour begins: the path was met right after it
+    assert _found("++--", last=False) == [(120, 240, False)]
+    assert _found("++--??", last=False) == [(120, 360, False)]
