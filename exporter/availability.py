@@ -104,7 +104,7 @@ class PrometheusClient:
             except (OSError, ssl.SSLError) as exc:
                 raise AvailabilityError(f"CA file {access.ca_file}: {_reason(exc)}") from None
 
-    def _call(self, path: str, params: Mapping[str, str], *, post: bool = True) -> Any:
+    def _call(self, path: str, params: Mapping[str, str], *, post: bool = True) -> dict[str, Any]:
         """The ``data`` of an API answer (queries are POSTed, so a long one fits)."""
         encoded = urllib.parse.urlencode(params)
         if post:
@@ -136,7 +136,10 @@ class PrometheusClient:
                                     "base, e.g. http://prometheus:9090?)") from None
         if status != "success":
             raise AvailabilityError(f"{where} refused the query: {answer_json.get('error', status)}")
-        return answer_json.get("data")
+        data = answer_json.get("data")
+        if not isinstance(data, dict):
+            raise AvailabilityError(f"{where} did not answer as Prometheus' API does (no data in its answer)")
+        return data
 
     def recording_rules(self) -> set[str]:
         data = self._call("/api/v1/rules", {"type": "record"}, post=False)
@@ -144,7 +147,8 @@ class PrometheusClient:
 
     def query(self, expr: str, at: float) -> list[dict[str, Any]]:
         data = self._call("/api/v1/query", {"query": expr, "time": _fmt_ts(at)})
-        return data.get("result", [])
+        result: list[dict[str, Any]] = data.get("result", [])
+        return result
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
         """Every point of ``expr`` at start, start+step, ... end, fetched in pages of at most
@@ -282,8 +286,8 @@ def measure(client: PrometheusClient, start: float, end: float, *, site: str | N
     sel = _selector(site)
     records = _hourly_records(client, sel, start, end)
     if step is None:
-        counts = [int(c) for (_, c, _) in records.values()]
-        step = _step_for(max(counts)) if counts and max(counts) > 0 else DEFAULT_STEP
+        per_hour = [int(known) for (_, known, _) in records.values()]
+        step = _step_for(max(per_hour)) if per_hour and max(per_hour) > 0 else DEFAULT_STEP
     # Hours the records cover inside the range, and those where some path failed.
     hours: dict[float, list[tuple[PathKey, tuple[float, float, float]]]] = defaultdict(list)
     for (key, hour_end), counts in records.items():
