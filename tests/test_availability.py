@@ -6,6 +6,7 @@ to 0.1%, the same figures as the records; and every bad input is one line and ex
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import shutil
@@ -223,8 +224,6 @@ def prometheus(raw_prometheus: Prom, history: Path, tmp_path_factory: pytest.Tem
     try:
         base = f"https://127.0.0.1:{peer.port}"
         context = ssl.create_default_context(cafile=str(cert.ca))
-        import base64
-
         _ready(base, context, "Basic " + base64.b64encode(f"reporter:{PASSWORD}".encode()).decode())
         yield Prom(base, cert.ca, password_file)
     finally:
@@ -328,6 +327,7 @@ def test_a_long_range_is_read_in_pages_within_the_point_limit(prometheus: Prom,
 
 
 def test_site_limits_the_report_to_one_site(prometheus: Prom) -> None:
+    """--site reads only that site's series: the other site's paths are not in the report."""
     done = run(*prometheus.args(), "--from", "2026-11-02", "--to", "2026-11-05", "--site", "law-library",
                "--output", "json")
     assert done.returncode == 0, done.stderr
@@ -375,12 +375,15 @@ def _one_line_error(done: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_an_unreachable_prometheus() -> None:
+    """Nothing listens there: one line that names the Prometheus and why, exit 2."""
     port = free_port()
     line = _one_line_error(run("--prometheus", f"http://127.0.0.1:{port}", "--since", "1d"))
     assert line == f"error: cannot reach Prometheus at http://127.0.0.1:{port}: Connection refused"
 
 
 def test_a_prometheus_that_refuses_the_credentials(prometheus: Prom, tmp_path: Path) -> None:
+    """Prometheus with basic auth: no credentials or a wrong password is its 401 in one line;
+    without --ca-file its certificate is not trusted, also one line."""
     line = _one_line_error(run("--prometheus", prometheus.url, "--ca-file", str(prometheus.ca), "--since", "1d"))
     assert line.startswith(f"error: Prometheus at {prometheus.url} refused the request: HTTP 401 Unauthorized")
     wrong = tmp_path / "wrong"
@@ -417,6 +420,7 @@ def test_a_bearer_token_file_is_sent_as_prometheus_clients_send_it(raw_prometheu
 
 
 def test_a_range_with_no_data(prometheus: Prom) -> None:
+    """A month before the history, or a site Prometheus never saw: "no data", exit 2."""
     line = _one_line_error(run(*prometheus.args(), "--from", "2026-10-01", "--to", "2026-10-02"))
     assert line == (f"error: no data: Prometheus at {prometheus.url} holds no illiad series between "
                     "2026-10-01 00:00:00 UTC and 2026-10-02 00:00:00 UTC")
@@ -426,6 +430,7 @@ def test_a_range_with_no_data(prometheus: Prom) -> None:
 
 
 def test_a_prometheus_without_the_recording_rules(raw_prometheus: Prom) -> None:
+    """The history is there but not the availability rules: the line says which file to load."""
     line = _one_line_error(run("--prometheus", raw_prometheus.url, "--from", "2026-11-02", "--to", "2026-11-05"))
     assert line == (f"error: Prometheus at {raw_prometheus.url} does not record availability (no rule "
                     "illiad_path:illiad_path_expectation_met:count_over_time_1h): add illiad-availability.rules.yml "
@@ -433,6 +438,8 @@ def test_a_prometheus_without_the_recording_rules(raw_prometheus: Prom) -> None:
 
 
 def test_bad_arguments() -> None:
+    """A URL without a scheme, a duration or time it cannot read, a range backwards, a token
+    file that is not there: each one line before any request, exit 2."""
     assert _one_line_error(run("--prometheus", "prometheus:9090")) == (
         "error: --prometheus 'prometheus:9090': give an http:// or https:// URL")
     assert _one_line_error(run("--prometheus", "http://127.0.0.1:9", "--since", "30 days")) == (
@@ -461,6 +468,8 @@ def _found(states: str, *, last: bool = True) -> list[tuple[float, float, bool]]
 
 
 def test_an_outage_runs_from_its_first_failed_step_to_the_first_step_all_met() -> None:
+    """Its start is the start of the first step with a failed sample, its end the start of the
+    first step whose samples were all met; a step with both is part of it."""
     assert _found("++---++") == [(120, 300, False)]
     assert _found("+~--~+") == [(60, 300, False)]  # mixed steps: failed samples in them
 
@@ -473,6 +482,8 @@ def test_an_unknown_gap_of_five_minutes_or_less_does_not_split_an_outage() -> No
 
 
 def test_an_outage_at_the_end_of_the_range_is_still_failing() -> None:
+    """Failing up to the range's end: still failing (ongoing), ended at its last failed step;
+    a raw span that ends where a clean hour begins ends the outage there."""
     assert _found("++--") == [(120, 240, True)]
     assert _found("++--??????") == [(120, 240, False)]  # it stopped being known long before the end
     # a raw span that ends where a clean hour begins: the path was met right after it
