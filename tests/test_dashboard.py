@@ -391,3 +391,47 @@ def test_the_panels_in_prometheus_show_the_verdict_per_vantage_and_each_target_a
     file.write_text(yaml.safe_dump(test, sort_keys=False))
     done = subprocess.run([promtool, "test", "rules", str(file)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_availability_row_in_prometheus_shows_shares_outages_and_time_down(tmp_path):
+    """Prometheus' own engine (promtool), with the availability rules evaluated hourly, runs
+    the Availability row's queries over a 2-hour range (Grafana's $__range) at 2h30s, a sample
+    a minute: main-library's sql failed twice (10 and 5 minutes), law-library's sql failed from
+    the first hour on, and an optional path is not in the row. The 7- and 30-day figures come
+    from the hourly records and count the sample at 0 too."""
+    promtool = need_binary("promtool", "prometheus")
+    main = {**MAIN, "vantage": "web_server", "path": "sql", "required": "true"}
+    law = {**LAW, "vantage": "web_server", "path": "sql", "required": "true"}
+    optional = {**MAIN, "vantage": "staff_client", "path": "z3950", "required": "false"}
+
+    def verdict(labels: dict[str, str], values: str) -> dict[str, str]:
+        text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        return {"series": f"illiad_path_expectation_met{{{text}}}", "values": values}
+
+    series = [verdict(main, "1x29 0x9 1x49 0x4 1x25"), verdict(law, "1x60 0x59"), verdict(optional, "0x120")]
+
+    def query(ref: str) -> str:
+        return (_query("Availability of the required paths", ref, site=".*", vantage=".*")
+                .replace("$__range_s", "7200").replace("$__range", "7200s"))
+
+    def rows(main_value: float, law_value: float) -> list[dict[str, Any]]:
+        return [_sample({"site": "main-library", "vantage": "web_server", "path": "sql"}, main_value),
+                _sample({"site": "law-library", "vantage": "web_server", "path": "sql"}, law_value)]
+
+    timeline = next(p for p in panels(board()["panels"]) if p["title"] == "Outages of the required paths")
+    cases = [
+        (query("A"), rows(105 / 120, 60 / 120)),  # samples 1..120: 15 and 60 not met
+        (query("B"), rows(106 / 121, 61 / 121)),  # the records at 0, 1h and 2h: samples 0..120
+        (query("C"), rows(106 / 121, 61 / 121)),
+        (query("D"), rows(2, 1)),  # outages begun in the range
+        (query("E"), rows(900, 3600)),  # seconds down: 1/8 and 1/2 of 2 hours
+        (timeline["targets"][0]["expr"].replace("$site", ".*").replace("$vantage", ".*"), rows(1, 0)),
+    ]
+    test = {"rule_files": [str(ROOT / "alerts" / "illiad-availability.rules.yml")], "evaluation_interval": "1h",
+            "tests": [{"interval": "1m", "input_series": series,
+                       "promql_expr_test": [{"expr": expr, "eval_time": "2h30s", "exp_samples": samples}
+                                            for expr, samples in cases]}]}
+    file = tmp_path / "availability.test.yml"
+    file.write_text(yaml.safe_dump(test, sort_keys=False))
+    done = subprocess.run([promtool, "test", "rules", str(file)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
