@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import http.client
 import json
 import math
 import re
@@ -126,6 +127,8 @@ class PrometheusClient:
                                     f"{': ' + detail if detail else ''}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:  # refused, no such host, TLS, timeout
             raise AvailabilityError(f"cannot reach {where}: {_reason(exc)}") from None
+        except http.client.HTTPException as exc:  # what answered is not an HTTP server
+            raise AvailabilityError(f"cannot reach {where}: the answer is not HTTP ({type(exc).__name__})") from None
         if len(raw) > MAX_ANSWER:
             raise AvailabilityError(f"{where} answered more than {MAX_ANSWER >> 20} MiB; ask for a shorter range")
         try:
@@ -179,7 +182,8 @@ def _reason(exc: BaseException) -> str:
         exc = inner
     if isinstance(exc, TimeoutError):
         return "timed out"
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "..."  # one line, whatever the peer sent
 
 
 def _api_error(exc: urllib.error.HTTPError) -> str:

@@ -29,6 +29,7 @@ from illiad_exporter import availability
 from illiad_exporter.availability import PrometheusAccess, PrometheusClient, measure
 
 from .certs import write_cert
+from .fakes import ThreadedServer, garbage, hold_silently
 from .peers import Peer, free_port, need_binary, nginx_argv, prometheus_peer
 from .readme_blocks import lab_block
 
@@ -379,6 +380,19 @@ def test_an_unreachable_prometheus() -> None:
     port = free_port()
     line = _one_line_error(run("--prometheus", f"http://127.0.0.1:{port}", "--since", "1d"))
     assert line == f"error: cannot reach Prometheus at http://127.0.0.1:{port}: Connection refused"
+
+
+def test_a_server_that_stays_silent_or_answers_garbage() -> None:
+    """A listener that accepts and never answers is a timeout after --timeout; one that sends
+    bytes that are not HTTP is named as such (not the bytes): each one line."""
+    with ThreadedServer(hold_silently) as silent:
+        url = f"http://127.0.0.1:{silent.port}"
+        assert _one_line_error(run("--prometheus", url, "--timeout", "1", "--since", "1d")) == (
+            f"error: cannot reach Prometheus at {url}: timed out")
+    with ThreadedServer(garbage) as noise:
+        url = f"http://127.0.0.1:{noise.port}"
+        line = _one_line_error(run("--prometheus", url, "--timeout", "2", "--since", "1d"))
+        assert line.startswith(f"error: cannot reach Prometheus at {url}: the answer is not HTTP ("), line
 
 
 def test_a_prometheus_that_refuses_the_credentials(prometheus: Prom, tmp_path: Path) -> None:
