@@ -290,8 +290,7 @@ def measure(client: PrometheusClient, start: float, end: float, *, site: str | N
     sel = _selector(site)
     records = _hourly_records(client, sel, start, end)
     if step is None:
-        per_hour = [int(known) for (_, known, _) in records.values()]
-        step = _step_for(max(per_hour)) if per_hour and max(per_hour) > 0 else DEFAULT_STEP
+        step = _scrape_interval(client, sel, start, end)
     # Hours the records cover inside the range, and those where some path failed.
     hours: dict[float, list[tuple[PathKey, tuple[float, float, float]]]] = defaultdict(list)
     for (key, hour_end), counts in records.items():
@@ -323,6 +322,14 @@ def measure(client: PrometheusClient, start: float, end: float, *, site: str | N
                                 f"{_when(start)} and {_when(end)}")
     return Availability(client.access.url, start, end, step, site, [results[k] for k in sorted(results)],
                         hours_from_records=len(clean), hours_read_raw=sum(b - a for a, b in spans) / HOUR)
+
+
+def _scrape_interval(client: PrometheusClient, sel: str, start: float, end: float) -> float:
+    """The scrape interval, from the most verdict samples one series had in an hour (each
+    exporter of an HA pair is a series of its own, not one at twice the rate)."""
+    found = client.query(f"max(max_over_time({COUNT_1H}{sel}{_window(end - start)}))", end)
+    most = int(float(found[0]["value"][1])) if found else 0
+    return _step_for(most) if most > 0 else DEFAULT_STEP
 
 
 def _hourly_records(client: PrometheusClient, sel: str,
