@@ -24,7 +24,6 @@ import datetime as dt
 import html
 import http.client
 import json
-import math
 import re
 import ssl
 import urllib.error
