@@ -12,7 +12,8 @@ What is honoured, as the toolkit does it:
   the web config file.
 - ``basic_auth_users``: user -> bcrypt hash, checked on every request to every endpoint,
   health and readiness included (the toolkit wraps the whole handler the same way); a
-  401 carries ``WWW-Authenticate: Basic``. How the check runs (bcrypt on a thread of its
+  401 carries ``WWW-Authenticate: Basic``. A hash's cost must be 4 to 14
+  (``BCRYPT_MAX_COST`` says why); Go's bcrypt takes up to 31. How the check runs (bcrypt on a thread of its
   own, its cache, unknown users, 429 when too many wait) is said in webaccess.py.
 - ``http_server_config.headers`` (the toolkit's short list of security headers and values)
   and ``rate_limit`` (``interval``, ``burst``: 429 when exceeded).
@@ -62,7 +63,17 @@ _EXTRA_HEADERS: dict[str, tuple[str, ...]] = {
     "Strict-Transport-Security": (), "X-Content-Type-Options": ("nosniff",),
     "X-Frame-Options": ("deny", "sameorigin"), "X-XSS-Protection": (), "Content-Security-Policy": (),
 }
-_BCRYPT = re.compile(r"^\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}$")
+_BCRYPT = re.compile(r"^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$")
+# bcrypt's own range starts at 4 (the library refuses a lower cost: such a hash never
+# matches). The top is ours: each step doubles the CPU of checking a password (one core of
+# the test machine: cost 12 0.24 s, 14 0.93 s, 16 4.8 s), a login waits for it, and one
+# check runs at a time. At 14, the 8 logins allowed to wait and the one being checked fit
+# in a 10 s scrape timeout, and one check in the container healthcheck's 3 s; the toolkit's
+# users make hashes of 10 to 12 (htpasswd -nBC 10; Python's bcrypt.gensalt() is 12). Go's
+# bcrypt takes up to 31: a day and a half a check.
+BCRYPT_MIN_COST = 4
+BCRYPT_MAX_COST = 14
+_SECONDS_AT_COST_12 = 0.25  # about, on a server core: for the error that says what a cost costs
 _UNSUPPORTED_TEXT = "is not supported by this exporter (Python's ssl module has no equivalent); remove it"
 # Go's crypto/tls suite names (what the toolkit's cipher_suites takes) -> OpenSSL's names.
 _GO_CIPHER_SUITES = {
@@ -149,9 +160,44 @@ def _one_curve(value: Any) -> Any:
 
 
 def _bcrypt_hash(value: Any) -> str:
-    if not isinstance(value, str) or not _BCRYPT.match(value):
+    """A hash bcrypt can check, at a cost a login can wait for; the errors never quote it."""
+    found = _BCRYPT.match(value) if isinstance(value, str) else None
+    if found is None:
         raise ValueError("not a bcrypt hash (expected $2y$10$... as made by htpasswd -nB or python -m bcrypt)")
-    return value
+    cost = int(found.group(1))
+    if cost < BCRYPT_MIN_COST:
+        raise ValueError(f"bcrypt cost {cost} is below {BCRYPT_MIN_COST}, bcrypt's minimum: no password "
+                         f"would ever match it; make the hash again (htpasswd -nBC 12)")
+    if cost > BCRYPT_MAX_COST:
+        takes = _duration(_SECONDS_AT_COST_12 * 2 ** (cost - 12))
+        raise ValueError(f"bcrypt cost {cost} is above {BCRYPT_MAX_COST}, the most this exporter accepts: each step "
+                         f"doubles the CPU time of checking a password, and a login waits for it (cost 12: about "
+                         f"{_SECONDS_AT_COST_12:g} s; {cost}: about {takes}); make the hash with a cost of 10 to 12 "
+                         "(htpasswd -nBC 12)")
+    if not _bcrypt_parses(value):
+        raise ValueError("not a hash bcrypt can check (its salt does not decode); make the hash again "
+                         "(htpasswd -nBC 12)")
+    return found.string
+
+
+def _bcrypt_parses(value: str) -> bool:
+    """Whether bcrypt itself reads the hash (the salt's last character, for one, has bits
+    that must be zero): checked at the cheapest cost, so loading costs a millisecond a user."""
+    import bcrypt
+
+    cheapest = f"{value[:4]}{BCRYPT_MIN_COST:02d}{value[6:]}"
+    try:
+        bcrypt.checkpw(b"", cheapest.encode())
+    except ValueError:
+        return False
+    return True
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 Unsupported = Annotated[Any, BeforeValidator(_unsupported)]

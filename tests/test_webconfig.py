@@ -30,6 +30,10 @@ from .peers import need_binary
 from .test_reload import site_config
 
 PASSWORD = "correct horse battery staple"
+# What follows $2y$NN$ in a real hash (made with bcrypt.hashpw): any cost can be put before it.
+SALT_AND_DIGEST = "MMCr8ttChrB8yt3h.CH8a.p4EoW1zqxDELD/YUMcH.Z3BjcuNCK0a"
+# The salt's 22nd character has bits bcrypt requires to be zero (a hand-edited hash)
+BAD_SALT_AND_DIGEST = SALT_AND_DIGEST[:21] + "b" + SALT_AND_DIGEST[22:]
 ENDPOINTS = ["/", "/metrics", "/probe?site=alpha", "/-/healthy", "/-/ready", "/nowhere"]
 
 
@@ -221,6 +225,18 @@ def test_unknown_users_cost_a_bcrypt_check_too():
     ("basic_auth_users:\n  prometheus: hunter2\n",
      ["web.yml:2:3: basic_auth_users.prometheus: not a bcrypt hash (expected $2y$10$... as made by htpasswd -nB "
       "or python -m bcrypt)"]),
+    pytest.param("basic_auth_users:\n  slow: $2y$31$@SALTED\n", [
+        "web.yml:2:3: basic_auth_users.slow: bcrypt cost 31 is above 14, the most this exporter accepts: each step "
+        "doubles the CPU time of checking a password, and a login waits for it (cost 12: about 0.25 s; 31: about 36 "
+        "hours); make the hash with a cost of 10 to 12 (htpasswd -nBC 12)"], id="bcrypt-cost-above-the-bound"),
+    pytest.param("basic_auth_users:\n  fast: $2y$03$@SALTED\n", [
+        "web.yml:2:3: basic_auth_users.fast: bcrypt cost 3 is below 4, bcrypt's minimum: no password would ever "
+        "match it; make the hash again (htpasswd -nBC 12)"], id="bcrypt-cost-below-its-minimum"),
+    pytest.param("basic_auth_users:\n  odd: $2b$10$@BADSALT\n  old: $2$10$@SALTED\n", [
+        "web.yml:2:3: basic_auth_users.odd: not a hash bcrypt can check (its salt does not decode); make the hash "
+        "again (htpasswd -nBC 12)",
+        "web.yml:3:3: basic_auth_users.old: not a bcrypt hash (expected $2y$10$... as made by htpasswd -nB or "
+        "python -m bcrypt)"], id="bcrypt-hashes-bcrypt-cannot-read"),
     ("basic_auth_user: {}\n", ["web.yml:1:1: basic_auth_user: unknown key"]),
     ("http_server_config: {headers: {X-Powered-By: me, X-Frame-Options: allow}}\n",
      ["web.yml:1:32: http_server_config.headers.X-Powered-By: HTTP header 'X-Powered-By' can not be configured",
@@ -231,7 +247,8 @@ def test_unknown_users_cost_a_bcrypt_check_too():
 def test_bad_web_configs_are_refused_with_file_line_and_reason(tmp_path, pki, text, errors):
     def fill(template: str) -> str:
         return (template.replace("@CERT", str(pki.server.cert)).replace("@KEY", str(pki.server.key))
-                .replace("@CA", str(pki.server.ca)).replace("@DIR", str(tmp_path)))
+                .replace("@CA", str(pki.server.ca)).replace("@DIR", str(tmp_path))
+                .replace("@SALTED", SALT_AND_DIGEST).replace("@BADSALT", BAD_SALT_AND_DIGEST))
 
     web_yml = tmp_path / "web.yml"
     web_yml.write_text(fill(text))
@@ -244,9 +261,13 @@ def test_bad_web_configs_are_refused_with_file_line_and_reason(tmp_path, pki, te
         assert lines == [fill(e).replace(str(tmp_path) + "/", "") for e in errors]
 
 
-def test_serve_refuses_to_start_with_a_bad_web_config(tmp_path, silent_port):
+@pytest.mark.parametrize(("users", "error"), [
+    ("{prometheus: plain-text-password}", "basic_auth_users.prometheus: not a bcrypt hash"),
+    (f"{{prometheus: $2y$31${SALT_AND_DIGEST}}}", "basic_auth_users.prometheus: bcrypt cost 31 is above 14"),
+])
+def test_serve_refuses_to_start_with_a_bad_web_config(tmp_path, silent_port, users, error):
     web_yml = tmp_path / "web.yml"
-    web_yml.write_text("basic_auth_users: {prometheus: plain-text-password}\n")
+    web_yml.write_text(f"basic_auth_users: {users}\n")
     config = site_config(tmp_path / "c.yml", "alpha", {"a_sql": silent_port})
     result = subprocess.run(
         [sys.executable, "-m", "illiad_exporter", "serve", "--config.file", str(config), "--vantage", "web_server",
@@ -254,8 +275,8 @@ def test_serve_refuses_to_start_with_a_bad_web_config(tmp_path, silent_port):
         capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert result.stderr.startswith("invalid web config, not starting:\n")
-    assert f"{web_yml}:1:20: basic_auth_users.prometheus: not a bcrypt hash" in result.stderr
-    assert "plain-text-password" not in result.stderr  # not even a wrong secret is echoed
+    assert f"{web_yml}:1:20: {error}" in result.stderr
+    assert users.split(": ")[1].rstrip("}") not in result.stderr  # not even a wrong secret is echoed
 
 
 def test_relative_paths_are_relative_to_the_web_config_file(tmp_path, pki):
