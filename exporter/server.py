@@ -216,6 +216,8 @@ async def serve(state: ExporterState, listen_addresses: Sequence[ListenAddress],
     try:
         await stop.wait()
         log.info("shutting down: no new connections; in-flight scrapes finish by their deadline")
+        if web_config is not None:
+            web_config.close()  # logins waiting for bcrypt are answered 503 now
     finally:
         # stop listening, then aiohttp waits for running handlers; every scrape is bounded
         # by its deadline, so this ends by the longest probe timeout.

@@ -5,7 +5,9 @@ webconfig.py reads the file and builds these checks; this module knows nothing o
 Basic auth: bcrypt runs on a thread of its own and its results are cached (least recently
 used first out) by a hash of user, stored hash and password; an unknown user is checked
 against a fixed hash so timing does not tell which users exist; beyond 8 unknown passwords
-waiting for bcrypt, a request with another unknown one is answered 429 at once.
+waiting for bcrypt, a request with another unknown one is answered 429 at once. When the
+server stops, the logins still waiting are answered 503 at once, and a check running in
+bcrypt's C code does not keep the process alive (the thread is a daemon).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import queue
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -53,7 +56,12 @@ def access_middleware(config: AccessRules) -> Callable[..., Awaitable[web.Stream
         if allowed_sans is not None and not _client_san_allowed(request, allowed_sans):
             return _with(web.Response(status=403, text="Forbidden: client certificate not allowed\n"), headers)
         if config.auth is not None:
-            verdict = await config.auth.check(request.headers.get("Authorization", ""))
+            try:
+                verdict = await config.auth.check(request.headers.get("Authorization", ""))
+            except ShuttingDown:
+                response = web.Response(status=503, text="Service Unavailable: shutting down\n",
+                                        headers={"Connection": "close"})
+                return _with(response, headers)
             if verdict is None:  # too many unknown passwords already waiting for bcrypt
                 response = web.Response(status=429, text="Too Many Requests: too many logins being checked\n",
                                         headers={"Retry-After": "1"})
@@ -96,8 +104,10 @@ class BasicAuth:
     with an unknown password is answered 429 at once (check returns None), so hundreds of
     guessers cannot queue work in front of the real scraper, whose password is cached."""
 
-    def __init__(self, users: dict[str, str], *, cache_size: int = 1024, max_waiting: int = 8) -> None:
+    def __init__(self, users: dict[str, str], *, checks: PasswordChecks | None = None, cache_size: int = 1024,
+                 max_waiting: int = 8) -> None:
         self.users = {user: hashed.encode() for user, hashed in users.items()}
+        self.checks = checks if checks is not None else PasswordChecks()
         self._cache: OrderedDict[bytes, bool] = OrderedDict()
         self._cache_size = cache_size
         self._max_waiting = max_waiting
@@ -106,7 +116,8 @@ class BasicAuth:
 
     async def check(self, authorization: str) -> bool | None:
         """True: a known user's right password; False: anything else; None: not checked now
-        (too many unknown passwords already waiting for bcrypt)."""
+        (too many unknown passwords already waiting for bcrypt). ShuttingDown: the server
+        stops before bcrypt could check it."""
         credentials = _parse_basic(authorization)
         if credentials is None:
             return False
@@ -123,7 +134,7 @@ class BasicAuth:
         self._waiting += 1
         try:
             self.bcrypt_checks += 1
-            cached = await asyncio.get_running_loop().run_in_executor(_BCRYPT_EXECUTOR, _bcrypt_ok, password, hashed)
+            cached = await self.checks.verify(password, hashed)
         finally:
             self._waiting -= 1
         self._cache[key] = cached
@@ -132,8 +143,80 @@ class BasicAuth:
         return known and cached
 
 
-# bcrypt is CPU: one check at a time, like the toolkit, on a thread of its own
-_BCRYPT_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="illiad-bcrypt")
+class ShuttingDown(Exception):
+    """The server stops: a login still waiting for bcrypt is not checked (answered 503)."""
+
+
+class PasswordChecks:
+    """The bcrypt checks of one server (one web config, across its reloads), run one at a
+    time by the process's bcrypt thread; :meth:`close` answers every login still waiting
+    (ShuttingDown) and refuses new ones, so a stopping server waits for no check."""
+
+    def __init__(self) -> None:
+        self._waiting: set[asyncio.Future[bool]] = set()
+        self.closed = False
+
+    async def verify(self, password: bytes, hashed: bytes) -> bool:
+        if self.closed:
+            raise ShuttingDown
+        future = _BCRYPT_THREAD.submit(password, hashed)
+        self._waiting.add(future)
+        try:
+            return await future
+        finally:
+            self._waiting.discard(future)
+
+    def close(self) -> None:
+        self.closed = True
+        for future in self._waiting:
+            if not future.done():
+                future.set_exception(ShuttingDown())
+
+
+class _BcryptThread:
+    """bcrypt is CPU: one check at a time, like the toolkit, on a thread of its own (never
+    the loop's default pool, which name lookups and reloads share).
+
+    A daemon thread, not a ThreadPoolExecutor: the interpreter joins an executor's threads
+    at exit, and a check cannot be interrupted once bcrypt's C code runs, so a stopped
+    server stayed alive until it ended (with a cost-31 hash, hours at 100% CPU). A daemon
+    ends with the process. A check whose login is no longer waiting (answered at shutdown,
+    or its request cancelled) is skipped rather than run."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool], bytes, bytes]] = (
+            queue.SimpleQueue())
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, password: bytes, hashed: bytes) -> asyncio.Future[bool]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():  # first use, or in a forked child
+                self._thread = threading.Thread(target=self._run, name="illiad-bcrypt", daemon=True)
+                self._thread.start()
+        self._jobs.put((loop, future, password, hashed))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            loop, future, password, hashed = self._jobs.get()
+            if future.done():  # read off the loop's thread: at worst one check runs for nobody
+                continue
+            ok = _bcrypt_ok(password, hashed)
+            try:
+                loop.call_soon_threadsafe(_settle, future, ok)
+            except RuntimeError:  # its loop is closed
+                pass
+
+
+def _settle(future: asyncio.Future[bool], ok: bool) -> None:
+    if not future.done():
+        future.set_result(ok)
+
+
+_BCRYPT_THREAD = _BcryptThread()
 
 
 def _bcrypt_ok(password: bytes, hashed: bytes) -> bool:

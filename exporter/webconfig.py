@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -47,7 +47,7 @@ from pydantic import BeforeValidator, Field
 
 from .config import parse_duration
 from .configfile import ConfigError, ConfigIssue, Issues, Loc, StrictModel, compose_yaml, read_text
-from .webaccess import BasicAuth, RateLimiter, access_middleware
+from .webaccess import BasicAuth, PasswordChecks, RateLimiter, access_middleware
 
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -251,6 +251,8 @@ class WebConfig:
     ssl_context: ssl.SSLContext | None
     auth: BasicAuth | None = None
     limiter: RateLimiter | None = None
+    # the bcrypt checks of every auth this config has had (a reload keeps them): close() ends them
+    password_checks: PasswordChecks = field(default_factory=PasswordChecks)
 
     @property
     def scheme(self) -> str:
@@ -270,7 +272,7 @@ class WebConfig:
         certificate needs no restart). A file that fails to load, or changes what only a
         restart can (TLS on or off, client authentication, versions), keeps the running one."""
         try:
-            new = load_web_config(self.file)
+            new = load_web_config(self.file, password_checks=self.password_checks)
         except ConfigError as error:
             return error
         old_tls, new_tls = self.model.tls_server_config, new.model.tls_server_config
@@ -292,6 +294,11 @@ class WebConfig:
         self.model, self.auth, self.limiter = new.model, new.auth, new.limiter
         return None
 
+    def close(self) -> None:
+        """The server stops: logins still waiting for bcrypt are answered 503 at once, so
+        shutdown waits for no password check, and none starts."""
+        self.password_checks.close()
+
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
         """Rate limit, client certificate names, basic auth and headers on every request
         (webaccess.py), as this config says at the time of the request."""
@@ -301,8 +308,9 @@ class WebConfig:
 # --- loading ------------------------------------------------------------------------------
 
 
-def load_web_config(path: str | Path) -> WebConfig:
-    """Read and check a web config; ConfigError (file:line: key: reason) when it is wrong."""
+def load_web_config(path: str | Path, *, password_checks: PasswordChecks | None = None) -> WebConfig:
+    """Read and check a web config; ConfigError (file:line: key: reason) when it is wrong.
+    ``password_checks``: the running config's, on a reload."""
     file = str(path)
     raw, issues = compose_yaml(read_text(path, "web config"), file)
     if raw is None:
@@ -323,10 +331,11 @@ def load_web_config(path: str | Path) -> WebConfig:
         issues.add(("rate_limit", "interval"), "burst needs an interval")
     issues.raise_if_any()
     limit = model.rate_limit
+    checks = password_checks if password_checks is not None else PasswordChecks()
     return WebConfig(
         file=file, model=model, ssl_context=context,
-        auth=BasicAuth(dict(model.basic_auth_users)) if model.basic_auth_users else None,
-        limiter=RateLimiter(limit.interval, limit.burst) if limit.interval else None,
+        auth=BasicAuth(dict(model.basic_auth_users), checks=checks) if model.basic_auth_users else None,
+        limiter=RateLimiter(limit.interval, limit.burst) if limit.interval else None, password_checks=checks,
     )
 
 
