@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from . import __version__
 from .catalog import CATALOG, CatalogPath, Require, Role, paths_for
 from .config import Config, ConfigError, load_config
+from .escape import markdown, markdown_fence, visible
 from .eventloop import EVENT_LOOPS, run_on_loop
 from .explain import Explanation, explain_verdicts
 from .explain import as_markdown as explain_markdown
@@ -400,8 +401,8 @@ def check_markdown(vantage: str, verdicts: Sequence[PathVerdict], skipped: Seque
     """The check as a report to paste into a ticket: the table, then each failing path explained."""
     not_met = sum(1 for v in verdicts if v.met is not True)
     verdict = "every expectation met" if not not_met else f"{not_met} path(s) NOT as expected"
-    lines = [f"## ILLiad network paths from {vantage}", "", f"Checked {_utc_now()}: {verdict}.", "", "```",
-             check_table(verdicts, skipped), "```", ""]
+    lines = [f"## ILLiad network paths from {vantage}", "", f"Checked {_utc_now()}: {verdict}.", "",
+             markdown_fence(check_table(verdicts, skipped)), ""]
     if explanations:
         lines.append(explain_markdown(explanations))
     return "\n".join(lines).rstrip() + "\n"
@@ -446,8 +447,10 @@ def check_table(verdicts: Sequence[PathVerdict], skipped: Sequence[Skipped] = ()
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    """Aligned columns; what a config says is shown with its control characters escaped."""
+    rows = [[visible(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
 # -- report ----------------------------------------------------------------------------
@@ -555,7 +558,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         print("| " + " | ".join(keys) + " |")
         print("|" + " --- |" * len(keys))
         for row in rows:
-            print("| " + " | ".join(row[k].replace("|", "\\|") for k in keys) + " |")
+            print("| " + " | ".join(markdown(row[k]) for k in keys) + " |")
     else:
         keys = ["id", "routes", "ports", "prober", "need", "expect", "require", "default"]
         print(_table([[k.upper() for k in keys]] + [[row[k] for k in keys] for row in rows]))

@@ -11,7 +11,6 @@ elsewhere from the JSON says the same.
 
 from __future__ import annotations
 
-import re
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import TypeVar
 
 from .catalog import BY_ID, Require, Role
 from .config import Config
+from .escape import markdown, markdown_code, markdown_fence, visible
 from .probers.base import ProbeResult, ProbeTarget
 from .scrape import Outcome
 from .verdict import PathVerdict, verdicts_of
@@ -353,7 +353,7 @@ def _heading(e: Explanation) -> str:
 
 
 def as_text(explanations: Sequence[Explanation]) -> str:
-    """The ``check --explain`` block under the table."""
+    """The ``check --explain`` block under the table (control characters shown escaped)."""
     blocks = []
     for e in explanations:
         lines = [_heading(e), f"  Impact: {e.impact}" if e.impact else "  Impact: (none recorded)"]
@@ -365,30 +365,27 @@ def as_text(explanations: Sequence[Explanation]) -> str:
                 lines.append(f"  Windows firewall on {r.windows_host}: {r.powershell}")
         if e.note:
             lines.append(f"  {e.note}")
-        blocks.append("\n".join(lines))
+        blocks.append("\n".join(visible(line) for line in lines))
     return "\n\n".join(blocks)
 
 
 def as_markdown(explanations: Sequence[Explanation]) -> str:
-    """The explanations as ticket-ready markdown sections."""
+    """The explanations as ticket-ready markdown sections; what came from the config is
+    escaped (escape.py), as ``report`` escapes what it reads."""
     out = []
     for e in explanations:
-        out += [f"### {_md(_heading(e))}", "", f"**Impact:** {_md(e.impact or '(none recorded)')}", ""]
+        out += [f"### {markdown(_heading(e))}", "", f"**Impact:** {markdown(e.impact or '(none recorded)')}", ""]
         for d in e.diagnoses:
-            out.append(f"- **{d.reason}** `{d.target}`: {_md(d.text)}")
+            out.append(f"- **{markdown(d.reason)}** {markdown_code(d.target)}: {markdown(d.text)}")
         out.append("")
         for r in e.rules:
-            out += ["Rule for the network team:", "", "```", r.network, "```", ""]
+            out += ["Rule for the network team:", "", markdown_fence(r.network), ""]
             if r.powershell:
-                out += [f"Windows Defender Firewall, on {r.windows_host} (PowerShell as administrator):", "",
-                        "```powershell", r.powershell, "```", ""]
+                out += [f"Windows Defender Firewall, on {markdown(r.windows_host)} (PowerShell as administrator):", "",
+                        markdown_fence(r.powershell, "powershell"), ""]
         if e.note:
-            out += [_md(e.note), ""]
+            out += [markdown(e.note), ""]
     return "\n".join(out).rstrip() + "\n"
-
-
-def _md(text: str) -> str:
-    return re.sub(r"([\\`*|<])", r"\\\1", text)
 
 
 # -- from probe results ------------------------------------------------------------------

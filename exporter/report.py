@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .escape import markdown, markdown_code, markdown_fence
+
 
 class ReportError(Exception):
     """A file that is not ``check --output json``; the message names the file and the problem."""
@@ -115,46 +117,44 @@ def _explanation(entry: Mapping[str, Any]) -> Mapping[str, Any]:
 # -- markdown ----------------------------------------------------------------------------
 
 
-def _md(text: object) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`").replace("<", "\\<")
-
-
 def as_markdown(matrix: Matrix, *, now: float) -> str:
     runs = matrix.runs
     out = ["# ILLiad network paths: the whole installation", "",
            f"Report made {_utc(now)} from {len(runs)} check run(s):", ""]
     for r in runs:
-        out.append(f"- **{_md(r.label)}**: `{_md(r.file)}`" + (f", checked {_md(r.checked_at)}" if r.checked_at else ""))
+        out.append(f"- **{markdown(r.label)}**: {markdown_code(r.file)}"
+                   + (f", checked {markdown(r.checked_at)}" if r.checked_at else ""))
     failures = matrix.failures()
     out += ["", f"**{len(failures)} failing path(s).** OK: as expected; FAIL: not as expected; ?: unknown "
                 "(the exporter could not tell); -: the path does not start there.", ""]
-    out.append("| site | path | need | " + " | ".join(_md(r.label) for r in runs) + " |")
+    out.append("| site | path | need | " + " | ".join(markdown(r.label) for r in runs) + " |")
     out.append("| --- | --- | --- |" + " --- |" * len(runs))
     for site, path in matrix.rows:
         info = matrix.info(site, path)
         need = "required" if info.get("required") else "optional"
         cells = [_CELL_TEXT[state(matrix.cells.get((site, path, r.label)))] for r in runs]
-        out.append(f"| {_md(site)} | {_md(path)} | {need} | " + " | ".join(cells) + " |")
+        out.append(f"| {markdown(site)} | {markdown(path)} | {need} | " + " | ".join(cells) + " |")
     if failures:
         out += ["", "## What failed, what it breaks, and the rule to ask for", ""]
     for run, entry in failures:
         e = _explanation(entry)
         need = "required" if entry.get("required") else "optional"
         title = f": {entry['title']}" if entry.get("title") else ""
-        out += [f"### {_md(entry['path'])} ({need}) from {_md(run.label)}, site {_md(entry['site'])}{_md(title)}", ""]
-        out += [f"**Impact:** {_md(e.get('impact') or entry.get('impact') or '(none recorded)')}", ""]
+        heading = f"{entry['path']} ({need}) from {run.label}, site {entry['site']}{title}"
+        out += [f"### {markdown(heading)}", ""]
+        out += [f"**Impact:** {markdown(e.get('impact') or entry.get('impact') or '(none recorded)')}", ""]
         for d in e.get("diagnosis", []):
-            out.append(f"- **{_md(d['reason'])}** `{_md(d['target'])}`: {_md(d['text'])}")
+            out.append(f"- **{markdown(d['reason'])}** {markdown_code(d['target'])}: {markdown(d['text'])}")
         if not e.get("diagnosis") and entry.get("summary"):
-            out.append(f"- {_md(entry['summary'])}")
+            out.append(f"- {markdown(entry['summary'])}")
         out.append("")
         for rule in e.get("rules", []):
-            out += ["Rule for the network team:", "", "```", str(rule["network"]), "```", ""]
+            out += ["Rule for the network team:", "", markdown_fence(rule["network"]), ""]
             if rule.get("powershell"):
-                out += [f"Windows Defender Firewall, on {_md(rule['windows_host'])} (PowerShell as administrator):",
-                        "", "```powershell", str(rule["powershell"]), "```", ""]
+                out += [f"Windows Defender Firewall, on {markdown(rule['windows_host'])} (PowerShell as administrator):",
+                        "", markdown_fence(rule["powershell"], "powershell"), ""]
         if e.get("rule_note"):
-            out += [_md(e["rule_note"]), ""]
+            out += [markdown(e["rule_note"]), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
