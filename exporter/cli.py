@@ -463,9 +463,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     try:
         matrix = build_matrix(load_runs(args.files))
-    except ReportError as error:
+    except ReportError as error:  # bad input: exit 2, as for bad arguments
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     render = as_html if args.format == "html" else as_markdown
     text = render(matrix, now=time.time())
     if args.output_file:

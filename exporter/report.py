@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,29 +36,17 @@ class Run:
 
 
 def load_runs(files: Sequence[str]) -> list[Run]:
-    """Read every file; all problems at once, each naming its file."""
+    """Read every file; all problems at once, one line each, naming its file."""
     runs: list[Run] = []
     problems: list[str] = []
     for file in files:
-        try:
-            data = json.loads(Path(file).read_text(encoding="utf-8"))
-        except OSError as exc:
-            problems.append(f"{file}: cannot read: {exc.strerror or exc}")
+        data, problem = _read_json(file)
+        if problem is None:
+            problem = _run_problem(data)
+        if problem is not None:
+            problems.append(f"{file}{problem}")
             continue
-        except json.JSONDecodeError as exc:
-            problems.append(f"{file}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}")
-            continue
-        if not isinstance(data, dict) or not isinstance(data.get("vantage"), str) \
-                or not isinstance(data.get("paths"), list):
-            problems.append(f"{file}: not the output of 'illiad-exporter check --output json' "
-                            "(needs \"vantage\" and \"paths\")")
-            continue
-        bad = [i for i, p in enumerate(data["paths"]) if not isinstance(p, dict) or not {"site", "path"} <= set(p)]
-        if bad:
-            problems.append(f"{file}: paths[{bad[0]}] has no site and path")
-            continue
-        runs.append(Run(data["vantage"], data["vantage"], file, str(data.get("checked_at", "")),
-                        tuple(data["paths"])))
+        runs.append(Run(data["vantage"], data["vantage"], file, data.get("checked_at") or "", tuple(data["paths"])))
     if problems:
         raise ReportError("\n".join(problems))
     if not runs:
@@ -69,6 +58,82 @@ def load_runs(files: Sequence[str]) -> list[Run]:
             r.checked_at, r.paths)
         for r in runs
     ]
+
+
+def _read_json(file: str) -> tuple[Any, str | None]:
+    """The file's JSON, or what is wrong (after the file name: ": ..." or ":line:col: ...")."""
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        return None, f": cannot read: {exc.strerror or exc}"
+    except UnicodeDecodeError as exc:
+        return None, f": not JSON: not UTF-8 text (byte {exc.start})"
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f":{exc.lineno}:{exc.colno}: not JSON: {exc.msg}"
+    except RecursionError:  # Python's parser recurses once per level of nesting
+        return None, ": not JSON this report reads: nested too deeply for Python's JSON parser (it stops near " \
+                     f"{sys.getrecursionlimit():,} levels)"
+    except ValueError as exc:  # a number longer than Python converts (4,300 digits)
+        return None, f": not JSON this report reads: {str(exc).split(';')[0]}"
+
+
+_NOT_CHECK_OUTPUT = ": not the output of 'illiad-exporter check --output json' (needs \"vantage\" and \"paths\")"
+# What the report reads of a path entry and of its explanation, with the JSON types each may
+# have (as check writes them) and whether it must be there: anything else is refused with
+# where it is, never rendered, never a traceback.
+_TEXT, _TEXT_OR_NULL, _FLAG = (str,), (str, type(None)), (bool, type(None))
+Fields = dict[str, tuple[tuple[type, ...], bool]]
+_ENTRY: Fields = {"site": (_TEXT, True), "path": (_TEXT, True), "title": (_TEXT_OR_NULL, False),
+                  "impact": (_TEXT_OR_NULL, False), "summary": (_TEXT_OR_NULL, False), "required": (_FLAG, False),
+                  "met": (_FLAG, False), "explanation": ((dict, type(None)), False)}
+_EXPLANATION: Fields = {"impact": (_TEXT_OR_NULL, False), "rule_note": (_TEXT_OR_NULL, False),
+                        "diagnosis": ((list,), False), "rules": ((list,), False)}
+_LISTS: dict[str, Fields] = {
+    "diagnosis": {"reason": (_TEXT, True), "target": (_TEXT, True), "text": (_TEXT, True)},
+    "rules": {"network": (_TEXT, True), "powershell": (_TEXT_OR_NULL, False), "windows_host": (_TEXT_OR_NULL, False)},
+}
+_JSON_TYPE = {str: "a string", bool: "true or false", dict: "an object", list: "a list", type(None): "null"}
+
+
+def _run_problem(data: Any) -> str | None:
+    """What makes ``data`` unreadable as a check run (after the file name), or None."""
+    if not isinstance(data, dict) or not isinstance(data.get("vantage"), str) \
+            or not isinstance(data.get("paths"), list):
+        return _NOT_CHECK_OUTPUT
+    if not isinstance(data.get("checked_at"), _TEXT_OR_NULL):
+        return ": checked_at: not a string"
+    for i, entry in enumerate(data["paths"]):
+        if not isinstance(entry, dict) or not {"site", "path"} <= set(entry):
+            return f": paths[{i}] has no site and path"
+        problem = _fields_problem(entry, _ENTRY, f"paths[{i}]")
+        if problem is None and entry.get("explanation"):
+            problem = _explanation_problem(entry["explanation"], f"paths[{i}].explanation")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _explanation_problem(explanation: Mapping[str, Any], where: str) -> str | None:
+    problem = _fields_problem(explanation, _EXPLANATION, where)
+    for key, fields in _LISTS.items():
+        for i, item in enumerate(explanation.get(key, ()) if problem is None else ()):
+            at = f"{where}.{key}[{i}]"
+            problem = _fields_problem(item, fields, at) if isinstance(item, dict) else f": {at}: not an object"
+            if problem is not None:
+                return problem
+    return problem
+
+
+def _fields_problem(found: Mapping[str, Any], fields: Fields, where: str) -> str | None:
+    for key, (types, required) in fields.items():
+        if key not in found:
+            if required:
+                return f": {where}: has no {key}"
+        elif not isinstance(found[key], types):
+            return f": {where}.{key}: not {' or '.join(_JSON_TYPE[t] for t in types)}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

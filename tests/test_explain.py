@@ -340,3 +340,48 @@ def test_a_closed_path_the_exporter_could_not_probe_is_unknown_not_open() -> Non
     assert e is not None
     assert [d.reason for d in e.diagnoses] == ["exporter"] and e.rules == ()
     assert e.note == "The path's state is unknown: the exporter could not probe it."
+
+
+def _report(tmp_path: Path, *files: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "illiad_exporter", "report", *files], capture_output=True,
+                          text=True, timeout=30, cwd=tmp_path)
+
+
+def test_report_on_json_nested_too_deeply_is_a_one_line_error_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    done = _report(tmp_path, "deep.json")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("error: deep.json: not JSON this report reads: nested too deeply for Python's JSON "
+                           f"parser (it stops near {sys.getrecursionlimit():,} levels)\n")
+
+
+def _run_with(entry: object) -> str:
+    return json.dumps({"vantage": "web_server", "paths": [{"site": "lib", "path": "sql", "met": True}, entry]})
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    pytest.param(_run_with({"site": "lib", "path": "x", "met": False, "explanation": {"diagnosis": ["refused"]}}),
+                 "paths[1].explanation.diagnosis[0]: not an object", id="a-diagnosis-not-an-object"),
+    pytest.param(_run_with({"site": "lib", "path": "x", "explanation": {"rules": [{"powershell": "x"}]}}),
+                 "paths[1].explanation.rules[0]: has no network", id="a-rule-without-its-network-line"),
+    pytest.param(_run_with({"site": "lib", "path": "x", "explanation": {
+        "diagnosis": [{"reason": "refused", "target": "h:1", "text": 7}]}}),
+                 "paths[1].explanation.diagnosis[0].text: not a string", id="a-number-for-a-text"),
+    pytest.param(_run_with({"site": [[["lib"]]], "path": "x"}), "paths[1].site: not a string",
+                 id="a-nested-list-for-a-site"),
+    pytest.param(_run_with({"site": "lib", "path": "x", "met": "yes"}), "paths[1].met: not true or false or null",
+                 id="a-text-for-met"),
+    pytest.param('{"vantage": "web_server", "checked_at": [1], "paths": []}', "checked_at: not a string",
+                 id="a-list-for-checked-at"),
+    pytest.param('{"vantage": "web_server", "paths": [], "n": ' + "1" * 5000 + "}",
+                 "not JSON this report reads: Exceeds the limit (4300 digits) for integer string conversion: value "
+                 "has 5000 digits", id="a-number-of-5000-digits"),
+    pytest.param(b"\xff\xfe{}", "not JSON: not UTF-8 text (byte 0)", id="not-utf-8"),
+])
+def test_report_refuses_what_check_never_writes_with_where_it_is(tmp_path: Path, text: str | bytes,
+                                                                 error: str) -> None:
+    """Every shape the report reads is checked before anything is rendered (a list where
+    text belongs once ended in a traceback): one line naming the file and the place, exit 2."""
+    (tmp_path / "bad.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+    done = _report(tmp_path, "bad.json")
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", f"error: bad.json: {error}\n")
