@@ -59,7 +59,7 @@ class TargetFacts:
     host: str
     port: int
     met: bool | None  # None: unknown (the exporter's own failure)
-    observed: str  # "open" or "closed"
+    observed: str  # "open" (a connection was accepted, whatever came after) or "closed"
     reason: str | None = None  # the failure reason word, None when it worked
     detail: str = ""
     addresses: tuple[str, ...] = ()  # the destination addresses tried (or connected to)
@@ -195,7 +195,6 @@ def _diagnose_open(path: PathFacts, t: TargetFacts) -> Diagnosis:
     reason = t.reason or "error"
     where = _where(t)
     source = f" from {t.source}" if t.source else ""
-    up_elsewhere = t.host in path.hosts_answering
     text: str
     if reason == "refused" and t.host in _own_hosts(path):
         text = (f"{where} refused the connection{source} (TCP reset): nothing listens on port {t.port}, or a host "
@@ -205,10 +204,7 @@ def _diagnose_open(path: PathFacts, t: TargetFacts) -> Diagnosis:
         text = (f"{where} refused the connection{source} (TCP reset): a firewall on the way rejects it (this "
                 f"host's outbound rules, or the perimeter's), or nothing listens on that side.")
     elif reason == "timeout":
-        text = (f"No answer from {where}{source} in time: a firewall on the way (the network's or {t.host}'s own) "
-                f"drops the packets, or the host is down.")
-        if up_elsewhere:
-            text += f" Other paths from here reach {t.host}, so it is up: a rule drops port {t.port}."
+        text = _timeout_text(path, t, where, source)
     elif reason == "unreachable":
         text = (f"{where} is unreachable{source}: a router has no route to it, or a firewall answers "
                 f"'unreachable' (ICMP administratively prohibited). Check the routing, then the rule below.")
@@ -249,6 +245,22 @@ def _diagnose_open(path: PathFacts, t: TargetFacts) -> Diagnosis:
         text = (f"The probe of {where} failed inside the exporter ({t.detail or reason}): a bug, logged with its "
                 f"traceback. The path's state is unknown.")
     return Diagnosis(t.endpoint, reason, text)
+
+
+def _timeout_text(path: PathFacts, t: TargetFacts, where: str, source: str) -> str:
+    """No answer in time: dropped on the way, unless the connection was accepted (then the
+    network let it through, and the service is what did not answer)."""
+    if t.observed == "open":
+        expected = SERVICE_BY_PROBER.get(path.prober, f"the {path.prober} service")
+        return (f"{where} accepted the connection{source}, but no answer from {expected} came in time "
+                f"({t.detail}): the network lets the connection through, so no firewall rule helps. The service is "
+                f"slow or hung, or another one that waits for the client to speak holds the port: check what "
+                f"listens on {t.host}:{t.port}, and its load.")
+    text = (f"No answer from {where}{source} in time: a firewall on the way (the network's or {t.host}'s own) "
+            f"drops the packets, or the host is down.")
+    if t.host in path.hosts_answering:
+        text += f" Other paths from here reach {t.host}, so it is up: a rule drops port {t.port}."
+    return text
 
 
 def _diagnose_closed(path: PathFacts, t: TargetFacts) -> Diagnosis:
@@ -323,7 +335,7 @@ def explain(path: PathFacts) -> Explanation | None:
             diagnoses.append(diagnosis)
             if diagnosis.reason == "interception":
                 rules.append(_rule(path, t, "exempt"))
-            elif t.reason in _FIREWALL_REASONS:
+            elif t.reason in _FIREWALL_REASONS and t.observed != "open":  # connected: not the network
                 rules.append(_rule(path, t, "allow"))
     note = ""
     if path.met is None:

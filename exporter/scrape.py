@@ -52,6 +52,8 @@ async def run_probe(
     except TimeoutError as timeout:
         if result.step == "resolve":  # the resolver, not the path, gave no answer
             result.fail(Reason.DNS, f"no answer from the resolver for {target.host} within {max(end - now, 0):.3g}s")
+        elif result.address is not None:  # the connection was accepted: the service is what was slow
+            result.fail(Reason.TIMEOUT, f"connected, then no answer within {max(end - now, 0):.3g}s")
         else:
             result.fail(Reason.TIMEOUT, f"no answer within {max(end - now, 0):.3g}s")
         release_frames(timeout)

@@ -22,6 +22,7 @@ from illiad_exporter.explain import PathFacts, TargetFacts, explain, kernel_sour
 from illiad_exporter.probers import PROBERS, ProbeFailure, ProbeResult
 from illiad_exporter.report import ReportError, build_matrix, load_runs
 
+from .exporter_process import loopback_site_config
 from .peers import free_port, need_binary
 from .probing import make_target
 from .test_server import get, running
@@ -53,6 +54,21 @@ def test_a_timeout_to_an_up_host_says_a_rule_drops_that_port() -> None:
         f"allow TCP from {WEB} to {SQL} port 1433", "sql.example.edu",
         f'New-NetFirewallRule -DisplayName "ILLiad sql from {WEB}" -Direction Inbound -Protocol TCP '
         f"-LocalAddress {SQL} -LocalPort 1433 -RemoteAddress {WEB} -Action Allow")]
+
+
+def test_a_timeout_after_the_connection_was_accepted_blames_the_service_and_asks_for_no_rule() -> None:
+    """Connected in microseconds, then silence: no firewall dropped anything."""
+    connected = TargetFacts("sql.example.edu", 1433, False, "open", "timeout", "connected, then no answer within 2s",
+                            (SQL,), WEB)
+    e = explain(facts("sql", connected, prober="tds", hosts_answering=frozenset({"sql.example.edu"})))
+    assert e is not None
+    assert [d.text for d in e.diagnoses] == [
+        f"sql.example.edu ({SQL}) port 1433 accepted the connection from {WEB}, but no answer from SQL Server (TDS) "
+        "came in time (connected, then no answer within 2s): the network lets the connection through, so no "
+        "firewall rule helps. The service is slow or hung, or another one that waits for the client to speak holds "
+        "the port: check what listens on sql.example.edu:1433, and its load."]
+    assert e.rules == ()
+    assert e.note == "No firewall rule to ask for: the network let the connection through, or it never started."
 
 
 def test_a_path_out_to_the_world_gets_an_outbound_rule_on_the_host_it_leaves() -> None:
@@ -385,3 +401,26 @@ def test_report_refuses_what_check_never_writes_with_where_it_is(tmp_path: Path,
     (tmp_path / "bad.json").write_bytes(text if isinstance(text, bytes) else text.encode())
     done = _report(tmp_path, "bad.json")
     assert (done.returncode, done.stdout, done.stderr) == (2, "", f"error: bad.json: {error}\n")
+
+
+def test_check_explains_tls_and_tds_servers_that_accept_and_stay_silent_as_slow_services(tmp_path: Path,
+                                                                                        silent_port: int) -> None:
+    """A hand-made server that accepts and never answers (no real peer does that on purpose):
+    the TLS handshake and the TDS pre-login both time out after the connection was accepted.
+    check --explain says so, blames no firewall and gives no rule; the detail says it connected."""
+    config = loopback_site_config(tmp_path / "c.yml", timeout="1s", custom=f"""\
+      - {{name: slow_tls, from: [web_server], role: sql_server, port: {silent_port}, prober: tls}}
+      - {{name: slow_sql, from: [web_server], role: sql_server, port: {silent_port}, prober: tds}}""")
+    done = subprocess.run([sys.executable, "-m", "illiad_exporter", "check", "--config.file", str(config),
+                           "--vantage", "web_server", "--explain"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    explained = done.stdout.split("\n\n", 2)[2]
+    for path, service in (("slow_tls", "a TLS server"), ("slow_sql", "SQL Server (TDS)")):
+        block = next(b for b in explained.split("\n\n") if b.startswith(f"{path} (required)"))
+        assert block.splitlines()[2:] == [
+            f"  Diagnosis (timeout): 127.0.0.1 port {silent_port} accepted the connection from 127.0.0.1, but no "
+            f"answer from {service} came in time (connected, then no answer within 1s): the network lets the "
+            "connection through, so no firewall rule helps. The service is slow or hung, or another one that waits "
+            f"for the client to speak holds the port: check what listens on 127.0.0.1:{silent_port}, and its load.",
+            "  No firewall rule to ask for: the network let the connection through, or it never started."], block
+    assert "firewall on the way" not in done.stdout and "Network rule" not in done.stdout
