@@ -469,7 +469,8 @@ class WorkerPool:
         outbox_writer.close()
         handle = _Handle(index, process, inbox)
         handle.listener = _Listener(outbox, loop, functools.partial(self._deliver, handle),
-                                    functools.partial(self._lost, handle, "exited"), name=f"illiad-worker-{index}-read")
+                                    functools.partial(self._lost, handle, "exited", gone=True),
+                                    name=f"illiad-worker-{index}-read")
         self._handles[index] = handle
         log.info("probe worker started", extra={"worker": index, "pid": process.pid})
         return handle
@@ -483,33 +484,48 @@ class WorkerPool:
             if waiter is not None and not waiter.done():
                 waiter.set_result(message)
 
-    def _lost(self, handle: _Handle, why: str) -> None:
-        """The worker is gone (or given up on): everyone waiting on it fails; the next scrape
-        starts a new one."""
+    def _lost(self, handle: _Handle, why: str, *, gone: bool = False) -> None:
+        """The worker is gone (``gone``: its pipe says so) or given up on: everyone waiting on
+        it fails; the next scrape starts a new one."""
         if not handle.alive:
             return
         handle.alive = False
         code = handle.process.exitcode
-        if not self._closed:
-            log.error("probe worker lost; it is started again at the next scrape",
-                      extra={"worker": handle.index, "pid": handle.process.pid, "why": why, "exit_code": code})
-        error = WorkerGone(f"probe worker {handle.index} {why}" + (f" (exit code {code})" if code is not None else ""))
+        ended = f" ({_exit_text(code)})" if code is not None else ""
+        error = WorkerGone(f"probe worker {handle.index} {why}{ended}")
         for waiter in [*handle.waiting.values(), handle.assigned]:
             if waiter is not None and not waiter.done():
                 waiter.set_exception(error)
         handle.waiting.clear()
-        if handle.process.is_alive():
-            handle.process.kill()
         try:
             handle.inbox.close()
         except OSError:
             pass
+        if self._closed:  # close() waits for every worker itself
+            return
+        if code is None and gone:
+            # its pipe closes before its exit is reaped: wait for the exit status (off the
+            # loop) rather than log none, or kill a worker that is still exiting
+            waited = asyncio.get_running_loop().run_in_executor(None, handle.process.join, STOP_TIMEOUT)
+            waited.add_done_callback(lambda _: self._log_lost(handle, why))
+        else:
+            self._log_lost(handle, why)
+
+    def _log_lost(self, handle: _Handle, why: str) -> None:
+        code = handle.process.exitcode
+        if code is None:  # still running (it stopped answering): given up on
+            handle.process.kill()
+        if self._closed:
+            return
+        status = {} if code is None else {"signal": _signal_name(-code)} if code < 0 else {"exit_code": code}
+        log.error("probe worker lost; it is started again at the next scrape",
+                  extra={"worker": handle.index, "pid": handle.process.pid, "why": why, **status})
 
     def _send(self, handle: _Handle, message: object) -> None:
         try:
             handle.inbox.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError as error:
-            self._lost(handle, f"cannot be written to ({error})")
+            self._lost(handle, f"cannot be written to ({error})", gone=True)
             raise WorkerGone(f"probe worker {handle.index} is gone") from None
 
     async def _ready(self, index: int) -> _Handle:
@@ -594,6 +610,18 @@ class WorkerPool:
                 pass
             if handle.listener is not None:
                 await loop.run_in_executor(None, handle.listener.join, STOP_TIMEOUT)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _exit_text(code: int) -> str:
+    """How a process ended, from its exit code (negative: the signal that killed it)."""
+    return f"killed by {_signal_name(-code)}" if code < 0 else f"exit code {code}"
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

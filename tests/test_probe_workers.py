@@ -217,6 +217,23 @@ def test_a_worker_killed_between_scrapes_is_replaced_before_the_next(tmp_path: P
             assert _accepted(servers, [1] * 4) == [1] * 4
 
 
+@pytest.mark.parametrize("start", ["forkserver", "spawn"])
+def test_a_worker_killed_by_a_signal_is_logged_with_the_signal(tmp_path: Path, start: str) -> None:
+    """A worker the kernel or an operator kills (the OOM killer sends SIGKILL) is logged with
+    the signal that ended it, never exit_code=None (its pipe closes before its exit is
+    reaped; the forkserver hands the status over its own pipe)."""
+    with _listeners(2) as servers:
+        peer, url = _with_workers(tmp_path, _each_its_site(servers), env={"ILLIAD_EXPORTER_PROBE_WORKER_START": start})
+        with peer:
+            victim = wait_until(lambda: _worker_pids(log_text(peer)).get(0), what="worker 0", timeout=30)
+            os.kill(victim, signal.SIGKILL)
+            lost = wait_until(lambda: [line for line in log_text(peer).splitlines() if "probe worker lost" in line],
+                              what="the loss to be logged")
+    assert len(lost) == 1
+    assert f" worker=0 pid={victim} why=exited signal=SIGKILL" in lost[0], lost[0]
+    assert "exit_code" not in lost[0]
+
+
 @contextmanager
 def _scraped_once(tmp_path: Path) -> Iterator[tuple[Peer, list[int]]]:
     """A running exporter with 2 workers that has answered a scrape, and the workers' pids."""
