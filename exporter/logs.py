@@ -35,9 +35,9 @@ class JsonFormatter(logging.Formatter):
 
 def _logfmt_value(value: object) -> str:
     text = str(value)
-    if text and not any(c in text for c in ' "=\n\t\\'):
+    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
         return text
-    return json.dumps(text)
+    return json.dumps(text)  # quoted, control characters (a host name's ESC) escaped
 
 
 class MalformedRequestFilter(logging.Filter):

@@ -141,3 +141,17 @@ def test_every_writer_shows_a_hostile_config_as_written(tmp_path: Path) -> None:
     assert f"  Impact: {IMPACT}" in explained.stdout
     assert [line.split()[:3] for line in explained.stdout.splitlines() if shown in line and "FAIL" in line] == [
         ["FAIL", f"{shown}:{port}", "closed"]]
+
+
+def test_a_log_line_writes_control_characters_as_escapes() -> None:
+    """logfmt quotes a value that is not printable as it stands: a host's ESC and BEL reach
+    the journal or the terminal as \\u001b and \\u0007."""
+    import logging
+
+    from illiad_exporter.logs import LogfmtFormatter
+
+    record = logging.makeLogRecord({"msg": "probe failed", "levelno": logging.DEBUG, "levelname": "DEBUG",
+                                    "name": "illiad_exporter.scrape", "host": HOST, "port": 1433})
+    line = LogfmtFormatter().format(record)
+    assert line.endswith(' host="<h1>x`y\\u001b[31m\\u0007z" port=1433')
+    assert line.isprintable()
