@@ -154,7 +154,10 @@ def test_every_scrape_config_passes_promtool_and_scrapes_a_real_exporter(tmp_pat
             except urllib.error.HTTPError:  # 503 while its storage starts
                 time.sleep(0.5)
                 continue
-            if {r["metric"]["job"] for r in up} == names and all(r["value"][1] == "1" for r in up):
+            every_site = sorted(r["metric"]["instance"] for r in up if r["metric"]["job"] == "illiad-sites")
+            # wait for each site's own target too: the job shows up with its first instance
+            if {r["metric"]["job"] for r in up} == names and every_site == sites and all(
+                    r["value"][1] == "1" for r in up):
                 break
             time.sleep(1)
         assert {r["metric"]["job"] for r in up} == names, up
