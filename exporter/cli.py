@@ -9,11 +9,12 @@ import datetime
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from . import __version__
 from .catalog import CATALOG, CatalogPath, Require, Role, paths_for
 from .config import Config, ConfigError, load_config
+from .configfile import BOUND_FLAGS, LoadBounds
 from .escape import markdown, markdown_fence, visible
 from .eventloop import EVENT_LOOPS, run_on_loop
 from .explain import Explanation, explain_verdicts
@@ -51,8 +52,34 @@ def _add_common(parser: argparse.ArgumentParser, *, vantage: bool) -> None:
             default=os.environ.get("ILLIAD_EXPORTER_EVENT_LOOP", "auto"),
             help="auto: uvloop when installed (the [fast] extra, or pip install uvloop), else asyncio's own",
         )
+    _add_load_bounds(parser)
     parser.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+
+
+def _add_load_bounds(parser: argparse.ArgumentParser) -> None:
+    """--config.max-values and the other bounds on what loading the config may cost, each
+    with its default from an environment variable (see Security in the README)."""
+    defaults = LoadBounds()
+    for flag in BOUND_FLAGS:
+        shown = flag.show(getattr(defaults, flag.field))
+        parser.add_argument(flag.bound.setting, dest=f"bound_{flag.field}", type=_bound_arg(flag.parse),
+                            metavar=flag.metavar, default=os.environ.get(flag.bound.env) or shown,
+                            help=f"{flag.help} (default: ${flag.bound.env} or {shown})")
+
+
+def _bound_arg(parse: Callable[[str], object]) -> Callable[[str], object]:
+    def parsed(value: str) -> object:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parsed
+
+
+def load_bounds(args: argparse.Namespace) -> LoadBounds:
+    """The bounds the command line (and the environment) set."""
+    return LoadBounds(**{flag.field: getattr(args, f"bound_{flag.field}") for flag in BOUND_FLAGS})
 
 
 def _listen_arg(value: str) -> ListenAddress:
@@ -222,7 +249,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             except ValueError as error:
                 print(f"error: {error}", file=sys.stderr)
                 return 2
-        state = ExporterState(args.config_file, Role(args.vantage), shard=args.shard, workers=workers)
+        state = ExporterState(args.config_file, Role(args.vantage), shard=args.shard, workers=workers,
+                              bounds=load_bounds(args))
         try:
             state.load()
         except ConfigError as error:
@@ -253,7 +281,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config_file)
+        config = load_config(args.config_file, bounds=load_bounds(args))
     except ConfigError as error:
         print(error, file=sys.stderr)
         print(f"{len(error.issues)} error(s) in {args.config_file}", file=sys.stderr)
@@ -317,7 +345,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Probe once and judge every path by its verdict (verdict.py): exit 0 when every path
     meets its expectation, 1 when one fails or is unknown, 2 when no path starts here."""
     try:
-        config = load_config(args.config_file)
+        config = load_config(args.config_file, bounds=load_bounds(args))
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1

@@ -9,7 +9,6 @@ each site's paths are merged from the catalog, its overrides and the defaults
 
 from __future__ import annotations
 
-import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,34 +19,15 @@ from pydantic import IPvAnyAddress, PlainValidator, field_validator
 
 from .allowlist import ProbeAllow, normalize_host
 from .catalog import BY_ID, CatalogPath, Expect, HostTarget, Require, Role, RoleTarget, SiteTarget
-from .configfile import MAX_ISSUES, ConfigIssue, Issues, Loc, StrictModel, checkpoint, compose_yaml, read_text
-# what load_config raises, public here too: its callers import them with it
+from .configfile import MAX_ISSUES, ConfigIssue, Issues, LoadBounds, LoadBudget, Loc, StrictModel, compose_yaml, read_text
+# what load_config raises, and the durations its models read, public here too: their callers import them with it
 from .configfile import ConfigError as ConfigError
 from .configfile import LoadInterrupted as LoadInterrupted
+from .configfile import parse_duration as parse_duration
 from .probers import PROBERS, ProberOptions
 from .shard import Shard, parse_shard
 
 # --- value types ------------------------------------------------------------------------
-
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)(ms|s|m|h))+\s*$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: Any) -> float:
-    """Prometheus-style durations ('5s', '1m30s', '250ms'); a bare number is seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 5s or 500ms")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and _DURATION.match(value):
-        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
-    else:
-        raise ValueError(f"expected a duration such as 5s or 500ms, got {value!r}")
-    if seconds <= 0:
-        raise ValueError("a duration must be greater than zero")
-    return seconds
-
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
@@ -114,8 +94,9 @@ class ExporterSettings(StrictModel):
     max_connections: Annotated[int, Field(ge=1, le=100_000)] = 100  # and at most 1/4 of the descriptor limit
     header_timeout: Duration = 10.0  # a new connection's first request (and TLS handshake) must arrive by then
     idle_timeout: Duration = 60.0  # a kept-alive connection waits this long for its next request
-    # a reload (SIGHUP, POST /-/reload) that takes longer fails, and the running config stays
-    reload_timeout: Duration = 30.0
+    # a reload (SIGHUP, POST /-/reload) that takes longer fails, and the running config stays;
+    # None: the bound of every load, --config.load-timeout
+    reload_timeout: Duration | None = None
 
 
 class PathOverride(StrictModel):
@@ -280,24 +261,30 @@ _TOP_LEVEL = ("defaults", "exporter", "sites")
 EXTRA_SECTIONS: dict[str, type[BaseModel]] = {"probe_allow": ProbeAllow}
 
 
-def load_config(path: str | Path, *, deadline: float | None = None) -> Config:
-    """Read and validate a config file. ``deadline`` (time.monotonic()) bounds the work:
-    past it the load stops with LoadInterrupted."""
-    return parse_config(read_text(path), str(path), deadline=deadline)
+def load_config(path: str | Path, *, bounds: LoadBounds | None = None, pause: bool = False) -> Config:
+    """Read and validate a config file within ``bounds`` (default: the default bounds); a
+    bound crossed is a BoundCrossed naming it. ``pause``: see LoadBudget (a reload's thread)."""
+    bounds = bounds or LoadBounds()
+    budget = LoadBudget(bounds, str(path), pause=pause)
+    return _parse(read_text(path, bounds=bounds), str(path), budget)
 
 
-def parse_config(text: str, file: str = "<string>", *, deadline: float | None = None) -> Config:
-    raw, issues = compose_yaml(text, file, deadline=deadline, limit=MAX_ISSUES)
+def parse_config(text: str, file: str = "<string>", *, bounds: LoadBounds | None = None) -> Config:
+    return _parse(text, file, LoadBudget(bounds or LoadBounds(), file))
+
+
+def _parse(text: str, file: str, budget: LoadBudget) -> Config:
+    raw, issues = compose_yaml(text, file, budget=budget, limit=MAX_ISSUES)
     if raw is None:
         raise ConfigError([ConfigIssue(file, 1, 1, "", "config is empty: it needs at least one site under sites:")])
     with issues.bounded():
-        return _validate(raw, issues, deadline)
+        return _validate(raw, issues, budget)
 
 
 # --- shapes: each section and each site validated on its own, so one hides no other's errors
 
 
-def _validate(raw: Any, issues: Issues, deadline: float | None) -> Config:
+def _validate(raw: Any, issues: Issues, budget: LoadBudget) -> Config:
     if not isinstance(raw, dict):
         issues.add((), "the config must be a mapping with a sites: list")
         raise ConfigError(issues.issues)
@@ -316,7 +303,7 @@ def _validate(raw: Any, issues: Issues, deadline: float | None) -> Config:
         shared = Shared()
         for index, site_raw in enumerate(sites_raw):
             if index % 64 == 0:
-                checkpoint(deadline)
+                budget.check(key=f"sites[{index}]")
             site = _site(site_raw, ("sites", index), defaults or Defaults(), issues, shared)
             if site is None:
                 continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -21,6 +22,7 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from . import __version__
 from .catalog import Role
 from .config import Config, ConfigError, LoadInterrupted, load_config
+from .configfile import RELOAD_TIMEOUT, LoadBounds
 from .explain import Explanation, explain_outcomes
 from .gcpause import CollectionPause
 from .metrics import ExplanationCollector, Sections, SelfMetrics, forget_path_labels
@@ -58,8 +60,9 @@ _RELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="illiad-reload"
 
 class ExporterState:
     def __init__(self, config_file: str | Path, vantage: Role, *, shard: Shard | None = None,
-                 workers: WorkerPool | None = None) -> None:
+                 workers: WorkerPool | None = None, bounds: LoadBounds | None = None) -> None:
         self.config_file = str(config_file)
+        self.bounds = bounds or LoadBounds()  # what a load may cost (the --config.* flags)
         self.vantage = vantage
         self.shard = shard  # from --shard; None: the config's exporter.shard, if any
         self.workers = workers  # None: probes run in this process (--probe-workers 1)
@@ -100,7 +103,7 @@ class ExporterState:
 
     def load(self) -> Snapshot:
         """First load: a bad config is fatal here (the caller exits with the errors)."""
-        snapshot = self._read(None)
+        snapshot = self._read(self.bounds)
         self._install(snapshot)
         return snapshot
 
@@ -124,12 +127,19 @@ class ExporterState:
         if self.workers is not None:
             await self.workers.close()
 
-    def _read(self, timeout: float | None) -> Snapshot:
-        """Load and plan (in the reload thread): bounded in size, nodes and, with
-        ``timeout``, in time; the flight keys of the new plan are made here too (by the
-        workers instead, when they probe)."""
-        deadline = time.monotonic() + timeout if timeout is not None else None
-        config = load_config(self.config_file, deadline=deadline)
+    def _reload_bounds(self) -> LoadBounds:
+        """The flags' bounds, with the running config's exporter.reload_timeout when it sets one."""
+        assert self.snapshot is not None
+        timeout = self.snapshot.config.exporter.reload_timeout
+        if timeout is None:
+            return self.bounds
+        return dataclasses.replace(self.bounds, timeout=timeout, timeout_bound=RELOAD_TIMEOUT)
+
+    def _read(self, bounds: LoadBounds, *, pause: bool = False) -> Snapshot:
+        """Load within ``bounds`` and plan (a reload: in the reload thread, pausing for the
+        loop); the flight keys of the new plan are made here too (by the workers instead,
+        when they probe)."""
+        config = load_config(self.config_file, bounds=bounds, pause=pause)
         plan = build_plan(config, self.vantage, shard=self.shard)
         return Snapshot(config, plan, time.time(), flight_keys(plan.targets) if self.workers is None else {})
 
@@ -153,16 +163,19 @@ class ExporterState:
         the success metric to 0 and return the error.
 
         The load runs on a thread of its own (never the loop's default pool, which other
-        work shares), bounded by the running config's exporter.reload_timeout; a load that
-        is still running refuses the next reload rather than queue behind it."""
+        work shares), within the load bounds (its time: the running config's
+        exporter.reload_timeout when it sets one); a load that is still running refuses the
+        next reload rather than queue behind it."""
         async with self._reload_lock:
             assert self.snapshot is not None
-            timeout = self.snapshot.config.exporter.reload_timeout
+            bounds = self._reload_bounds()
+            timeout = bounds.timeout
             try:
                 if self._loading is not None and not self._loading.done():
                     raise LoadInterrupted("the previous reload is still loading; try again")
-                self._loading = asyncio.get_running_loop().run_in_executor(_RELOADER, self._read, timeout)
-                # the load stops itself at its deadline (config.checkpoint); the margin is
+                self._loading = asyncio.get_running_loop().run_in_executor(
+                    _RELOADER, functools.partial(self._read, bounds, pause=True))
+                # the load stops itself at its deadline (LoadBudget.check); the margin is
                 # for a parse step that cannot look at the clock
                 snapshot = await asyncio.wait_for(asyncio.shield(self._loading), timeout + 5.0)
                 snapshot = await self._shared(snapshot)

@@ -1,7 +1,8 @@
 """Reloads are bounded, against the real exporter process: a YAML alias
-bomb, a huge file, a FIFO at the config path, a deep nesting and a load past its time bound
-are each refused at once, logged, and shown as illiad_exporter_config_last_reload_successful
-0, while the running config serves on; afterwards a good config reloads."""
+bomb, a huge file, a FIFO at the config path, a deep nesting, a config past a bound the
+command line lowered and a load past its time bound are each refused at once with the bound
+named, logged, and shown as illiad_exporter_config_last_reload_successful 0, while the
+running config serves on; afterwards a good config reloads."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .exporter_process import exporter, fetch, log_text, loopback_site_config, wait_until
 from .test_reload import series, site_config
@@ -20,6 +22,10 @@ from .test_server import value
 ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)
 ) + "sites: *i\n"
+
+
+def yaml_values(text: str) -> int:
+    return sum(1 for e in yaml.parse(text) if isinstance(e, (yaml.ScalarEvent, yaml.CollectionStartEvent)))
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -50,13 +56,18 @@ def test_hostile_config_files_are_refused_at_once_and_the_running_config_serves_
         rss_before = peak_rss_mib(peer.pid)
         config.write_text(ALIAS_BOMB)
         assert len(ALIAS_BOMB) < 600
-        reload_fails(url, peer, within=5, says="alias")
+        reload_fails(url, peer, within=5, says=f"{config}:1:10: g[1][5][8][8][8][8][1]: more than 3000000 YAML "
+                                                "values (aliases counted each time they expand): refused; raise the "
+                                                "bound with --config.max-values or $ILLIAD_EXPORTER_CONFIG_MAX_VALUES")
 
         config.write_text("sites:\n" + ("#" * 80 + "\n") * (50 * 1024 * 1024 // 81))  # 50 MB
-        reload_fails(url, peer, within=5, says="larger than 4194304 bytes")
+        reload_fails(url, peer, within=5, says=f"{config}: config larger than 48000000 bytes (16 for each YAML value "
+                                                "--config.max-values allows): refused unread; raise the bound with "
+                                                "--config.max-values or $ILLIAD_EXPORTER_CONFIG_MAX_VALUES")
 
         config.write_text("sites: " + "[" * 20_000 + "]" * 20_000 + "\n")
-        reload_fails(url, peer, within=5, says="nested too deeply")
+        reload_fails(url, peer, within=5, says=f"{config}:1:1007: YAML nested more than 64 deep: refused; raise the "
+                                                "bound with --config.max-depth or $ILLIAD_EXPORTER_CONFIG_MAX_DEPTH")
 
         config.write_text("sites:\n" + "- {name: x, hosts: {nowhere: a}}\n" * 300)  # errors by the hundred
         reload_fails(url, peer, within=5, says="stopped after 100 errors")
@@ -81,10 +92,36 @@ def test_hostile_config_files_are_refused_at_once_and_the_running_config_serves_
     assert "Traceback" not in log_text(peer)
 
 
+def test_a_reload_past_a_bound_the_command_line_set_keeps_the_running_config(tmp_path, silent_port, refusing_port):
+    """serve --config.max-values 200 (the variable says 100,000: the flag wins): a config of
+    more values is refused on reload, naming the bound and its flag; the running config
+    serves on, and a config within the bound reloads."""
+    config = site_config(tmp_path / "c.yml", "alpha", {"a_sql": silent_port})
+    peer, url = exporter(config, tmp_path, "--config.max-values", "200",
+                         env={"ILLIAD_EXPORTER_CONFIG_MAX_VALUES": "100000"})
+    with peer:
+        original = config.read_text()
+        more = original + "".join(f"  - {{name: extra{i}, hosts: {{web_server: 127.0.0.1}}, paths: {{"
+                                  f"oclc_webservices: {{enabled: false}}, atlas_update: {{enabled: false}}, "
+                                  f"article_exchange: {{enabled: false}}}}}}\n" for i in range(10))
+        config.write_text(more)
+        assert yaml_values(original) < 200 < yaml_values(more) and len(more) < 200 * 16  # values, not bytes, cross
+        reload_fails(url, peer, within=5, says="more than 200 YAML values (aliases counted each time they expand): "
+                                               "refused; raise the bound with --config.max-values or "
+                                               "$ILLIAD_EXPORTER_CONFIG_MAX_VALUES")
+        assert series(fetch(url + "/metrics")[1]) == {("alpha", "a_sql", str(silent_port))}
+        site_config(config, "beta", {"b_sql": refusing_port})
+        assert fetch(url + "/-/reload", method="POST")[0] == 200
+        text = fetch(url + "/metrics")[1]
+        assert value(text, "illiad_exporter_config_last_reload_successful") == 1.0
+        assert series(text) == {("beta", "b_sql", str(refusing_port))}
+
+
 @pytest.mark.slow
 def test_a_load_past_the_reload_timeout_fails_and_the_next_reload_works(tmp_path, silent_port):
     """reload_timeout 200ms; the new config has 10,000 paths (well over a second to load):
-    the reload fails within about the bound, and the running config serves on."""
+    the reload fails within about the bound, naming the config key that sets it, and the
+    running config serves on."""
     config = loopback_site_config(
         tmp_path / "c.yml", custom=f"      - {{name: app, from: [web_server], host: 127.0.0.1, port: {silent_port}}}",
         top="exporter: {reload_timeout: 200ms}\n")
@@ -97,7 +134,8 @@ def test_a_load_past_the_reload_timeout_fails_and_the_next_reload_works(tmp_path
             lines.append(f"  - {{name: site{s:04d}, custom: [{customs}]}}")
         original = config.read_text()
         config.write_text("\n".join(lines) + "\n")
-        reload_fails(url, peer, within=3, says="took too long")
+        reload_fails(url, peer, within=3, says="the load took more than 200ms: stopped; raise the bound with "
+                                               "exporter.reload_timeout in the config")
         assert value(fetch(url + "/metrics")[1], "illiad_port_up") is not None  # the old single path
         config.write_text(original)
         wait_until(lambda: fetch(url + "/-/reload", method="POST")[0] == 200, timeout=10,
