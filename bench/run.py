@@ -19,6 +19,9 @@ Prints one table per part, then the goals against this run's figures:
   (d) memory: idle RSS against the number of configured paths and sites.
   (e) compression and series: gzip's cost and size by zlib level on a real exposition, and
       the exposition with one failure reason series per failed path against all eleven.
+  (f) config load: a consortium's config of 100,000 paths as the README writes it, loaded
+      alone and by serve with 1 and 2 probe workers until ready, then reloaded
+      (bench/config_load.py; nothing is probed).
 
 Traffic goes only to 127.0.0.0/8 and, for (c), to 198.18.0.0/15 inside namespaces this
 script creates and deletes.
@@ -739,7 +742,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--load-paths", type=int, default=None,
                         help="paths of the scrape (c) measures latency during (default 10000; quick 200)")
     parser.add_argument("--compression-paths", type=int, default=None, help="paths of part (e) (default 10000)")
-    parser.add_argument("--parts", default="abcde", help="which parts to run (default abcde; --quick: abde)")
+    parser.add_argument("--config-sites", type=int, default=None,
+                        help="sites of 10 paths in the config part (f) loads (default 10000; quick 300)")
+    parser.add_argument("--parts", default="abcdef", help="which parts to run (default abcdef; --quick: abdef)")
     args = parser.parse_args(argv)
     if args.sizes is None:
         args.sizes = [20] if args.quick else [1000, 10_000, 30_000]
@@ -753,12 +758,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.load_paths = 200 if args.quick else 10_000
     if args.compression_paths is None:
         args.compression_paths = 200 if args.quick else 10_000
-    if args.quick and args.parts == "abcde":
-        args.parts = "abde"
+    if args.config_sites is None:
+        args.config_sites = 300 if args.quick else 10_000
+    if args.quick and args.parts == "abcdef":
+        args.parts = "abdef"
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .config_load import config_load  # it uses this module's helpers
+
     args = parse_args(argv)
     limit = raise_open_file_limit()
     needed = min(max(args.sizes), TARGETS_PER_FARM) + 1000  # a farm process: one listener per open target
@@ -782,8 +791,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         parts = {"a": run_throughput, "b": lambda: scrape_floor(work, args),
                  "c": run_latency, "d": lambda: idle_memory(work, args),
-                 "e": lambda: compression(work, args)}
-        for name in "abcde":
+                 "e": lambda: compression(work, args), "f": lambda: config_load(work, args.config_sites)}
+        for name in "abcdef":
             if name in args.parts:
                 print()
                 print("\n".join(parts[name]()), flush=True)

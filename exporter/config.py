@@ -9,6 +9,7 @@ each site's paths are merged from the catalog, its overrides and the defaults
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,14 +228,17 @@ class Shared:
 
     def path(self, path: SitePath) -> SitePath:
         # routes and options are already shared: their identity stands for their value
-        return self.one("path", path, tuple(id(v) if n in ("routes", "options") else v
-                                            for n, v in ((n, getattr(path, n)) for n in SitePath.__slots__)))
+        fields = _PATH_FIELDS(path)
+        return self.one("path", path, fields[:_ROUTES] + (id(path.routes),) + fields[_ROUTES + 1:_OPTIONS]
+                        + (id(path.options),) + fields[_OPTIONS + 1:])
 
-    def options(self, prober_name: str, data: dict[str, Any], loc: Loc, issues: Issues) -> ProberOptions | None:
-        """_options, once per distinct (prober, data): an invalid one is validated (and
-        reported) at every place it occurs."""
+    def options(self, prober_name: str, data: dict[str, Any], loc: Loc, issues: Issues, *,
+                key: Hashable = None) -> ProberOptions | None:
+        """_options, once per distinct (prober, data), or per ``key`` when the caller knows
+        one that stands for both (a catalog path's own options): an invalid one is validated
+        (and reported) at every place it occurs."""
         try:
-            key = ("options", (prober_name, _frozen(data)))
+            key = ("options", key or (prober_name, _frozen(data)))
             hash(key)
         except TypeError:  # a value YAML can make but a key cannot hold: validate it every time
             return _options(prober_name, data, loc, issues)
@@ -244,6 +248,11 @@ class Shared:
             if options is not None:
                 self._values[key] = options
         return options
+
+
+# a SitePath's fields as a tuple, at once (a generator over __slots__ was a fifth of a load's validation)
+_PATH_FIELDS = operator.attrgetter(*SitePath.__slots__)
+_ROUTES, _OPTIONS = SitePath.__slots__.index("routes"), SitePath.__slots__.index("options")
 
 
 def _frozen(value: Any) -> Hashable:
@@ -409,11 +418,12 @@ def _catalog_path(
     entry: CatalogPath, site: SiteModel, override: PathOverride | None, defaults: Defaults, loc: Loc,
     issues: Issues, shared: Shared, *, followed: PathOverride | None = None,
 ) -> SitePath | None:
-    given = override or PathOverride()
+    given = override or _NO_OVERRIDE
     ok = _targets(given, loc, issues)
     prober = given.prober or entry.prober
     base_options = dict(entry.options) if prober == entry.prober else {}
-    options = shared.options(prober, {**base_options, **(given.model_extra or {})}, loc, issues)
+    options = shared.options(prober, {**base_options, **(given.model_extra or {})}, loc, issues,
+                             key=("catalog", entry.id) if prober == entry.prober and not given.model_extra else None)
     given_hosts = tuple(given.hosts) if given.hosts else ((given.host,) if given.host else ())
     routes: dict[Role, tuple[str, ...]] = {}
     unresolved: list[tuple[Role, str]] = []
@@ -434,7 +444,7 @@ def _catalog_path(
         return None
     # An outbound path split off an inbound one (odyssey_outbound from odyssey) follows
     # the inbound override's enabled and required unless it has its own.
-    followed = followed or PathOverride()
+    followed = followed or _NO_OVERRIDE
     if given.enabled is not None:
         enabled = given.enabled
     elif followed.enabled is not None:
@@ -459,6 +469,9 @@ def _catalog_path(
         require=given.require or entry.require,
         impact=given.impact or entry.impact,
     ))
+
+
+_NO_OVERRIDE = PathOverride()  # frozen: one for every catalog path a site leaves as it is
 
 
 def custom_path(custom: CustomPath, site: SiteModel, defaults: Defaults, loc: Loc, issues: Issues, *,

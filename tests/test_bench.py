@@ -76,3 +76,16 @@ def test_latency_part_measures_both_exporters_across_the_delay_wire() -> None:
         median = float(line.split(name)[1].split()[0])
         assert median >= 10.0, line  # a connect cannot beat the wire's round trip
     assert "skipped" not in out
+
+
+@pytest.mark.slow
+def test_config_load_part_loads_the_consortium_alone_and_in_serve() -> None:
+    """Part (f) with 30 sites: the load alone, and serve with 1 and 2 probe workers until
+    ready and then reloaded, each with its wall time, CPU and memory."""
+    out = _run("--parts", "f", "--config-sites", "30")
+    assert re.search(r"^\(f\) Config load: 30 sites of 10 paths \(300 paths\) .* plan from staff_client: 210 targets$",
+                     out, re.M), out
+    assert re.search(rf"^\s+load \+ plan, one process\s+{NUMBER}\s+{NUMBER}\s+\+\d+ \(kept \+-?\d+\)$", out, re.M), out
+    for workers in (1, 2):
+        assert re.search(rf"^\s+serve --probe-workers {workers}, start to ready\s+{NUMBER}\s+{NUMBER}\s+\d+\s+\d+\s+"
+                         rf"{NUMBER} \(VmHWM \d+\)$", out, re.M), out
