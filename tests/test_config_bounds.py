@@ -169,9 +169,10 @@ def test_the_flags_and_their_variables_set_each_bound(tmp_path, validated):
                                        env={"ILLIAD_EXPORTER_CONFIG_MAX_VALUES": "320"})):
         assert status == 0 and "valid; 3 site(s)" in out, err
 
-    status, _, err = validated(config, env={"ILLIAD_EXPORTER_CONFIG_LOAD_TIMEOUT": "1ms"})
+    slow = write_consortium(tmp_path / "slow.yml", 300)  # 33,000 values: far more than a millisecond
+    status, _, err = validated(slow, env={"ILLIAD_EXPORTER_CONFIG_LOAD_TIMEOUT": "1ms"})
     assert status == 1 and f"the load took more than 1ms: stopped; {RAISE_TIMEOUT}\n" in err
-    assert validated(config, "--config.load-timeout", "1m", env={"ILLIAD_EXPORTER_CONFIG_LOAD_TIMEOUT": "1ms"}
+    assert validated(slow, "--config.load-timeout", "1m", env={"ILLIAD_EXPORTER_CONFIG_LOAD_TIMEOUT": "1ms"}
                      )[0] == 0
 
     deep = tmp_path / "deep.yml"  # 70 levels under an unknown key: past the default 64
