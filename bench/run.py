@@ -604,11 +604,11 @@ def _raw_get(url: str, accept_encoding: str) -> tuple[bytes, str]:
 
 def compression(work: Path, args: argparse.Namespace) -> list[str]:
     """What gzip costs and saves on a real exposition, by zlib level (the exporter uses
-    exposition.GZIP_LEVEL), and the exposition with one failure reason series per failed
+    deflate.GZIP_LEVEL), and the exposition with one failure reason series per failed
     path (the default) against all eleven per path."""
     import zlib
 
-    from illiad_exporter.exposition import GZIP_LEVEL
+    from illiad_exporter.deflate import GZIP_LEVEL
 
     n = args.compression_paths
     open_, refused, silent = mix(n, True, 0.0)  # 70% open, 30% refused: failure reasons to show

@@ -5,13 +5,14 @@ The path metrics of a big scrape (25 MB of text at 10,000 paths with every failu
 are written in chunks (metrics.write_exposition); each chunk is encoded, compressed when the
 client accepts gzip (Prometheus always does) and handed to aiohttp before the next is
 written, so neither the whole text nor the whole compressed body is ever held, and the
-event loop serves probes and other requests between chunks.
+event loop serves probes and other requests between chunks. The probe workers' parts come
+compressed already (deflate.py): they are sent as they are, or decompressed one section at
+a time for a client that does not take gzip.
 """
 
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 
 from aiohttp import web
@@ -19,14 +20,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from .deflate import Deflated, gzip_body, plain_body
 from .metrics import FailureReasons, ProbeCollector, Sections, fast_format, join_sections, write_exposition
 from .scrape import Outcome
 
-# zlib level 3, measured with bench/run.py part (e) on a 10,000-path exposition (11.7 MB):
-# levels 1 and 3 cost the same, about 30 ms a scrape (1-2% of its CPU), and level 3's
-# output is 8% smaller (0.54 MB, a twentieth of the text); level 6 takes three times as long
-# for 10% less, level 9 eleven times.
-GZIP_LEVEL = 3
 # Fewer paths than this are answered in one piece, with a Content-Length (a site's
 # /probe): chunks and a streaming compressor cost more than they save on a small answer.
 STREAM_FROM_PATHS = 500
@@ -77,33 +74,28 @@ def not_acceptable(error: NotAcceptable) -> web.Response:
     return web.Response(status=406, text=f"{error}\n")
 
 
-def _gzip() -> zlib._Compress:
-    return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: the gzip wrapper
+Piece = bytes | str | Deflated
 
 
-async def _stream(chunks: Iterable[bytes | str], gzip: bool) -> AsyncIterator[bytes]:
-    compressor = _gzip() if gzip else None
-    for chunk in chunks:
-        data = chunk.encode() if isinstance(chunk, str) else chunk
-        if compressor is not None:
-            data = compressor.compress(data)
+def _body(chunks: Iterable[Piece], gzip: bool) -> Iterator[bytes]:
+    pieces = (chunk.encode() if isinstance(chunk, str) else chunk for chunk in chunks)
+    return gzip_body(pieces) if gzip else plain_body(pieces)
+
+
+async def _stream(chunks: Iterable[Piece], gzip: bool) -> AsyncIterator[bytes]:
+    for data in _body(chunks, gzip):
         if data:
             yield data
-        await asyncio.sleep(0)  # probes still running and other requests get the loop
-    if compressor is not None:
-        yield compressor.flush()
+            await asyncio.sleep(0)  # probes still running and other requests get the loop
 
 
-def _response(chunks: Iterable[bytes | str], content_type: str, gzip: bool, *, stream: bool) -> web.Response:
+def _response(chunks: Iterable[Piece], content_type: str, gzip: bool, *, stream: bool) -> web.Response:
     headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
     if gzip:
         headers["Content-Encoding"] = "gzip"
     if stream:
         return web.Response(body=_stream(chunks, gzip), headers=headers)
-    body = b"".join(chunk.encode() if isinstance(chunk, str) else chunk for chunk in chunks)
-    if gzip:
-        body = zlib.compress(body, GZIP_LEVEL, 31)
-    return web.Response(body=body, headers=headers)
+    return web.Response(body=b"".join(_body(chunks, gzip)), headers=headers)
 
 
 def registry_response(request: web.Request, *collectors: Collector) -> web.Response:
@@ -137,7 +129,7 @@ def outcomes_response(
     except NotAcceptable as error:
         return not_acceptable(error)
 
-    def chunks() -> Iterator[bytes | str]:
+    def chunks() -> Iterator[Piece]:
         if parts is not None:
             yield from join_sections(parts, openmetrics=kind == "openmetrics")
         else:

@@ -242,7 +242,7 @@ class _Worker:
         self.outbox = outbox
         self.shares: dict[int, _Share] = {}
         self.flights = SingleFlight()
-        self.gc_pause = CollectionPause()
+        self.gc_pause = CollectionPause(keep_frozen=True)  # what the fork server froze stays shared
         self.limiter: asyncio.Semaphore | None = None
         self.limit = 0
         self.tasks: set[asyncio.Task[None]] = set()

@@ -103,3 +103,46 @@ def test_the_exporter_pauses_collection_only_while_a_scrape_probes(tmp_path, sil
             assert gc.isenabled()
 
     asyncio.run(scenario())
+
+
+def test_a_forked_worker_keeps_what_it_inherited_frozen() -> None:
+    """keep_frozen: a new plan is frozen on top of what is frozen already, never thawed (a
+    collection over the fork server's objects would copy their pages into the worker)."""
+    inherited = [[i] for i in range(1000)]
+    gc.collect()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen >= 1000
+        share = [[i] for i in range(500)]
+        CollectionPause(keep_frozen=True).freeze_when_idle()
+        assert gc.get_freeze_count() >= frozen + 500
+    finally:
+        gc.unfreeze()
+    del inherited, share
+
+
+def test_a_plan_share_is_freed_by_reference_counting_alone() -> None:
+    """A worker keeps old shares frozen: dropped at a reload, they must hold no reference
+    cycle, or each reload would leave one behind for good."""
+    import pickle
+
+    from illiad_exporter.catalog import Role
+    from illiad_exporter.config import load_config
+    from illiad_exporter.plan import build_plan
+    from illiad_exporter.workers import Assign
+
+    from .test_fuzz import EXAMPLE  # most probers and their options
+
+    targets = tuple(t for role in Role for t in build_plan(load_config(EXAMPLE), role).targets)
+    assert {t.prober for t in targets} >= {"tcp", "tls", "illiad_web", "tds", "ldap", "z3950", "rdp"}
+    data = pickle.dumps(Assign(1, targets, frozenset(), "active", 8), protocol=pickle.HIGHEST_PROTOCOL)
+    gc.collect()
+    gc.disable()
+    try:
+        share = pickle.loads(data)
+        assert len(share.targets) == len(targets)
+        del share
+        assert gc.collect() == 0  # nothing was left for the cycle collector
+    finally:
+        gc.enable()

@@ -9,6 +9,7 @@ blamed on the exporter and replaced, and no process left behind after SIGTERM.
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import os
 import re
@@ -28,6 +29,7 @@ from illiad_exporter.probers import ProbeResult, ProbeTarget
 from illiad_exporter.catalog import Expect
 from illiad_exporter.probers.base import ProberOptions
 from illiad_exporter.scrape import Outcome
+from illiad_exporter.deflate import gzip_body, plain_body
 from illiad_exporter.metrics import render_outcomes, write_sections, join_sections
 from illiad_exporter.workers import share_sites
 
@@ -320,14 +322,15 @@ def _outcome(site: str, up: bool) -> Outcome:
     return Outcome(target, result, 0.0)
 
 
-def test_joined_parts_are_the_exposition_of_the_whole() -> None:
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_joined_parts_are_the_exposition_of_the_whole_byte_for_byte(openmetrics: bool) -> None:
+    """The parts come compressed; sent as they are in one gzip body, or decompressed, they
+    are exactly one process's answer for the same paths in the same order."""
     outcomes = [_outcome(f"lib{i}", up=i % 3 != 0) for i in range(9)]
-    whole = render_outcomes(outcomes)
-    parts = [write_sections(outcomes[:4]), write_sections(outcomes[4:])]
-    joined = b"".join(join_sections(parts)).decode()
-    assert sorted(joined.splitlines()) == sorted(whole.splitlines())
-    assert [line for line in joined.splitlines() if line.startswith("#")] == \
-        [line for line in whole.splitlines() if line.startswith("#")]
+    whole = render_outcomes(outcomes, openmetrics=openmetrics).encode()
+    parts = [write_sections(outcomes[:4], chunk_lines=3), write_sections(outcomes[4:])]
+    assert b"".join(plain_body(join_sections(parts, openmetrics=openmetrics))) == whole
+    assert gzip.decompress(b"".join(gzip_body(join_sections(parts, openmetrics=openmetrics)))) == whole
 
 
 def test_shares_are_whole_sites_balanced_by_probe_count() -> None:
