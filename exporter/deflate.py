@@ -43,32 +43,45 @@ class Deflated:
         return zlib.decompressobj(-15).decompress(self.data) if self.size else b""
 
 
+# Text shorter than this stays text (a site's /probe answer): a compressor's setup costs
+# more than compressing a few lines saves, and the answer is compressed where it is sent.
+COMPRESS_FROM = 16 * 1024
+
+
 class Deflater:
-    """Compresses text written in chunks into one :class:`Deflated` piece."""
+    """Text written in chunks, compressed into one :class:`Deflated` piece once it passes
+    COMPRESS_FROM bytes (kept as text below that)."""
 
     __slots__ = ("_compressor", "_out", "_crc", "_size")
 
     def __init__(self) -> None:
-        self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)
+        self._compressor: zlib._Compress | None = None
         self._out: list[bytes] = []
         self._crc = 0
         self._size = 0
 
     def write(self, text: bytes) -> None:
-        self._crc = zlib.crc32(text, self._crc)
         self._size += len(text)
+        if self._compressor is None:
+            self._out.append(text)
+            if self._size < COMPRESS_FROM:
+                return
+            text, self._out = b"".join(self._out), []
+            self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)
+        self._crc = zlib.crc32(text, self._crc)
         data = self._compressor.compress(text)
         if data:
             self._out.append(data)
 
-    def done(self) -> Deflated:
-        if not self._size:
-            return Deflated(b"", 0, 0)
+    def done(self) -> bytes | Deflated:
+        if self._compressor is None:
+            return b"".join(self._out)
         self._out.append(self._compressor.flush(zlib.Z_SYNC_FLUSH))
         return Deflated(b"".join(self._out), self._crc, self._size)
 
 
-def deflated(text: bytes) -> Deflated:
+def deflated(text: bytes) -> bytes | Deflated:
+    """``text`` compressed, or as it is when short (see COMPRESS_FROM)."""
     deflater = Deflater()
     deflater.write(text)
     return deflater.done()

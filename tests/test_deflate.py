@@ -35,6 +35,7 @@ def test_pieces_and_text_make_one_gzip_body_of_their_text_in_order() -> None:
         b"# HELP a x\n# TYPE a gauge\n", deflater.done(), deflated(_text(rng, 10)),
         b"# HELP b y\n", b"# TYPE b gauge\n", deflated(b""), deflated(_text(rng, 2000)), b"# EOF\n",
     ]
+    assert [type(p) for p in pieces[1:3]] == [Deflated, bytes]  # a few lines stay text
     text = b"".join(plain_body(pieces))
     assert text.startswith(b"# HELP a x\n") and text.endswith(b"# EOF\n") and text.count(b"\n") == 3 * 500 + 2010 + 5
     body = b"".join(gzip_body(pieces))
@@ -48,4 +49,5 @@ def test_pieces_and_text_make_one_gzip_body_of_their_text_in_order() -> None:
 def test_a_body_of_text_alone_or_of_nothing_is_valid_gzip() -> None:
     assert gzip.decompress(b"".join(gzip_body([b"only text\n"]))) == b"only text\n"
     assert gzip.decompress(b"".join(gzip_body([]))) == b""
-    assert gzip.decompress(b"".join(gzip_body([deflated(b"x\n"), deflated(b"y\n")]))) == b"x\ny\n"
+    big = b"z" * 100_000
+    assert gzip.decompress(b"".join(gzip_body([deflated(big), deflated(big)]))) == big + big

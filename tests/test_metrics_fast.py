@@ -34,7 +34,8 @@ def _outcomes() -> list[Outcome]:
                       phases={"resolve": 0.001, "connect": 0.002, "tls": 0.003, "handshake": 1234567.5},
                       tls=TlsFacts("TLSv1.3", 1_900_000_000.0, True))
     tls.add_info("sqlserver", version="16.0.1000", encryption="required")
-    tls.add_info("ldap", vendor='Open"LDAP\\')
+    tls.add_info("ldap", vendor='Open"LDAP\\')  # sorts after every path label
+    tls.add_info("rdp", build="7601")  # sorts before every path label
     outcomes.append(Outcome(make_target("tls", 443, host='we"ird\\host\nname', path_id="web_https",
                                         site="med", expect=Expect.OPEN), tls, 0.0))
     other = ProbeResult(up=True, address="10.0.0.1", duration=0.1, tls=TlsFacts("TLSv1.2", 0.0, False))

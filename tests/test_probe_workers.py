@@ -29,7 +29,7 @@ from illiad_exporter.probers import ProbeResult, ProbeTarget
 from illiad_exporter.catalog import Expect
 from illiad_exporter.probers.base import ProberOptions
 from illiad_exporter.scrape import Outcome
-from illiad_exporter.deflate import gzip_body, plain_body
+from illiad_exporter.deflate import Deflated, gzip_body, plain_body
 from illiad_exporter.metrics import render_outcomes, write_sections, join_sections
 from illiad_exporter.workers import share_sites
 
@@ -326,9 +326,12 @@ def _outcome(site: str, up: bool) -> Outcome:
 def test_joined_parts_are_the_exposition_of_the_whole_byte_for_byte(openmetrics: bool) -> None:
     """The parts come compressed; sent as they are in one gzip body, or decompressed, they
     are exactly one process's answer for the same paths in the same order."""
-    outcomes = [_outcome(f"lib{i}", up=i % 3 != 0) for i in range(9)]
+    outcomes = [_outcome(f"lib{i}", up=i % 3 != 0) for i in range(300)]
     whole = render_outcomes(outcomes, openmetrics=openmetrics).encode()
-    parts = [write_sections(outcomes[:4], chunk_lines=3), write_sections(outcomes[4:])]
+    parts = [write_sections(outcomes[:4], chunk_lines=3), write_sections(outcomes[4:], chunk_lines=50)]
+    # a big part's sections come compressed, a small part's as text
+    assert all(isinstance(s.lines, Deflated) for s in parts[1].families if s.name == "illiad_port_up")
+    assert all(isinstance(s.lines, bytes) for s in parts[0].families)
     assert b"".join(plain_body(join_sections(parts, openmetrics=openmetrics))) == whole
     assert gzip.decompress(b"".join(gzip_body(join_sections(parts, openmetrics=openmetrics)))) == whole
 
