@@ -240,15 +240,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"invalid web config, not starting:\n{error}", file=sys.stderr)
             return 1
 
+    workers = None
+    if args.probe_workers > 1:
+        try:  # before the event loop and any thread: on Linux this forks the workers' fork server
+            workers = WorkerPool(args.probe_workers, log_level=args.log_level, log_format=args.log_format,
+                                 event_loop=args.event_loop)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+
     async def run() -> int:
-        workers = None
-        if args.probe_workers > 1:
-            try:
-                workers = WorkerPool(args.probe_workers, log_level=args.log_level, log_format=args.log_format,
-                                     event_loop=args.event_loop)
-            except ValueError as error:
-                print(f"error: {error}", file=sys.stderr)
-                return 2
         state = ExporterState(args.config_file, Role(args.vantage), shard=args.shard, workers=workers,
                               bounds=load_bounds(args))
         try:

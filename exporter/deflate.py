@@ -88,27 +88,44 @@ def deflated(text: bytes) -> bytes | Deflated:
 
 
 def gzip_body(pieces: Iterable[bytes | Deflated]) -> Iterator[bytes]:
-    """One gzip body of ``pieces`` in order: text is compressed here, a Deflated piece is
-    sent as it is."""
+    """One gzip body of ``pieces`` in order, yielded as it is made: text is compressed here
+    (a run of short texts in one call), a Deflated piece is sent as it is."""
     yield GZIP_HEADER
     own = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)
     crc = size = 0
+    text: list[bytes] = []  # the run of text since the last piece
+    held = 0  # its length
     pending = False  # own text compressed since the last flush
+
+    def compress_text() -> bytes:
+        nonlocal crc, size, held
+        run = b"".join(text)
+        text.clear()
+        held = 0
+        crc, size = zlib.crc32(run, crc), size + len(run)
+        return own.compress(run)
+
     for piece in pieces:
-        if isinstance(piece, Deflated):
-            if not piece.size:
-                continue
-            if pending:  # own output first, and nothing of ours referred back to across the piece
-                yield own.flush(zlib.Z_FULL_FLUSH)
-                pending = False
-            yield piece.data
-            crc, size = crc32_combine(crc, piece.crc, piece.size), size + piece.size
-        elif piece:
-            crc, size = zlib.crc32(piece, crc), size + len(piece)
-            data = own.compress(piece)
+        if not isinstance(piece, Deflated):
+            if piece:
+                text.append(piece)
+                held += len(piece)
+                if held >= COMPRESS_FROM:  # a chunk of a long text: compressed as it comes
+                    yield compress_text()
+                    pending = True
+            continue
+        if not piece.size:
+            continue
+        if text:
+            yield compress_text()
             pending = True
-            if data:
-                yield data
+        if pending:  # own output first, and nothing of ours referred back to across the piece
+            yield own.flush(zlib.Z_FULL_FLUSH)
+            pending = False
+        yield piece.data
+        crc, size = crc32_combine(crc, piece.crc, piece.size), size + piece.size
+    if text:
+        yield compress_text()
     yield own.flush(zlib.Z_FINISH)
     yield struct.pack("<II", crc, size & 0xFFFFFFFF)
 

@@ -95,7 +95,7 @@ def _response(chunks: Iterable[Piece], content_type: str, gzip: bool, *, stream:
         headers["Content-Encoding"] = "gzip"
     if stream:
         return web.Response(body=_stream(chunks, gzip), headers=headers)
-    return web.Response(body=b"".join(_body(chunks, gzip)), headers=headers)
+    return web.Response(body=b"".join(_body(chunks, gzip)), headers=headers)  # one compress call for all its text
 
 
 def registry_response(request: web.Request, *collectors: Collector) -> web.Response:

@@ -24,11 +24,14 @@ The guarantees of a single process hold across them:
 - **shutdown**: the serving process stops them once its in-flight scrapes are answered; a
   worker whose serving process dies sees its inbox close and exits.
 
-Workers are started with ``forkserver`` on Linux (they share the imported code's pages with
-each other) and ``spawn`` elsewhere (Windows, macOS). Messages are pickled over two one-way
-pipes per worker. Each side's event loop reads its inbox itself where it has readiness
-callbacks (selector loops, uvloop), and a thread reads it where it has not (Windows'
-proactor); a big answer is written by a thread, so no loop waits for a pipe to drain.
+Workers are forked on Linux from a copy of the serving process made before it loaded a config
+(forkserver.py: they share the imported code's pages with it and with each other), and
+started with multiprocessing's ``spawn`` elsewhere (Windows, macOS). Messages are pickled
+over two one-way pipes per worker; the messages of one loop iteration (site requests and
+answers that come together) go in one write. Each side's event loop reads its inbox itself
+where it has readiness callbacks (selector loops, uvloop), whatever has arrived at once, and
+a thread reads it where it has not (Windows' proactor); a big answer is written by a
+thread, so no loop waits for a pipe to drain.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import os
 import pickle
 import queue
 import signal
+import struct
 import sys
 import threading
 import time
@@ -53,6 +57,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .eventloop import run_on_loop
+from .forkserver import ForkServer
 from .gcpause import CollectionPause
 from .logs import setup_logging
 from .metrics import FailureReasons, Sections, write_sections
@@ -71,8 +76,10 @@ ANSWER_GRACE = 5.0
 # How long a worker may take to start (import, then take its first plan), and to stop.
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 5.0
-# An answer this small fits a pipe's buffer (64 KiB on Linux): written from the loop at once.
+# An answer this small fits a pipe's buffer (64 KiB on Linux): written from the loop.
 SMALL_ANSWER = 32 * 1024
+# What the loop reads from a pipe at once.
+READ_SIZE = 1 << 20
 
 
 # -- the messages ----------------------------------------------------------------------------
@@ -167,33 +174,84 @@ def share_sites(by_site: Mapping[str, tuple[ProbeTarget, ...]], workers: int) ->
 # -- reading a pipe ----------------------------------------------------------------------------
 
 
+# Unix pipes carry multiprocessing's frames (a 4-byte big-endian length, then the message),
+# which this module writes itself, several messages in one write; Windows' pipes are message
+# pipes, written a message at a time.
+FRAMED = sys.platform != "win32"
+
+
+def _frame(data: bytes) -> bytes:
+    if len(data) > 0x7FFFFFFF:
+        return struct.pack("!i", -1) + struct.pack("!Q", len(data)) + data
+    return struct.pack("!i", len(data)) + data
+
+
+def write_messages(conn: Connection, messages: Sequence[bytes]) -> None:
+    """Write pickled messages to a blocking pipe end, as Connection.send_bytes frames them (so
+    a thread's recv_bytes reads them), in one write where the platform allows."""
+    if not FRAMED:
+        for message in messages:
+            conn.send_bytes(message)
+        return
+    view = memoryview(b"".join(map(_frame, messages)))
+    while view:
+        view = view[os.write(conn.fileno(), view):]
+
+
 class _Listener:
     """Hands each message arriving on ``conn`` to ``deliver`` on the loop, and calls
     ``closed`` once when the other end is gone. Where the loop has readiness callbacks it
-    reads the pipe itself: a thread woken for each small message (a site's /probe) cost more
-    CPU than the site's probes. Elsewhere (Windows' proactor) a thread reads it."""
+    reads the pipe itself, whatever has arrived at once, and takes every whole message out
+    of it (several site answers cost one wake-up and one read); a thread woken for each
+    small message (a site's /probe) cost more CPU than the site's probes. Elsewhere
+    (Windows' proactor) a thread reads it."""
 
     def __init__(self, conn: Connection, loop: asyncio.AbstractEventLoop, deliver: Callable[[object], None],
                  closed: Callable[[], None], *, name: str) -> None:
         self.conn, self.loop, self.deliver, self.closed = conn, loop, deliver, closed
         self.thread: threading.Thread | None = None
         self._done = False
-        if has_readiness_callbacks(loop):
+        self._buffer = bytearray()
+        self._start = 0  # where the next message begins in the buffer
+        if has_readiness_callbacks(loop) and FRAMED:
+            # read what is there, never wait: a message longer than the pipe holds comes in pieces
+            os.set_blocking(conn.fileno(), False)
             loop.add_reader(conn.fileno(), self._readable)
-            # uvloop (libuv) makes a watched descriptor non-blocking, and a message longer than
-            # the pipe holds would then read as an error: once readable, read it to its end
-            os.set_blocking(conn.fileno(), True)
         else:
             self.thread = threading.Thread(target=self._read, name=name, daemon=True)
             self.thread.start()
 
     def _readable(self) -> None:
         try:
-            message = pickle.loads(self.conn.recv_bytes())
-        except (EOFError, OSError):
+            data = os.read(self.conn.fileno(), READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
             self._close()
             return
-        self.deliver(message)
+        buffer = self._buffer
+        buffer += data
+        while True:
+            start = self._start
+            if len(buffer) - start < 4:
+                break
+            size = struct.unpack_from("!i", buffer, start)[0]
+            head = 4
+            if size == -1:  # a message of 2 GiB or more
+                if len(buffer) - start < 12:
+                    break
+                size, head = struct.unpack_from("!Q", buffer, start + 4)[0], 12
+            end = start + head + size
+            if len(buffer) < end:
+                break
+            message = pickle.loads(memoryview(buffer)[start + head:end])
+            self._start = end
+            self.deliver(message)
+        if self._start:
+            del buffer[:self._start]
+            self._start = 0
 
     def _read(self) -> None:  # the thread's way: unpickled here, handed to the loop
         while True:
@@ -246,33 +304,49 @@ class _Worker:
         self.limiter: asyncio.Semaphore | None = None
         self.limit = 0
         self.tasks: set[asyncio.Task[None]] = set()
-        self._sending: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._sending: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._queued = 0  # answers waiting for the sender thread
+        self._batch: list[bytes] = []  # small answers of this loop iteration, written together
         self._sender = threading.Thread(target=self._send_loop, name="illiad-worker-send", daemon=True)
         self._sender.start()
 
     def send(self, message: object) -> None:
-        """Pickled here; a small answer (a site's /probe) is written at once, a big one by the
-        sender thread, so it never blocks the loop. Waking a thread for every small answer
-        cost more CPU than the probes of a 10-path site (bench/run.py, /probe?site=)."""
+        """Pickled here; the small answers of one loop iteration (site answers finishing
+        together) are written at its end in one write, a big one by the sender thread, so
+        it never blocks the loop. Waking a thread for every small answer cost more CPU than
+        the probes of a 10-path site (bench/run.py, /probe?site=), and so did a write each."""
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(data) <= SMALL_ANSWER:
+            if not self._batch:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._batch.append(data)
+            return
+        self._flush()  # what came before goes first
+        with self._lock:
+            self._queued += 1
+        self._sending.put([data])
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        messages, self._batch = self._batch, []
         with self._lock:  # one writer at a time, and answers in order
-            if not self._queued and len(data) <= SMALL_ANSWER:
-                self._write(data)
+            if not self._queued:
+                self._write(messages)
                 return
             self._queued += 1
-        self._sending.put(data)
+        self._sending.put(messages)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, messages: list[bytes]) -> None:
         try:
-            self.outbox.send_bytes(data)
+            write_messages(self.outbox, messages)
         except OSError:  # the serving process is gone; the inbox will close too
             pass
 
     def _send_loop(self) -> None:
-        while (data := self._sending.get()) is not None:
-            self._write(data)  # not under the lock: the loop never waits for a big answer to drain
+        while (messages := self._sending.get()) is not None:
+            self._write(messages)  # not under the lock: the loop never waits for a big answer to drain
             with self._lock:  # counted until written: no small answer overtakes it meanwhile
                 self._queued -= 1
 
@@ -361,6 +435,7 @@ class _Handle:
     waiting: dict[int, asyncio.Future[Probed]] = field(default_factory=dict)
     assigned: asyncio.Future[Assigned] | None = None
     alive: bool = True
+    batch: list[bytes] = field(default_factory=list)  # messages of this loop iteration, written together
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,22 +460,20 @@ class Part:
     sections: Sections | None
 
 
-def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
-    """forkserver on Linux, spawn elsewhere; $ILLIAD_EXPORTER_PROBE_WORKER_START (forkserver or
-    spawn) overrides it, so Linux can run the way Windows and macOS do (the tests do)."""
+def start_method() -> str:
+    """forkserver on Linux (this package's fork server: forkserver.py), spawn elsewhere;
+    $ILLIAD_EXPORTER_PROBE_WORKER_START (forkserver or spawn) overrides it, so Linux can run
+    the way Windows and macOS do (the tests do)."""
     method = os.environ.get("ILLIAD_EXPORTER_PROBE_WORKER_START") or (
         "forkserver" if sys.platform.startswith("linux") else "spawn")
     if method not in ("forkserver", "spawn") or method not in multiprocessing.get_all_start_methods():
         raise ValueError(f"probe workers cannot start with {method!r} here (forkserver on Linux, or spawn)")
-    if method == "spawn":
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["illiad_exporter.forkserver_preload"])
-    return context
+    return method
 
 
 class WorkerPool:
-    """N probe worker processes and the share of the plan each owns."""
+    """N probe worker processes and the share of the plan each owns. Made before the event
+    loop starts and before any thread: on Linux it forks the workers' fork server then."""
 
     def __init__(self, count: int, *, log_level: str = "info", log_format: str = "logfmt",
                  event_loop: str = "auto") -> None:
@@ -408,7 +481,9 @@ class WorkerPool:
             raise ValueError("a worker pool has at least 2 workers (1 means probing in the serving process)")
         self.count = count
         self._options = (log_level, log_format, event_loop)
-        self._context = _context()
+        method = start_method()
+        self._spawn = multiprocessing.get_context("spawn") if method == "spawn" else None
+        self._fork_server = ForkServer(worker_main) if method == "forkserver" else None
         self._handles: list[_Handle | None] = [None] * count
         self._requests = itertools.count()
         self._generation = 0
@@ -456,15 +531,23 @@ class WorkerPool:
 
     async def _start(self, index: int) -> _Handle:
         loop = asyncio.get_running_loop()
-        inbox_reader, inbox = self._context.Pipe(duplex=False)
-        outbox, outbox_writer = self._context.Pipe(duplex=False)
-        level, fmt, event_loop = self._options
-        process = self._context.Process(
-            target=worker_main, name=f"illiad-probe-worker-{index}",
-            args=(inbox_reader, outbox_writer, index, level, fmt, event_loop), daemon=True,
-        )
-        # starting (fork from the fork server, or spawn) takes a while: not on the loop
-        await loop.run_in_executor(None, process.start)
+        inbox_reader, inbox = multiprocessing.Pipe(duplex=False)
+        outbox, outbox_writer = multiprocessing.Pipe(duplex=False)
+        args = (index, *self._options)
+        # starting (a fork from the fork server, or a spawn) takes a while: not on the loop
+        try:
+            if self._fork_server is not None:
+                process: Any = await loop.run_in_executor(None, self._fork_server.start, inbox_reader, outbox_writer,
+                                                          *args)
+            else:
+                assert self._spawn is not None
+                process = self._spawn.Process(target=worker_main, name=f"illiad-probe-worker-{index}",
+                                              args=(inbox_reader, outbox_writer, *args), daemon=True)
+                await loop.run_in_executor(None, process.start)
+        except BaseException:
+            for end in (inbox_reader, inbox, outbox, outbox_writer):
+                end.close()
+            raise
         inbox_reader.close()
         outbox_writer.close()
         handle = _Handle(index, process, inbox)
@@ -522,11 +605,22 @@ class WorkerPool:
                   extra={"worker": handle.index, "pid": handle.process.pid, "why": why, **status})
 
     def _send(self, handle: _Handle, message: object) -> None:
+        """The messages of one loop iteration (site requests arriving together) go in one
+        write at its end; a worker that cannot be written to is lost, which fails its waiters."""
+        if not handle.alive:
+            raise WorkerGone(f"probe worker {handle.index} is gone")
+        if not handle.batch:
+            asyncio.get_running_loop().call_soon(self._flush, handle)
+        handle.batch.append(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _flush(self, handle: _Handle) -> None:
+        messages, handle.batch = handle.batch, []
+        if not messages or not handle.alive:
+            return
         try:
-            handle.inbox.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+            write_messages(handle.inbox, messages)
         except OSError as error:
             self._lost(handle, f"cannot be written to ({error})", gone=True)
-            raise WorkerGone(f"probe worker {handle.index} is gone") from None
 
     async def _ready(self, index: int) -> _Handle:
         """The worker, started again with the current plan if it was lost."""
@@ -592,8 +686,9 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         for handle in self._handles:
             if handle is not None and handle.alive:
+                self._flush(handle)
                 try:
-                    handle.inbox.send_bytes(pickle.dumps(STOP))
+                    write_messages(handle.inbox, [pickle.dumps(STOP)])
                 except OSError:
                     pass
         for handle in self._handles:
@@ -610,6 +705,8 @@ class WorkerPool:
                 pass
             if handle.listener is not None:
                 await loop.run_in_executor(None, handle.listener.join, STOP_TIMEOUT)
+        if self._fork_server is not None:
+            await loop.run_in_executor(None, self._fork_server.close)
 
 
 def _signal_name(number: int) -> str:

@@ -51,3 +51,20 @@ def test_a_body_of_text_alone_or_of_nothing_is_valid_gzip() -> None:
     assert gzip.decompress(b"".join(gzip_body([]))) == b""
     big = b"z" * 100_000
     assert gzip.decompress(b"".join(gzip_body([deflated(big), deflated(big)]))) == big + big
+
+
+def test_a_long_text_is_compressed_as_it_comes_never_held_whole() -> None:
+    consumed = []
+
+    def chunks():  # 20 chunks of 100 kB, as write_exposition yields a big scrape's text
+        for i in range(20):
+            consumed.append(i)
+            yield _text(random.Random(i), 2000)
+
+    body = gzip_body(chunks())
+    assert next(body) == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    while not next(body):  # the compressor may hold its first output back a little
+        pass
+    assert len(consumed) < 5
+    rest = b"".join(body)
+    assert len(consumed) == 20 and rest
