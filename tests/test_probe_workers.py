@@ -248,6 +248,24 @@ def _scraped_once(tmp_path: Path) -> Iterator[tuple[Peer, list[int]]]:
             yield peer, workers
 
 
+def test_workers_are_forked_from_a_copy_of_the_serving_process(tmp_path: Path) -> None:
+    """On Linux the workers' parent is a fork of the serving process (the same program and
+    arguments, its child), so they share what it imported; no new interpreter imports it
+    all again and no resource tracker runs beside them."""
+    with _scraped_once(tmp_path) as (peer, workers):
+        def stat(pid: int) -> tuple[int, str]:
+            return (int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]),
+                    Path(f"/proc/{pid}/cmdline").read_text())
+
+        parents = {stat(pid)[0] for pid in workers}
+        assert len(parents) == 1
+        (fork_server,) = parents
+        assert stat(fork_server) == (peer.pid, stat(peer.pid)[1])
+        children = [int(c) for t in os.listdir(f"/proc/{peer.pid}/task")
+                    for c in Path(f"/proc/{peer.pid}/task/{t}/children").read_text().split()]
+        assert children == [fork_server]  # and nothing else (multiprocessing's resource tracker)
+
+
 def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
     with _scraped_once(tmp_path) as (peer, workers):
         session = os.getsid(peer.pid)
