@@ -212,7 +212,11 @@ class ExporterState:
             targets = select_targets(snapshot.plan.by_site, snapshot.plan.targets if site is None else (), site, path)
             return Scrape(await self.probe(targets, budget, record=record))
         parts = await self.workers.probe(snapshot.shares, budget, site=site, path=path)
-        outcomes = [outcome for part in parts for outcome in part.outcomes]
+        if record and self.snapshot is snapshot:  # the results these replace go first: never both at once
+            for part in parts:
+                for probed in {target.site for target in part.targets}:
+                    self.last_outcomes.pop(probed, None)
+        outcomes = [outcome for part in parts for outcome in part.outcomes()]
         self._record(snapshot, outcomes, record)
         if any(part.sections is None for part in parts):  # a worker lost: written here from the outcomes
             return Scrape(outcomes)

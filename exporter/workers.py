@@ -454,10 +454,17 @@ class Shares:
 
 @dataclass(frozen=True, slots=True)
 class Part:
-    """One worker's answer to a scrape: its targets, their results and its metric lines."""
+    """One worker's answer to a scrape: its targets, their results as they crossed the pipe
+    (each one's fields) and its metric lines. The outcomes are made when the serving process
+    takes them (:meth:`outcomes`), once it has let go of the results they replace."""
 
-    outcomes: list[Outcome]
+    targets: tuple[ProbeTarget, ...]
+    results: Sequence[tuple[Any, ...]]
+    finished_at: float
     sections: Sections | None
+
+    def outcomes(self) -> list[Outcome]:
+        return [Outcome(t, _unpacked(r), self.finished_at) for t, r in zip(self.targets, self.results)]
 
 
 def start_method() -> str:
@@ -651,7 +658,7 @@ class WorkerPool:
                          sections: bool, started: float) -> Part:
         targets = shares.select(index, site, path)
         if not targets:
-            return Part([], write_sections([]) if sections else None)
+            return Part((), (), time.time(), write_sections([]) if sections else None)
         limit = budget + SETTLE_GRACE + ANSWER_GRACE
         try:
             handle = self._handles[index]
@@ -674,9 +681,9 @@ class WorkerPool:
                 raise WorkerGone(f"probe worker {index}: {answer.error or 'answered for other targets'}")
         except (WorkerGone, OSError, TimeoutError) as error:
             detail = str(error) or f"probe worker {index} could not be started in {limit:.3g}s"
-            return Part([Outcome(t, _exporter_failure(detail), time.time()) for t in targets], None)
-        outcomes = [Outcome(t, _unpacked(r), answer.finished_at) for t, r in zip(targets, answer.results)]
-        return Part(outcomes, answer.sections)
+            failed = _packed(_exporter_failure(detail))  # read only: one for all
+            return Part(targets, [failed] * len(targets), time.time(), None)
+        return Part(targets, answer.results, answer.finished_at, answer.sections)
 
     # -- shutdown --------------------------------------------------------------------------
 
