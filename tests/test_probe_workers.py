@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -352,6 +353,34 @@ def test_joined_parts_are_the_exposition_of_the_whole_byte_for_byte(openmetrics:
     assert all(isinstance(s.lines, bytes) for s in parts[0].families)
     assert b"".join(plain_body(join_sections(parts, openmetrics=openmetrics))) == whole
     assert gzip.decompress(b"".join(gzip_body(join_sections(parts, openmetrics=openmetrics)))) == whole
+
+
+def test_a_gzip_answer_made_of_the_workers_compressed_parts_is_the_plain_answer(tmp_path: Path) -> None:
+    """600 sites over 2 workers: their sections come compressed and go out as they are in
+    the gzip answer, which decompresses (its CRC-32 and length checked) to the families and
+    series of the plain answer, in the same order."""
+    with _listeners(4) as servers:
+        sites = {f"lib{i:03d}": ("tcp", servers[i % 4].port) for i in range(600)}
+        peer, url = exporter(_config(tmp_path / "illiad.yml", sites), tmp_path, "--probe-workers", "2",
+                             vantage="external")
+        with peer:
+            status, plain = fetch(f"{url}/metrics")
+            request = urllib.request.Request(f"{url}/metrics", headers={"Accept-Encoding": "gzip"})
+            with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310 (loopback)
+                assert response.headers["Content-Encoding"] == "gzip"
+                body = response.read()
+    assert status == 200
+    unzipped = gzip.decompress(body).decode()
+    assert len(body) * 5 < len(unzipped)
+
+    def shape(text: str) -> tuple[list[str], set[tuple[str, tuple[tuple[str, str], ...]]]]:
+        families = list(text_string_to_metric_families(text))
+        return ([f.name for f in families],
+                {(s.name, tuple(sorted(s.labels.items()))) for f in families for s in f.samples
+                 if s.name.startswith(("illiad_port", "illiad_probe", "illiad_path"))})
+
+    assert shape(unzipped) == shape(plain)
+    assert _series(unzipped, "illiad_port_up") == _series(plain, "illiad_port_up") == {name: 1.0 for name in sites}
 
 
 def test_shares_are_whole_sites_balanced_by_probe_count() -> None:
