@@ -95,11 +95,11 @@ def _serve(sock: socket.socket, entry: Entry) -> None:  # pragma: no cover - run
     signal.signal(signal.SIGCHLD, lambda *_: None)
     status: dict[int, int] = {}  # worker pid -> where its exit status goes
     while True:
-        ready, _, _ = select.select([sock, woken], [], [])
+        ready, _, _ = select.select([sock.fileno(), woken], [], [])
         if woken in ready:
             os.read(woken, 512)
             _reap(status)
-        if sock not in ready:
+        if sock.fileno() not in ready:
             continue
         try:
             message, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
