@@ -496,12 +496,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     render = as_html if args.format == "html" else as_markdown
-    text = render(matrix, now=time.time())
-    if args.output_file:
-        with open(args.output_file, "w", encoding="utf-8") as out:
-            out.write(text)
-    else:
-        sys.stdout.write(text)
+    _write_output(render(matrix, now=time.time()), args.output_file)
     return 0
 
 
@@ -547,13 +542,17 @@ def cmd_availability(args: argparse.Namespace) -> int:
     except (AvailabilityError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    text = RENDERERS[args.output](report)
-    if args.output_file:
-        with open(args.output_file, "w", encoding="utf-8") as out:
+    _write_output(RENDERERS[args.output](report), args.output_file)
+    return 0
+
+
+def _write_output(text: str, output_file: str | None) -> None:
+    """A page or report to --output-file when given, else to standard output."""
+    if output_file:
+        with open(output_file, "w", encoding="utf-8") as out:
             out.write(text)
     else:
         sys.stdout.write(text)
-    return 0
 
 
 # -- catalog -----------------------------------------------------------------------------
