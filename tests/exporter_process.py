@@ -84,3 +84,15 @@ def wait_until(check, *, timeout: float = 10.0, interval: float = 0.05, what: st
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def settled_fds(pid: int) -> int:
+    """The process's descriptor count once two readings 0.3 s apart agree (bounded)."""
+    previous = -1
+    for _ in range(30):
+        count = open_fds(pid)
+        if count == previous:
+            return count
+        previous = count
+        time.sleep(0.3)
+    raise AssertionError("the descriptor count never settled")

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
-from .exporter_process import exporter, fetch, loopback_site_config, open_fds
+from .exporter_process import exporter, fetch, loopback_site_config, settled_fds
 from .peers import need_binary
 from .test_server import samples, value
 
@@ -19,18 +18,6 @@ def custom_paths(port: int, count: int, *, prefix: str) -> str:
         f"      - {{name: {prefix}{i}, from: [web_server], host: 127.0.0.1, port: {port}, prober: tcp}}"
         for i in range(count)
     )
-
-
-def settled_fds(pid: int) -> int:
-    """The process's descriptor count once two readings 0.3 s apart agree (bounded)."""
-    previous = -1
-    for _ in range(30):
-        count = open_fds(pid)
-        if count == previous:
-            return count
-        previous = count
-        time.sleep(0.3)
-    raise AssertionError("the descriptor count never settled")
 
 
 def reasons(text: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import bcrypt
 
-from .exporter_process import exporter, fetch, log_text, loopback_site_config, open_fds, wait_until
+from .exporter_process import exporter, fetch, log_text, loopback_site_config, open_fds, settled_fds, wait_until
 from .peers import missing, need_binary
 
 PASSWORD = "scrape-secret-7"
@@ -204,7 +204,7 @@ def test_on_uvloop_clients_waiting_for_a_descriptor_are_closed_not_left_hanging(
     peer, url = exporter(one_path_config(tmp_path, silent_port), tmp_path, "--event-loop", "uvloop")
     with peer:
         fetch(url + "/-/ready")
-        held = open_fds(peer.pid)
+        held = settled_fds(peer.pid)  # once the ready check's connection is closed
         subprocess.run([prlimit, f"--pid={peer.pid}", f"--nofile={held}:"], check=True)
         waiting = [socket.create_connection(("127.0.0.1", peer.port), timeout=5) for _ in range(5)]  # type: ignore[arg-type]
         try:
@@ -227,7 +227,7 @@ def test_accept_errors_are_logged_once_per_interval_without_a_traceback(tmp_path
     peer, url = exporter(one_path_config(tmp_path, silent_port), tmp_path, "--event-loop", "asyncio")
     with peer:
         fetch(url + "/-/ready")
-        held = open_fds(peer.pid)
+        held = settled_fds(peer.pid)  # once the ready check's connection is closed
         subprocess.run([prlimit, f"--pid={peer.pid}", f"--nofile={held}:"], check=True)  # the soft limit
         waiting = [socket.create_connection(("127.0.0.1", peer.port), timeout=5) for _ in range(20)]  # type: ignore[arg-type]
         try:
