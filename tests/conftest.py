@@ -1,11 +1,11 @@
 """Shared fixtures: test certificates, loopback listeners that refuse, drop or stay silent,
-and an nginx serving the ILLiad web paths."""
+and an nginx serving the ILLiad web paths; the quick set's marks and guard (tests/quickset.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import socket
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,29 @@ from .peers import (
     xrdp_peer,
     yaz_ztest_peer,
 )
+from .quickset import ProgramGuard, mark_sets
+
+PROGRAM_GUARD = ProgramGuard()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    PROGRAM_GUARD.install()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    mark_sets(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    with PROGRAM_GUARD.watching(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    with PROGRAM_GUARD.watching(item):
+        return (yield)
 
 
 @pytest.fixture(scope="session")

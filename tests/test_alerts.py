@@ -51,6 +51,7 @@ def test_the_rule_files_exist_and_hold_alerts_and_recording_rules():
     assert RULE_TESTS, "no promtool unit tests under alerts/tests/"
 
 
+@pytest.mark.peer("promtool")
 def test_promtool_check_rules_accepts_every_rule_file():
     promtool = need_binary("promtool", "prometheus")
     done = run([promtool, "check", "rules", *map(str, RULE_FILES)])
@@ -58,6 +59,7 @@ def test_promtool_check_rules_accepts_every_rule_file():
     assert done.stdout.count("SUCCESS") == len(RULE_FILES)
 
 
+@pytest.mark.peer("promtool")
 def test_promtool_unit_tests_pass():
     """Every case in alerts/tests: each alert fires after its for:, and a shorter flap is quiet."""
     promtool = need_binary("promtool", "prometheus")
@@ -209,6 +211,7 @@ def _policy(path: str, vantage: str, required: bool, expect: str) -> tuple[str, 
     }.get(path, ("IlliadPathDown", "warning"))
 
 
+@pytest.mark.peer("promtool")
 def test_every_catalog_path_from_every_vantage_raises_exactly_its_one_alert(tmp_path):
     """Every catalog path, from each role it starts at, required or not, failing its
     expectation for 20 minutes: promtool says exactly one path alert fires for it, the one
@@ -252,6 +255,7 @@ def test_every_catalog_path_from_every_vantage_raises_exactly_its_one_alert(tmp_
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.peer("amtool")
 def test_amtool_accepts_the_example_alertmanager_config():
     amtool = need_binary("amtool", "prometheus-alertmanager")
     done = run([amtool, "check-config", str(ALERTMANAGER_EXAMPLE)])
@@ -266,6 +270,7 @@ def _routed(*labels: str) -> str:
     return done.stdout.strip()
 
 
+@pytest.mark.peer("amtool")
 @pytest.mark.parametrize("severity,receiver", [("critical", "illiad-pager"), ("warning", "illiad-tickets"),
                                                ("info", "illiad-chat")])
 def test_the_example_routes_critical_to_the_pager_and_warnings_to_a_ticket(severity, receiver):
@@ -276,6 +281,7 @@ def test_the_example_routes_critical_to_the_pager_and_warnings_to_a_ticket(sever
         assert _routed(f"alertname={name}", f"severity={severity}", "site=main-library") == receiver, name
 
 
+@pytest.mark.peer("amtool")
 @pytest.mark.parametrize("severity,receiver", [("critical", "illiad-exporter-pager"),
                                                ("warning", "illiad-exporter-owner")])
 def test_the_example_sends_the_exporters_own_health_to_its_owner_not_the_library(severity, receiver):
@@ -323,6 +329,7 @@ def test_the_example_inhibits_alerts_under_a_dead_exporter_and_flapping_under_it
     assert not any("IlliadHostUnreachable" in " ".join(rule["source_matchers"]) for rule in config["inhibit_rules"])
 
 
+@pytest.mark.peer("promtool")
 def test_the_quick_start_config_pages_for_sql_and_calls_no_host_unreachable(tmp_path):
     """The real exporter with examples/local.yml (every path on 127.0.0.1; its ports moved to
     free ones so nothing on this machine answers): every path is refused. Its /metrics, held

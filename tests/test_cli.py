@@ -9,9 +9,13 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from .exporter_process import loopback_site_config
 from .peers import free_port, wait_for_port
 from .test_server import write_config
+
+pytestmark = pytest.mark.process  # every command runs as a process of its own
 
 CLI = [sys.executable, "-m", "illiad_exporter"]
 CONFIGS = Path(__file__).parent / "configs"

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from .peers import missing, need_binary
@@ -341,6 +342,7 @@ def _sample(labels: dict[str, str], value: float, name: str | None = None) -> di
     return {"labels": f"{name or ''}{{{text}}}", "value": value}
 
 
+@pytest.mark.peer("promtool")
 def test_the_panels_in_prometheus_show_the_verdict_per_vantage_and_each_target_apart(tmp_path):
     """Prometheus' own engine (promtool) runs the panels' queries, main-library selected and
     every vantage (Grafana's All is `.*`): the checklist cells, the failing lists (a path closed

@@ -281,6 +281,7 @@ sites:
     return path
 
 
+@pytest.mark.peer("chromium")
 def test_the_status_page_shows_impact_and_diagnosis_of_a_failing_path_and_the_rule_on_demand(tmp_path: Path) -> None:
     binary = need_binary("chromium", "chromium")
     closed = free_port()
@@ -303,6 +304,7 @@ def test_the_status_page_shows_impact_and_diagnosis_of_a_failing_path_and_the_ru
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.process
 def test_check_output_markdown_is_a_ticket_with_the_table_and_the_explanations(tmp_path: Path) -> None:
     closed = free_port()
     config = refused_sql_config(tmp_path / "c.yml", closed)

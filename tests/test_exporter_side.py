@@ -8,9 +8,13 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from .exporter_process import exporter, fetch, loopback_site_config, settled_fds
 from .peers import need_binary
 from .test_server import samples, value
+
+pytestmark = pytest.mark.process  # against the real exporter process
 
 
 def custom_paths(port: int, count: int, *, prefix: str) -> str:
@@ -53,6 +57,7 @@ def test_a_healthy_path_waiting_behind_dead_ones_for_a_slot_is_reason_exporter(t
         assert value(text, "illiad_exporter_probes_not_run_total", cause="no_socket") == 0.0
 
 
+@pytest.mark.peer("prlimit")
 def test_a_probe_without_a_descriptor_is_reason_exporter_not_network(tmp_path, dropping_port):
     """The running exporter's descriptor limit is lowered (prlimit) to what it holds plus
     three: one for the scrape's connection, two for probes. Of eight probes to a dropping

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import aiohttp
 import bcrypt
+import pytest
 
 from .exporter_process import exporter, fetch, log_text, loopback_site_config, open_fds, settled_fds, wait_until
 from .peers import missing, need_binary
+
+pytestmark = pytest.mark.process  # against the real exporter process
 
 PASSWORD = "scrape-secret-7"
 
@@ -164,6 +167,7 @@ def test_idle_slow_and_kept_alive_clients_are_closed_by_their_timeouts(tmp_path,
                 conn.close()
 
 
+@pytest.mark.peer("prlimit")
 def test_metrics_answers_past_hundreds_of_idle_clients_under_a_descriptor_limit_of_256(tmp_path, silent_port):
     """The running exporter's descriptor limit is 256 (prlimit). 400 clients connect and
     send nothing (the header timeout is the default, 10 s). /metrics still answers at once,
@@ -194,6 +198,7 @@ def test_metrics_answers_past_hundreds_of_idle_clients_under_a_descriptor_limit_
     assert "Traceback" not in log and "level=error" not in log and log.count("cannot accept") <= 1, log[-2000:]
 
 
+@pytest.mark.peer("prlimit")
 def test_on_uvloop_clients_waiting_for_a_descriptor_are_closed_not_left_hanging(tmp_path, silent_port):
     """libuv answers a failed accept by closing the waiting clients (its reserve-descriptor
     trick) and logs nothing: each client reads end-of-file at once, and the exporter serves
@@ -218,6 +223,7 @@ def test_on_uvloop_clients_waiting_for_a_descriptor_are_closed_not_left_hanging(
                 conn.close()
 
 
+@pytest.mark.peer("prlimit")
 def test_accept_errors_are_logged_once_per_interval_without_a_traceback(tmp_path, silent_port):
     """With no descriptor left to accept with (prlimit at what the process holds), clients
     wait in the backlog; asyncio retries the accept each second and fails. The log says so

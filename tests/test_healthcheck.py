@@ -14,6 +14,8 @@ from .exporter_process import exporter
 from .test_reload import site_config
 from .test_webconfig import PASSWORD, Pki, password_hash, pki  # noqa: F401 (fixtures)
 
+pytestmark = pytest.mark.process  # the exporter and the healthcheck command, each a process
+
 CLI = [sys.executable, "-m", "illiad_exporter", "healthcheck"]
 
 

@@ -294,6 +294,7 @@ def config_text(docs: list[dict[str, Any]]) -> str:
     return configmap["data"]["illiad.yml"]  # type: ignore[no-any-return]
 
 
+@pytest.mark.process  # the exporter's validate command
 @pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s != "existing-secret"])
 def test_rendered_config_passes_the_exporters_validate(rendered: dict[str, list[dict[str, Any]]], scenario: str,
                                                       tmp_path: Path) -> None:
@@ -313,6 +314,7 @@ def test_rendered_config_passes_the_exporters_validate(rendered: dict[str, list[
     assert len(template["metadata"]["annotations"]["checksum/config"]) == 64  # a changed config rolls the pods
 
 
+@pytest.mark.process
 def test_invalid_config_values_are_caught_by_validate(helm: Helm, tmp_path: Path) -> None:
     """A typo in the config values renders (Helm does not know the exporter's schema), and
     `illiad-exporter validate` on the rendered file names the key: the check above can fail."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -73,6 +74,7 @@ def test_two_spellings_of_one_name_in_the_hosts_table_are_refused():
         raise AssertionError("a hosts table naming one host twice was accepted")
 
 
+@pytest.mark.process
 def test_an_upper_case_target_is_probed_at_the_pinned_address_by_the_real_exporter(tmp_path, silent_port):
     """probe_allow names lab.test and the hosts table pins it to 127.0.0.1, where a listener
     waits; lab.test resolves nowhere else (system resolver on). target=LAB.TEST is allowed

@@ -237,6 +237,7 @@ CERT_DETAILS = {"expired": "certificate has expired", "self_signed": "self-signe
                 "wrong_host": "mismatch"}
 
 
+@pytest.mark.peer("openssl")  # the self-signed certificate
 @pytest.mark.parametrize("case", list(CERT_DETAILS))
 def test_every_tls_prober_refuses_a_bad_certificate_with_reason_tls(case, bad_certificates, expired_cert, meter):
     files = bad_certificates[case]

@@ -13,6 +13,7 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .exporter_process import PUBLIC_PATHS, loopback_site_config
@@ -163,6 +164,7 @@ def test_with_sql_on_its_alternative_port_only_every_view_calls_the_path_met(tmp
     assert from_metrics(asyncio.run(scrape())) == {("a", "sql"): ("met", "true")}
 
 
+@pytest.mark.process
 def test_a_path_the_exporter_could_not_finish_probing_is_unknown_not_closed(tmp_path, dropping_port):
     """One probe slot (exporter.max_concurrency: 1) and three partners behind a dropping
     firewall: two time out in turn, and no slot is free for the third before the deadline

@@ -15,6 +15,8 @@ import pytest
 
 from illiad_exporter import __version__
 
+pytestmark = pytest.mark.process  # pip builds the wheel and installs it, as processes of its own
+
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(
     [f"alerts/{p.name}" for p in (REPO / "alerts").glob("*.rules.yml")] + ["alerts/alertmanager.example.yml"]

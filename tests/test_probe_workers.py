@@ -103,6 +103,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("start, event_loop", [("forkserver", "asyncio"), ("spawn", "asyncio"),  # spawn: as on
                                                ("forkserver", "uvloop")])  # Windows and macOS
 def test_every_path_is_probed_once_and_the_answer_is_one_exposition(tmp_path: Path, start: str,
@@ -139,6 +140,7 @@ def test_every_path_is_probed_once_and_the_answer_is_one_exposition(tmp_path: Pa
     assert path_series == alone_series
 
 
+@pytest.mark.process
 def test_overlapping_scrapes_share_one_probe_in_the_worker_that_owns_the_path(tmp_path: Path) -> None:
     with _listeners(1, slow_http_ok(1.0)) as (slow,), _listeners(3) as others:
         sites = {"slow": ("http", slow.port), **{f"lib{i}": ("tcp", s.port) for i, s in enumerate(others)}}
@@ -157,6 +159,7 @@ def test_overlapping_scrapes_share_one_probe_in_the_worker_that_owns_the_path(tm
             assert _series(text, "illiad_port_up")["slow"] == 1.0
 
 
+@pytest.mark.process
 def test_a_reload_reaches_the_workers_and_a_failed_one_keeps_their_plan(tmp_path: Path) -> None:
     with _listeners(4) as servers:
         peer, url = _with_workers(tmp_path, _each_its_site(servers[:3]))
@@ -174,6 +177,7 @@ def test_a_reload_reaches_the_workers_and_a_failed_one_keeps_their_plan(tmp_path
             assert _accepted(servers, [3, 3, 3, 2]) == [3, 3, 3, 2]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("start", ["forkserver", "spawn"])
 def test_a_worker_killed_during_a_scrape_is_blamed_on_the_exporter_and_replaced(tmp_path: Path, start: str) -> None:
     """The paths it was probing read reason exporter (verdict unknown: no library alert),
@@ -206,6 +210,7 @@ def test_a_worker_killed_during_a_scrape_is_blamed_on_the_exporter_and_replaced(
             assert "probe worker lost" in log_text(peer)
 
 
+@pytest.mark.process
 def test_a_worker_killed_between_scrapes_is_replaced_before_the_next(tmp_path: Path) -> None:
     with _listeners(4) as servers:
         sites = _each_its_site(servers)
@@ -249,6 +254,7 @@ def _scraped_once(tmp_path: Path) -> Iterator[tuple[Peer, list[int]]]:
             yield peer, workers
 
 
+@pytest.mark.process
 def test_workers_are_forked_from_a_copy_of_the_serving_process(tmp_path: Path) -> None:
     """On Linux the workers' parent is a fork of the serving process (the same program and
     arguments, its child), so they share what it imported; no new interpreter imports it
@@ -267,6 +273,7 @@ def test_workers_are_forked_from_a_copy_of_the_serving_process(tmp_path: Path) -
         assert children == [fork_server]  # and nothing else (multiprocessing's resource tracker)
 
 
+@pytest.mark.process
 def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
     with _scraped_once(tmp_path) as (peer, workers):
         session = os.getsid(peer.pid)
@@ -284,6 +291,7 @@ def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
         assert left() == []
 
 
+@pytest.mark.process
 def test_sigterm_to_the_whole_group_still_answers_the_scrape_in_flight(tmp_path: Path) -> None:
     """As systemd stops a service: every process of it gets SIGTERM. The workers leave
     stopping to the serving process, which answers the scrape under way first."""
@@ -303,6 +311,7 @@ def test_sigterm_to_the_whole_group_still_answers_the_scrape_in_flight(tmp_path:
         assert _series(text, "illiad_port_up") == {f"lib{i}": 1.0 for i in range(4)}
 
 
+@pytest.mark.process
 def test_workers_exit_by_themselves_when_the_serving_process_is_killed(tmp_path: Path) -> None:
     with _scraped_once(tmp_path) as (peer, workers):
         os.kill(peer.pid, signal.SIGKILL)  # no goodbye: the workers see their inbox close
@@ -393,6 +402,7 @@ def test_shares_are_whole_sites_balanced_by_probe_count() -> None:
     assert share_sites(by_site, 2) == shares  # the same plan, the same shares  # type: ignore[arg-type]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("argv, env, message", [
     (["--probe-workers", "0"], {}, "the number of probe workers must be between 1 and 64, got 0"),
     (["--probe-workers", "many"], {}, "expected a number of processes or auto, got 'many'"),

@@ -70,6 +70,7 @@ def test_rdp_offering_only_standard_security_to_xrdp_selects_rdp(xrdp):
     assert dict(result.infos[0].labels) == {"selected_protocol": "rdp", "negotiation_failure": ""}
 
 
+@pytest.mark.peer("xrdp")
 def test_rdp_negotiation_failure_from_xrdp_is_protocol_with_the_code(tmp_path):
     port = free_port()
     with xrdp_peer(tmp_path, port, security_layer="tls"):

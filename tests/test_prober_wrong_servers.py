@@ -53,17 +53,24 @@ def test_a_server_that_never_answers_times_out_within_the_timeout(prober, option
 
 PORT_OF = {"nginx": lambda peer: peer.http_port, "slapd": lambda peer: peer.ldap_port, "yaz_ztest": lambda port: port}
 
+
+def meets(prober: str, server: str, detail: str, *, id: str) -> object:  # noqa: A002 (pytest.param's name)
+    """A case of a prober meeting a real server, marked with that peer: the test looks the
+    server's fixture up by name, where pytest cannot see it."""
+    return pytest.param(prober, server, detail, id=id, marks=pytest.mark.peer(server))
+
+
 # (prober, the real server it meets, a pattern its detail matches)
 WRONG_SERVICE = [
-    pytest.param("rdp", "nginx", "not a TPKT packet", id="rdp-to-http"),
-    pytest.param("rdp", "slapd", "", id="rdp-to-ldap"),
-    pytest.param("z3950", "nginx", "not a Z39.50 initResponse", id="z3950-to-http"),
-    pytest.param("z3950", "slapd", "", id="z3950-to-ldap"),
-    pytest.param("tds", "nginx", "HTTP", id="tds-to-http"),
-    pytest.param("tds", "yaz_ztest", "", id="tds-to-z3950"),
-    pytest.param("tds", "slapd", "", id="tds-to-ldap"),
-    pytest.param("ldap", "nginx", exactly("not an LDAP message: starts b'HT'"), id="ldap-to-http"),
-    pytest.param("symphony_api", "slapd", exactly("connection closed before an HTTP answer"), id="symphony-to-ldap"),
+    meets("rdp", "nginx", "not a TPKT packet", id="rdp-to-http"),
+    meets("rdp", "slapd", "", id="rdp-to-ldap"),
+    meets("z3950", "nginx", "not a Z39.50 initResponse", id="z3950-to-http"),
+    meets("z3950", "slapd", "", id="z3950-to-ldap"),
+    meets("tds", "nginx", "HTTP", id="tds-to-http"),
+    meets("tds", "yaz_ztest", "", id="tds-to-z3950"),
+    meets("tds", "slapd", "", id="tds-to-ldap"),
+    meets("ldap", "nginx", exactly("not an LDAP message: starts b'HT'"), id="ldap-to-http"),
+    meets("symphony_api", "slapd", exactly("connection closed before an HTTP answer"), id="symphony-to-ldap"),
 ]
 
 

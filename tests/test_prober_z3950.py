@@ -226,6 +226,7 @@ def trickle_long_answer(conn: socket.socket, server: ThreadedServer) -> None:
     server.sleep(1.0)
 
 
+@pytest.mark.process
 def test_a_long_answer_in_small_segments_costs_the_real_exporter_little_cpu(tmp_path):
     """60 KB of flat segments in indefinite-length form, sent 64 bytes at a time: the
     exporter's CPU for the probe stays under a second (each chunk used to decode the whole

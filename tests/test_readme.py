@@ -26,6 +26,7 @@ TEXT = README.read_text()
 FENCED = re.compile(r"^```[a-z]*\n(.*?)^```\n", re.S | re.M)
 
 
+@pytest.mark.process
 def test_every_output_block_is_what_its_command_prints_now() -> None:
     """(After a change that alters an output, `python -m tests.readme_blocks` rewrites them.)"""
     checked = outputs_now(TEXT)
@@ -100,6 +101,7 @@ def scrape_config_blocks() -> list[dict[str, Any]]:
     return [yaml.safe_load(m.group(1)) for m in FENCED.finditer(TEXT) if "scrape_configs:" in m.group(1)]
 
 
+@pytest.mark.peer("prometheus")
 def test_every_scrape_config_passes_promtool_and_scrapes_a_real_exporter(tmp_path: Path) -> None:
     """promtool accepts each README scrape config as it stands; then all of them, with every
     exporter address pointed at one exporter on loopback (the README's site names in its

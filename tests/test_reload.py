@@ -32,6 +32,7 @@ def series(text: str) -> frozenset[tuple[str, str, str]]:
     )
 
 
+@pytest.mark.slow  # 40 reloads under 8 scrapers: about 20 s
 def test_reloads_racing_scrapes_never_mix_two_configs(tmp_path, silent_port, refusing_port):
     """Two configs differ in site name, path names and ports; while 40 reloads flip between
     them (some invalid), 8 scrapers scrape without pause. Every scrape's series are wholly

@@ -18,6 +18,8 @@ from .exporter_process import exporter, fetch, log_text, loopback_site_config, w
 from .test_reload import series, site_config
 from .test_server import value
 
+pytestmark = pytest.mark.process  # against the real exporter process
+
 # nine levels of ten aliases: 10**9 values once expanded, from about 330 bytes
 ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)

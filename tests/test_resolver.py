@@ -65,6 +65,7 @@ def in_namespace_with_resolver(tmp_path: Path, nameserver: str) -> list[str]:
             'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv)]
 
 
+@pytest.mark.peer("unshare")
 def test_dead_names_are_dns_and_starve_neither_local_names_nor_logins(tmp_path, silent_port, dropping_resolver):
     """500 paths to names the dropping resolver never answers, one to localhost (in
     /etc/hosts) and one to a name of the config's hosts table, with basic auth on. The

@@ -50,6 +50,7 @@ def test_adding_a_replica_moves_only_its_share_and_only_to_it(count: int) -> Non
     assert len(moved) >= expected - 4 * sigma, (len(moved), expected)  # the new replica gets its share
 
 
+@pytest.mark.process
 def test_the_owner_is_stable_across_processes() -> None:
     """The hash is not Python's randomised hash(): another interpreter computes the same owners."""
     code = (
@@ -108,6 +109,7 @@ def test_a_bad_shard_in_the_config_names_file_line_and_key() -> None:
     assert str(caught.value) == "c.yml:1:12: exporter.shard: the shard index must be between 0 and 2 (0-based), got 5"
 
 
+@pytest.mark.process
 def test_check_with_shard_probes_only_that_replicas_sites(tmp_path: Path) -> None:
     """The CLI's --shard reaches the plan: `check --output json` lists that shard's sites only."""
     config = tmp_path / "c.yml"
@@ -183,6 +185,7 @@ def _sites_probed_by_the_shard_pods(helm: object, shards: int, sites: list[str],
     return probed
 
 
+@pytest.mark.process
 def test_the_charts_shard_pods_probe_every_site_exactly_once_before_and_after_a_resize(
     tmp_path: Path, refusing_port: int,
 ) -> None:

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .peers import need_binary
+
+pytestmark = pytest.mark.process  # bench.soak, and the exporters it soaks, as processes
 
 ROOT = Path(__file__).resolve().parent.parent  # bench.soak runs as a module from here
 SOAK = [sys.executable, "-m", "bench.soak"]

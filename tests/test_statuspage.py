@@ -263,6 +263,7 @@ def rendered_status_page(config: Path, binary: str, screenshot: Path) -> str:
     return asyncio.run(scenario())
 
 
+@pytest.mark.peer("chromium")
 def test_headless_chromium_renders_each_paths_state_and_saves_a_screenshot(tmp_path, nginx, listener):
     binary = need_binary("chromium", "chromium")
     port = listener.port

@@ -93,6 +93,7 @@ async def fetch(url: str, *, context: ssl.SSLContext | None = None, headers: dic
             return response.status, await response.text(), dict(response.headers)
 
 
+@pytest.mark.process
 def test_mutual_tls_and_basic_auth_guard_every_endpoint(tmp_path, pki, password_hash, silent_port):
     web_yml = mutual_tls_web_config(tmp_path / "web.yml", pki, more=f"""\
   min_version: TLS12
@@ -126,6 +127,7 @@ basic_auth_users:
         assert "Traceback" not in log_text(peer)
 
 
+@pytest.mark.peer("curl")
 def test_curl_with_and_without_its_client_certificate(tmp_path, pki, password_hash, silent_port):
     curl = need_binary("curl", "curl")
     web_yml = mutual_tls_web_config(tmp_path / "web.yml", pki,
@@ -261,6 +263,7 @@ def test_bad_web_configs_are_refused_with_file_line_and_reason(tmp_path, pki, te
         assert lines == [fill(e).replace(str(tmp_path) + "/", "") for e in errors]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(("users", "error"), [
     ("{prometheus: plain-text-password}", "basic_auth_users.prometheus: not a bcrypt hash"),
     (f"{{prometheus: $2y$31${SALT_AND_DIGEST}}}", "basic_auth_users.prometheus: bcrypt cost 31 is above 14"),

@@ -50,6 +50,7 @@ def start(tmp_path: Path, server: CertFiles, silent_port: int, tls_lines: str): 
     return peer
 
 
+@pytest.mark.peer("openssl")
 def test_cipher_suites_serve_only_the_listed_tls12_suites(tmp_path, pki, silent_port):  # noqa: F811
     peer = start(tmp_path, pki.server, silent_port, "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]\n")
     with peer:
@@ -74,6 +75,7 @@ def test_cipher_suites_serve_only_the_listed_tls12_suites(tmp_path, pki, silent_
         assert refused.returncode != 0 and "Ciphersuite:" not in refused.stderr, refused.stderr
 
 
+@pytest.mark.peer("openssl")
 def test_without_cipher_suites_the_same_client_is_served(tmp_path, pki, silent_port):  # noqa: F811
     """The contrast that makes the refusal above the web config's doing."""
     with start(tmp_path, pki.server, silent_port, "") as peer:
@@ -81,6 +83,7 @@ def test_without_cipher_suites_the_same_client_is_served(tmp_path, pki, silent_p
             EXCLUDED, "HTTP/1.1 200 OK")
 
 
+@pytest.mark.peer("openssl")
 def test_curve_preferences_offer_only_the_named_curve(tmp_path, silent_port):
     # An RSA certificate: with an ECDSA one, a TLS 1.2 client's curve list also limits the
     # certificate's curve, and a refusal would not show what the web config did.
@@ -98,6 +101,7 @@ def test_curve_preferences_offer_only_the_named_curve(tmp_path, silent_port):
             assert get_healthy(peer.port, rsa.ca, curve=other)[1] == "HTTP/1.1 200 OK"
 
 
+@pytest.mark.peer("openssl")
 def test_go_suite_names_map_to_the_openssl_suites_of_the_same_standard_name():
     """The table agrees with OpenSSL's own IANA-name list for every suite this OpenSSL has."""
     openssl = need_binary("openssl", "openssl")
