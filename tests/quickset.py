@@ -30,6 +30,7 @@ PEER_FIXTURES = {
     "xrdp": "xrdp",
     "lab_site": "netns lab",
     "built_image": "docker",
+    "raw_prometheus": "prometheus",  # test_availability.py's, with its history written by promtool
 }
 KEPT_OUT_BY = ("peer", "netns", "slow", "process")
 # The audit events of starting a program: subprocess (asyncio's too), os.system, os.exec*,

@@ -375,6 +375,7 @@ def _one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.process
 def test_an_unreachable_prometheus() -> None:
     """Nothing listens there: one line that names the Prometheus and why, exit 2."""
     port = free_port()
@@ -382,6 +383,7 @@ def test_an_unreachable_prometheus() -> None:
     assert line == f"error: cannot reach Prometheus at http://127.0.0.1:{port}: Connection refused"
 
 
+@pytest.mark.process
 def test_a_server_that_stays_silent_or_answers_garbage() -> None:
     """A listener that accepts and never answers is a timeout after --timeout; one that sends
     bytes that are not HTTP is named as such (not the bytes): each one line."""
@@ -409,6 +411,7 @@ def test_a_prometheus_that_refuses_the_credentials(prometheus: Prom, tmp_path: P
     assert line.startswith(f"error: cannot reach Prometheus at {prometheus.url}: ") and "CERTIFICATE" in line
 
 
+@pytest.mark.peer("nginx")
 def test_a_bearer_token_file_is_sent_as_prometheus_clients_send_it(raw_prometheus: Prom, tmp_path: Path) -> None:
     """nginx in front of Prometheus lets through only "Authorization: Bearer <token>" (as an
     auth proxy does): with --bearer-token-file the request reaches Prometheus (which answers
@@ -451,6 +454,7 @@ def test_a_prometheus_without_the_recording_rules(raw_prometheus: Prom) -> None:
                     "to its rule_files (`illiad-exporter assets DIR` writes it)")
 
 
+@pytest.mark.process
 def test_bad_arguments() -> None:
     """A URL without a scheme, a duration or time it cannot read, a range backwards, a token
     file that is not there: each one line before any request, exit 2."""

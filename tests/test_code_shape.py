@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.peers import missing
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,6 +152,7 @@ def test_no_function_is_longer_than_60_lines():
     assert [where for lines, where in functions if lines > MAX_FUNCTION_LINES] == []
 
 
+@pytest.mark.process
 def test_mypy_passes_over_the_package():
     """mypy, strict as pyproject.toml's [tool.mypy] says, finds nothing in exporter/: the
     annotations are what the code does (the two type: ignore left each say why)."""

@@ -185,6 +185,7 @@ def test_the_flags_and_their_variables_set_each_bound(tmp_path, validated):
         assert f"{deep}:26:1: deep: unknown key" in err, err
 
 
+@pytest.mark.process
 def test_a_load_that_grows_the_process_past_its_memory_bound_is_stopped(tmp_path):
     """A fresh process (the memory it grows by is the load's): 300 sites grow it by far more
     than 1 MiB; stopped where it had got to, by the flag and by the variable."""

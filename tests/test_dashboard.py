@@ -395,6 +395,7 @@ def test_the_panels_in_prometheus_show_the_verdict_per_vantage_and_each_target_a
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.peer("prometheus")
 def test_the_availability_row_in_prometheus_shows_shares_outages_and_time_down(tmp_path):
     """Prometheus' own engine (promtool), with the availability rules evaluated hourly, runs
     the Availability row's queries over a 2-hour range (Grafana's $__range) at 2h30s, a sample

@@ -112,6 +112,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           timeout=60, cwd=cwd)
 
 
+@pytest.mark.process
 def test_every_writer_shows_a_hostile_config_as_written(tmp_path: Path) -> None:
     """check --output markdown and report render no element from the config (no heading,
     link or bold), and show HOST and IMPACT as written, in the 'Windows Defender Firewall,

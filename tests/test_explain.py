@@ -365,6 +365,7 @@ def _report(tmp_path: Path, *files: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=30, cwd=tmp_path)
 
 
+@pytest.mark.process
 def test_report_on_json_nested_too_deeply_is_a_one_line_error_exit_2(tmp_path: Path) -> None:
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     done = _report(tmp_path, "deep.json")
@@ -377,6 +378,7 @@ def _run_with(entry: object) -> str:
     return json.dumps({"vantage": "web_server", "paths": [{"site": "lib", "path": "sql", "met": True}, entry]})
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(("text", "error"), [
     pytest.param(_run_with({"site": "lib", "path": "x", "met": False, "explanation": {"diagnosis": ["refused"]}}),
                  "paths[1].explanation.diagnosis[0]: not an object", id="a-diagnosis-not-an-object"),
@@ -405,6 +407,7 @@ def test_report_refuses_what_check_never_writes_with_where_it_is(tmp_path: Path,
     assert (done.returncode, done.stdout, done.stderr) == (2, "", f"error: bad.json: {error}\n")
 
 
+@pytest.mark.process
 def test_check_explains_tls_and_tds_servers_that_accept_and_stay_silent_as_slow_services(tmp_path: Path,
                                                                                         silent_port: int) -> None:
     """A hand-made server that accepts and never answers (no real peer does that on purpose):

@@ -225,6 +225,7 @@ def test_a_worker_killed_between_scrapes_is_replaced_before_the_next(tmp_path: P
             assert _accepted(servers, [1] * 4) == [1] * 4
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("start", ["forkserver", "spawn"])
 def test_a_worker_killed_by_a_signal_is_logged_with_the_signal(tmp_path: Path, start: str) -> None:
     """A worker the kernel or an operator kills (the OOM killer sends SIGKILL) is logged with
