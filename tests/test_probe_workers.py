@@ -365,6 +365,7 @@ def test_joined_parts_are_the_exposition_of_the_whole_byte_for_byte(openmetrics:
     assert gzip.decompress(b"".join(gzip_body(join_sections(parts, openmetrics=openmetrics)))) == whole
 
 
+@pytest.mark.process
 def test_a_gzip_answer_made_of_the_workers_compressed_parts_is_the_plain_answer(tmp_path: Path) -> None:
     """600 sites over 2 workers: their sections come compressed and go out as they are in
     the gzip answer, which decompresses (its CRC-32 and length checked) to the families and
