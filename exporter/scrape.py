@@ -117,7 +117,7 @@ async def run_all(
                     await limiter.acquire()  # returns at once while a slot is free
                 address = QuickConnect.address_of(target, loop)
                 if address is not None:
-                    QuickConnect(target, address, end=target.ends_by(loop.time(), deadline), loop=loop,
+                    QuickConnect(target, address, deadline=deadline, loop=loop,
                                  done=partial(_quick_done, target, placeholder, limiter))
                 else:
                     task = loop.create_task(run_probe(target, deadline=deadline, limiter=limiter, slot_held=True))

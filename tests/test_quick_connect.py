@@ -32,7 +32,7 @@ def _quick(target: ProbeTarget, budget: float, event_loop: str = "asyncio") -> P
         address = QuickConnect.address_of(target, loop)
         assert address is not None, "this target should take the quick way"
         answer: asyncio.Future[ProbeResult] = loop.create_future()
-        QuickConnect(target, address, end=min(loop.time() + budget, loop.time() + target.timeout), loop=loop,
+        QuickConnect(target, address, deadline=loop.time() + budget, loop=loop,
                      done=answer.set_result)
         return await answer
 

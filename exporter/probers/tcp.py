@@ -38,8 +38,8 @@ class QuickConnect:
     scrape, and a task, a timeout scope and the loop's sock_connect future per probe were
     most of its cost (bench/run.py, bench/profile.py).
 
-    ``done(result)`` is called once, when the handshake completes, fails, or ``end`` (loop
-    time) comes; the socket is closed by then."""
+    ``done(result)`` is called once, when the handshake completes, fails, or the target's
+    timeout or the scrape's ``deadline`` (loop time) comes; the socket is closed by then."""
 
     __slots__ = ("target", "result", "done", "address", "sock", "fd", "started", "connect_started", "timer",
                  "loop", "timeout")
@@ -54,12 +54,16 @@ class QuickConnect:
         addresses = known_addresses(target)
         return addresses[0] if addresses is not None and len(addresses) == 1 else None
 
-    def __init__(self, target: ProbeTarget, address: str, *, end: float, loop: asyncio.AbstractEventLoop,
+    def __init__(self, target: ProbeTarget, address: str, *, deadline: float, loop: asyncio.AbstractEventLoop,
                  done: Callable[[ProbeResult], None]) -> None:
         self.target, self.address, self.done, self.loop = target, address, done, loop
         self.result = result = ProbeResult()
         self.started = time.perf_counter()
-        self.timeout = max(end - loop.time(), 0.0)
+        # end and timeout from one reading of the clock, as run_probe takes them: the detail
+        # says the timeout given ("within 0.3s"), not that less a moment of a busy CPU
+        now = loop.time()
+        end = target.ends_by(now, deadline)
+        self.timeout = max(end - now, 0.0)
         self.sock: socket.socket | None = None
         self.fd = -1
         self.timer: asyncio.TimerHandle | None = None
