@@ -111,6 +111,12 @@ def registry_response(request: web.Request, *collectors: Collector) -> web.Respo
     return _response([encoder(registry)], content_type, gzip, stream=False)
 
 
+def written_fast(request: web.Request) -> bool:
+    """Whether the answer to ``request`` is in a format write_exposition() writes (and the
+    probe workers write for their share), not prometheus_client's way."""
+    return fast_format(choose_encoder(request.headers.get("Accept", ""))[1]) is not None
+
+
 def outcomes_response(
     request: web.Request, outcomes: Sequence[Outcome], *, required: frozenset[tuple[str, str]],
     failure_reasons: FailureReasons, registry: CollectorRegistry | None = None, parts: Sequence[Sections] | None = None,

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from . import __version__, statuspage
 from .adhoc import ProbeRequestRefused, adhoc_target, check_parameters
-from .exposition import outcomes_response, registry_response
+from .exposition import outcomes_response, registry_response, written_fast
 from .frontdoor import DoorLimits, FrontDoor
 from .listen import ListenAddress
 from .metrics import ProbeCollector
@@ -49,7 +49,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
     if not snapshot.config.exporter.probe_on_metrics:
         return registry_response(request, state.registry)
     started = time.perf_counter()
-    scrape = await state.scrape(snapshot, state.budget(scrape_timeout(request)))
+    scrape = await state.scrape(snapshot, state.budget(scrape_timeout(request)), sections=written_fast(request))
     state.metrics.scrape_duration.set(time.perf_counter() - started)
     return outcomes_response(request, scrape.outcomes, parts=scrape.parts, required=snapshot.plan.required,
                              failure_reasons=snapshot.config.exporter.failure_reasons, registry=state.registry)
@@ -86,7 +86,8 @@ async def handle_probe(request: web.Request) -> web.Response:
         return web.Response(
             status=400, text=f"site {site} has no path {path[:100]!r} probed from {state.vantage.value}\n"
         )
-    scrape = await state.scrape(snapshot, budget, site=site, path=path, record=path is None)
+    scrape = await state.scrape(snapshot, budget, site=site, path=path, record=path is None,
+                                sections=written_fast(request))
     return outcomes_response(request, scrape.outcomes, parts=scrape.parts, required=snapshot.plan.required,
                              failure_reasons=snapshot.config.exporter.failure_reasons)
 

@@ -25,14 +25,14 @@ from .config import Config, ConfigError, LoadInterrupted, load_config
 from .configfile import RELOAD_TIMEOUT, LoadBounds
 from .explain import Explanation, explain_outcomes
 from .gcpause import CollectionPause
-from .metrics import ExplanationCollector, Sections, SelfMetrics, forget_path_labels
+from .metrics import ExplanationCollector, Sections, SelfMetrics, forget_path_labels, write_sections
 from .plan import Plan, build_plan
 from .probers import ProbeTarget, release_frames
 from .scrape import Outcome, run_all
 from .shard import Shard
 from .singleflight import FlightKeys, SingleFlight, flight_keys
 from .verdict import target_met
-from .workers import Shares, WorkerPool, select_targets
+from .workers import Joined, Outcomes, Part, Shares, WorkerPool, select_targets
 
 log = logging.getLogger("illiad_exporter")
 
@@ -50,7 +50,7 @@ class Snapshot:
 class Scrape:
     """A scrape's outcomes and, when probe workers wrote them, the metric lines of each part."""
 
-    outcomes: list[Outcome]
+    outcomes: Sequence[Outcome]
     parts: list[Sections] | None = None
 
 
@@ -67,7 +67,8 @@ class ExporterState:
         self.shard = shard  # from --shard; None: the config's exporter.shard, if any
         self.workers = workers  # None: probes run in this process (--probe-workers 1)
         self.snapshot: Snapshot | None = None
-        self.last_outcomes: dict[str, list[Outcome]] = {}  # site -> latest outcomes
+        # site -> latest outcomes; with probe workers, made as they are read (workers.Outcomes)
+        self.last_outcomes: dict[str, Sequence[Outcome]] = {}
         self.last_reload_error: str = ""
         self._reload_lock = asyncio.Lock()
         self._loading: asyncio.Future[Snapshot] | None = None
@@ -92,7 +93,8 @@ class ExporterState:
         # site's results: a host some path reached is up): at 10,000 paths, judging every
         # path again on each scrape was a measurable share of the serving process's CPU
         latest = [o for outcomes in self.last_outcomes.values()
-                  if any(target_met(o.target, o.result) is not True for o in outcomes) for o in outcomes]
+                  if not (isinstance(outcomes, Outcomes) and outcomes.met)
+                  and any(target_met(o.target, o.result) is not True for o in outcomes) for o in outcomes]
         return explain_outcomes(self.snapshot.config, latest)
 
     def _explanation_labels(self) -> Iterator[tuple[str, str, str, str, str]]:
@@ -205,22 +207,39 @@ class ExporterState:
         return max(timeout - settings.scrape_timeout_offset, 0.05)
 
     async def scrape(self, snapshot: Snapshot, budget: float, *, site: str | None = None, path: str | None = None,
-                     record: bool = True) -> Scrape:
+                     record: bool = True, sections: bool = True) -> Scrape:
         """Probe the planned targets of ``snapshot`` (those of ``site``, of its ``path``):
-        in the probe workers when there are some, else in this process."""
+        in the probe workers when there are some, else in this process. With workers and
+        ``sections`` (the answer is in a format they write), the results of the sites that
+        met every expectation come slim (see workers.crossing): enough for the status page,
+        not for writing the answer."""
         if snapshot.shares is None or self.workers is None:
             targets = select_targets(snapshot.plan.by_site, snapshot.plan.targets if site is None else (), site, path)
             return Scrape(await self.probe(targets, budget, record=record))
-        parts = await self.workers.probe(snapshot.shares, budget, site=site, path=path)
-        if record and self.snapshot is snapshot:  # the results these replace go first: never both at once
+        parts = await self.workers.probe(snapshot.shares, budget, site=site, path=path, sections=sections)
+        for part in parts:
+            for reason in part.not_run():
+                self.metrics.not_run.labels(reason.value).inc()
+        if record and self.snapshot is snapshot:  # a reload came in meanwhile: one config per page
             for part in parts:
-                for probed in {target.site for target in part.targets}:
+                by_site = part.by_site()
+                for probed in by_site:  # the results these replace go first: never both at once
                     self.last_outcomes.pop(probed, None)
-        outcomes = [outcome for part in parts for outcome in part.outcomes()]
-        self._record(snapshot, outcomes, record)
-        if any(part.sections is None for part in parts):  # a worker lost: written here from the outcomes
+                self.last_outcomes.update(by_site)
+        outcomes = Joined([part.outcomes() for part in parts])
+        if not sections:
             return Scrape(outcomes)
-        return Scrape(outcomes, [part.sections for part in parts if part.sections is not None])
+        return Scrape(outcomes, [self._sections(snapshot, part) for part in parts])
+
+    @staticmethod
+    def _sections(snapshot: Snapshot, part: Part) -> Sections:
+        """The metric lines of ``part``: the worker's, or written here for a worker that
+        was lost (its results are all the exporter's failure, whole)."""
+        if part.sections is not None:
+            return part.sections
+        sites = {target.site for target in part.targets}
+        return write_sections(part.outcomes(), required=frozenset(r for r in snapshot.plan.required if r[0] in sites),
+                              failure_reasons=snapshot.config.exporter.failure_reasons)
 
     async def probe(self, targets: Sequence[ProbeTarget], budget: float, *, record: bool = True) -> list[Outcome]:
         """Probe ``targets`` in this process; with ``record``, the status page shows the outcomes."""

@@ -51,10 +51,10 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, overload
 
 from .eventloop import run_on_loop
 from .forkserver import ForkServer
@@ -66,6 +66,7 @@ from .probers.base import NotRun
 from .probers.net import has_readiness_callbacks
 from .scrape import SETTLE_GRACE, Outcome, run_all
 from .singleflight import SingleFlight, flight_keys
+from .verdict import target_met
 
 log = logging.getLogger("illiad_exporter.workers")
 
@@ -122,8 +123,99 @@ _RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(ProbeResult))
 _packed = operator.attrgetter(*_RESULT_FIELDS)
 
 
+_NOT_RUN = _RESULT_FIELDS.index("not_run")
+
+# The results of a site whose every target met its expectation cross slim when the worker
+# wrote the metric lines: only what the status page shows and the verdicts read. The phases,
+# infos and facts are read by the exposition (written in the worker) and by the explanations
+# (of failing sites only, which cross whole), so the serving process does not hold them:
+# at 30,000 paths they were most of its share of a scrape.
+_SLIM_NOT_RUN = 6
+
+
+def _slim(result: ProbeResult) -> tuple[Any, ...]:
+    address = sys.intern(result.address) if result.address is not None else None  # pickled once a message
+    return (result.up, result.reason, result.detail, result.phases.get("connect"), address, result.port,
+            result.not_run, result.tls)
+
+
 def _unpacked(fields: tuple[Any, ...]) -> ProbeResult:
-    return ProbeResult(*fields)
+    if len(fields) == len(_RESULT_FIELDS):
+        return ProbeResult(*fields)
+    up, reason, detail, connect, address, port, not_run, tls = fields
+    return ProbeResult(up, reason, detail, {} if connect is None else {"connect": connect}, address, port, tls,
+                       not_run=not_run)
+
+
+def not_run_of(fields: tuple[Any, ...]) -> NotRun | None:
+    """Why the exporter could not run the probe of a result as it crossed the pipe."""
+    value: NotRun | None = fields[_NOT_RUN if len(fields) == len(_RESULT_FIELDS) else _SLIM_NOT_RUN]
+    return value
+
+
+def crossing(outcomes: Sequence[Outcome], *, slim: bool) -> tuple[tuple[Any, ...], ...]:
+    """The results of ``outcomes`` as they cross the pipe: with ``slim``, those of the sites
+    whose every target met its expectation slim (see _slim), the others whole."""
+    failing = {o.target.site for o in outcomes if target_met(o.target, o.result) is not True} if slim else None
+    return tuple(_packed(o.result) if failing is None or o.target.site in failing else _slim(o.result)
+                 for o in outcomes)
+
+
+class Outcomes(Sequence[Outcome]):
+    """Outcomes made as they are read from results as they crossed the pipe: the serving
+    process holds each result once, as it came, not a second time as objects."""
+
+    __slots__ = ("targets", "results", "finished_at")
+
+    def __init__(self, targets: tuple[ProbeTarget, ...], results: Sequence[tuple[Any, ...]],
+                 finished_at: float) -> None:
+        self.targets, self.results, self.finished_at = targets, results, finished_at
+
+    @property
+    def met(self) -> bool:
+        """Every result crossed slim: the worker found every target's expectation met (so
+        the explanations need not judge them again, making each outcome to do so)."""
+        return all(len(fields) != len(_RESULT_FIELDS) for fields in self.results)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    @overload
+    def __getitem__(self, index: int) -> Outcome: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Outcome]: ...
+
+    def __getitem__(self, index: int | slice) -> Outcome | Sequence[Outcome]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        return Outcome(self.targets[index], _unpacked(self.results[index]), self.finished_at)
+
+    def __iter__(self) -> Iterator[Outcome]:
+        for target, result in zip(self.targets, self.results):
+            yield Outcome(target, _unpacked(result), self.finished_at)
+
+
+class Joined(Sequence[Outcome]):
+    """The outcomes of several parts, one after the other, made as they are read."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: Sequence[Sequence[Outcome]]) -> None:
+        self.parts = parts
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    @overload
+    def __getitem__(self, index: int) -> Outcome: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Outcome]: ...
+
+    def __getitem__(self, index: int | slice) -> Outcome | Sequence[Outcome]:
+        return list(self)[index]
+
+    def __iter__(self) -> Iterator[Outcome]:
+        return itertools.chain.from_iterable(self.parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +475,7 @@ class _Worker:
             self.send(Probed(message.request, (), time.time(), None, error=f"{type(exc).__name__} in the worker"))
             return
         finished_at = outcomes[0].finished_at if outcomes else time.time()
-        self.send(Probed(message.request, tuple(_packed(o.result) for o in outcomes), finished_at, sections))
+        self.send(Probed(message.request, crossing(outcomes, slim=sections is not None), finished_at, sections))
 
 
 async def _work(inbox: Connection, outbox: Connection) -> None:
@@ -463,8 +555,23 @@ class Part:
     finished_at: float
     sections: Sections | None
 
-    def outcomes(self) -> list[Outcome]:
-        return [Outcome(t, _unpacked(r), self.finished_at) for t, r in zip(self.targets, self.results)]
+    def outcomes(self) -> Outcomes:
+        return Outcomes(self.targets, self.results, self.finished_at)
+
+    def by_site(self) -> dict[str, Outcomes]:
+        """The outcomes of each site (a share's targets come site by site), each holding
+        only its own results, so a site's next /probe lets go of them."""
+        sites: dict[str, Outcomes] = {}
+        start = 0
+        for site, group in itertools.groupby(self.targets, key=operator.attrgetter("site")):
+            stop = start + sum(1 for _ in group)
+            sites[site] = Outcomes(self.targets[start:stop], tuple(self.results[start:stop]), self.finished_at)
+            start = stop
+        return sites
+
+    def not_run(self) -> Iterator[NotRun]:
+        """Why the exporter could not run each probe it could not run."""
+        return (reason for reason in map(not_run_of, self.results) if reason is not None)
 
 
 def start_method() -> str:
