@@ -11,10 +11,12 @@ from __future__ import annotations
 import gc
 import pickle
 import re
+import socket
 import tracemalloc
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pytest
 from illiad_exporter import statuspage
 from illiad_exporter.catalog import Expect
 from illiad_exporter.probers import ProbeResult, ProbeTarget, Reason
@@ -24,7 +26,6 @@ from illiad_exporter.workers import Part, crossing
 
 from .exporter_process import PUBLIC_PATHS, exporter, fetch
 from .fakes import ThreadedServer, hold_silently
-from .peers import free_port
 
 
 def _outcome(site: str, path: str, index: int, *, up: bool = True, expect: Expect = Expect.OPEN) -> Outcome:
@@ -116,13 +117,16 @@ def _normalized(page: str) -> str:
     return re.sub(r"\d+(\.\d+)?", "#", page)
 
 
+@pytest.mark.process
 def test_the_status_page_with_workers_is_the_page_of_one_process(tmp_path: Path) -> None:
     """The same lab (a site whose paths are open, one with a refused path) scraped by one
     process and by 2 workers: the status pages are the same but for the numbers (latencies,
     ages), the failing path's explanation included."""
-    closed = free_port()
     off = ", ".join(f"{path_id}: {{enabled: false}}" for path_id in PUBLIC_PATHS)
-    with ThreadedServer(hold_silently) as server:
+    # bound and never listening: refused for the whole test, and no other test can take it
+    with socket.socket() as unlistened, ThreadedServer(hold_silently) as server:
+        unlistened.bind(("127.0.0.1", 0))
+        closed = unlistened.getsockname()[1]
         lines = ["defaults: {timeout: 3s, system_resolver: false}", "sites:"]
         for name, ports in (("lib0", (server.port, server.port)), ("lib1", (server.port, closed)),
                             ("lib2", (server.port, server.port))):
