@@ -125,7 +125,7 @@ class LoadInterrupted(Exception):
 # gigabytes, most of a minute or every reload. A load is bounded by what it costs, in
 # values, nesting, time and memory, with limits that a consortium's config stays well
 # inside: 100,000 paths written as the README shows (bench/consortium.py) are 15.6 MB and
-# 1.1 million values, and load and plan in 6.7 s of CPU, their peak 233 MiB above the
+# 1.1 million values, and load and plan in 8.5 s of CPU, their peak 232 MiB above the
 # process's (bench part (f)). An operator raises a bound with a flag or an environment
 # variable; a refused file names the bound, where it was crossed, and both.
 
