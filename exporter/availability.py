@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .escape import markdown, visible
 from .files import read_bounded
 
 VERDICT = "illiad_path_expectation_met"
@@ -558,7 +559,8 @@ def _outage_lines(report: Availability) -> Iterator[tuple[PathAvailability, Outa
 
 
 def as_text(report: Availability) -> str:
-    rows = [HEADER, *_rows(report)]
+    # a site or path name is the config's text: control characters shown, never sent to the terminal
+    rows = [HEADER, *([visible(c) for c in row] for row in _rows(report))]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     right = {4, 5, 6, 7, 8}
     out = [_title(report), ""]
@@ -569,32 +571,31 @@ def as_text(report: Availability) -> str:
     if outages:
         out += ["", "Outages:"]
         for p, o in outages:
-            out.append(f"  {p.key.site} {p.key.path} from {p.key.vantage}: {_clock(o.start)} to {_clock(o.end)}"
-                       f" ({length(o.seconds)}{', still failing' if o.ongoing else ''})"
-                       f"{': ' + ', '.join(o.reasons) if o.reasons else ''}")
+            out.append(visible(f"  {p.key.site} {p.key.path} from {p.key.vantage}: {_clock(o.start)} to "
+                               f"{_clock(o.end)} ({length(o.seconds)}{', still failing' if o.ongoing else ''})"
+                               f"{': ' + ', '.join(o.reasons) if o.reasons else ''}"))
     out += ["", *_notes(report)]
     return "\n".join(out) + "\n"
-
-
-def _md(text: str) -> str:
-    return re.sub(r"([\\`*_|<>\[\]])", r"\\\1", text)
 
 
 def as_markdown(report: Availability) -> str:
     table = ["| " + " | ".join(HEADER) + " |",
              "|" + "|".join("---:" if i >= 4 else "---" for i in range(len(HEADER))) + "|",
-             *("| " + " | ".join(_md(c) for c in row) + " |" for row in _rows(report))]
-    blocks = [f"# {_md(_title(report))}", "\n".join(table)]
+             # site, path and vantage are the config's text; the figures are ours
+             *("| " + " | ".join(markdown(c) if i < 3 else c for i, c in enumerate(row)) + " |"
+               for row in _rows(report))]
+    blocks = [f"# {markdown(_title(report))}", "\n".join(table)]
     outages = list(_outage_lines(report))
     if outages:
         rows = ["| site | path | vantage | start (UTC) | end (UTC) | length | failure reasons |",
                 "|---|---|---|---|---|---:|---|"]
         for p, o in outages:
-            rows.append(f"| {_md(p.key.site)} | {_md(p.key.path)} | {_md(p.key.vantage)} | {_clock(o.start)} | "
+            rows.append(f"| {markdown(p.key.site)} | {markdown(p.key.path)} | {markdown(p.key.vantage)} | "
+                        f"{_clock(o.start)} | "
                         f"{_clock(o.end)}{' (still failing)' if o.ongoing else ''} | {length(o.seconds)} | "
-                        f"{_md(', '.join(o.reasons)) or '-'} |")
+                        f"{markdown(', '.join(o.reasons)) or '-'} |")
         blocks += ["## Outages", "\n".join(rows)]
-    blocks += [_md(n) for n in _notes(report)]
+    blocks += [markdown(n) for n in _notes(report)]
     return "\n\n".join(blocks) + "\n"
 
 

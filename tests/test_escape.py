@@ -156,3 +156,23 @@ def test_a_log_line_writes_control_characters_as_escapes() -> None:
     line = LogfmtFormatter().format(record)
     assert line.endswith(' host="<h1>x`y\\u001b[31m\\u0007z" port=1433')
     assert line.isprintable()
+
+
+def test_the_availability_report_shows_hostile_names_as_written() -> None:
+    """``availability``'s text and markdown go through the same escaping: a site, path or
+    failure reason read back from Prometheus' labels is the config's text, as hostile as
+    any host name."""
+    from illiad_exporter.availability import (Availability, Outage, PathAvailability, PathKey, as_markdown,
+                                              as_text)
+
+    outage = Outage(1_800_000_000.0, 1_800_000_600.0, reasons=[f"refused ({HOST}:1433)"])
+    path = PathAvailability(PathKey(site=HOST, vantage="web_server", path=IMPACT, required=True),
+                            met=9, known=10, outages=[outage])
+    report = Availability("http://127.0.0.1:9090", 1_800_000_000.0, 1_800_003_600.0, 60.0, None, [path], 0, 1.0)
+    text = as_text(report)
+    assert "\x1b" not in text and "\x07" not in text and "<h1>x`y\\x1b[31m\\x07z" in text
+    page = rendered(as_markdown(report), gfm=True)
+    assert "<h1>x" not in page and "<b>" not in page and 'href="javascript' not in page
+    cells = [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", page, re.S)]
+    assert visible(HOST) in cells and visible(IMPACT).strip() in cells
+    assert f"refused ({visible(HOST)}:1433)" in cells
