@@ -1,7 +1,8 @@
 """What a config or a check's JSON says (a host name, a title, an impact), made safe for
 where it is written. Every text and markdown writer goes through here: ``check``'s table,
-``--explain`` and ``--output markdown``, ``report``'s markdown and ``catalog --format
-markdown`` (HTML is escaped by ``html.escape`` where it is written).
+``--explain`` and ``--output markdown``, ``report``'s markdown, ``catalog --format
+markdown`` and ``availability``'s text and markdown (HTML is escaped by ``html.escape``
+where it is written).
 
 - :func:`visible`: for a terminal. Control characters (ESC, BEL, a newline, ...) and the
   bidirectional overrides that reorder what is shown are written as Python escapes
