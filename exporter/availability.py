@@ -36,6 +36,7 @@ from typing import Any
 
 from .escape import markdown, visible
 from .files import read_bounded
+from .report import PAGE_FRAME_CSS
 
 VERDICT = "illiad_path_expectation_met"
 PATH_INFO = "illiad_path_info"
@@ -621,12 +622,7 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_CSS = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Arial,sans-serif;margin:0;color:#1f2328;background:#fff}
-header{padding:12px 20px;background:#24292f;color:#fff}
-header h1{font-size:20px;margin:0}
-header p{margin:4px 0 0;color:#d0d7de}
-main{padding:8px 20px 24px;max-width:80em}
+_CSS = PAGE_FRAME_CSS + """
 h2{font-size:17px;margin:22px 0 6px}
 table{border-collapse:collapse;margin:6px 0 10px}
 th,td{border:1px solid #d0d7de;padding:5px 9px;text-align:left;vertical-align:top}

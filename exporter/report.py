@@ -225,12 +225,15 @@ def as_markdown(matrix: Matrix, *, now: float) -> str:
 
 # -- HTML --------------------------------------------------------------------------------
 
-_CSS = """
+# The page frame (font, dark header, main column) that availability's page shares
+PAGE_FRAME_CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Arial,sans-serif;margin:0;color:#1f2328;background:#fff}
 header{padding:12px 20px;background:#24292f;color:#fff}
 header h1{font-size:20px;margin:0}
 header p{margin:4px 0 0;color:#d0d7de}
-main{padding:8px 20px 24px;max-width:80em}
+main{padding:8px 20px 24px;max-width:80em}"""
+
+_CSS = PAGE_FRAME_CSS + """
 .banner{padding:10px 14px;border-radius:6px;margin:12px 0;font-weight:600}
 .banner.ok{background:#dafbe1;color:#116329;border:1px solid #4ac26b}
 .banner.bad{background:#ffebe9;color:#82071e;border:1px solid #ff8182}
