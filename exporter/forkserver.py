@@ -7,6 +7,10 @@ a new interpreter that imports the exporter again and starts a resource tracker 
 it: measured with 2 workers and 10,000 paths (bench/run.py), those two were 27 MiB of PSS
 of the 126 the exporter's processes held at idle.
 
+Both sides freeze what they hold at the fork (``gc.freeze``), and keep it frozen: the
+serving process and every worker freeze each new config or plan share on top, never thaw
+(gcpause.CollectionPause's ``keep_frozen``).
+
 The fork server holds no config, no event loop and no thread. It forks only, reaps the
 workers it forked and writes each one's exit status to a pipe the serving process reads
 (as multiprocessing's does), and exits when the serving process closes its socket (or
@@ -52,6 +56,11 @@ class ForkServer:
             finally:
                 os._exit(code)
         theirs.close()
+        # Ours too: the serving process's collections must not walk what it shares with the
+        # fork server either. A full collection writes to every object it walks, and each
+        # page written is copied: measured at 10,000 paths (bench/run.py), the serving
+        # process's first config made 13 MiB of those pages its own, held twice from then on.
+        gc.freeze()
         self.pid = pid
         self._socket = ours
         self._lock = threading.Lock()  # one request and its answer at a time (workers start on threads)

@@ -27,9 +27,11 @@ first would keep every reload's garbage forever.
 A probe worker forked from the fork server inherits its imports frozen, and must never
 unfreeze them: a full collection writes to every object it walks, so each page the worker
 shares with the fork server and the other workers would be copied into it (measured: 14 MiB
-of private memory per worker at its first plan). ``keep_frozen`` freezes each new plan share
-on top instead; a share dropped at the next reload is freed by reference counting, as it
-holds no reference cycle (tests/test_gcpause.py).
+of private memory per worker at its first plan). The same holds for the serving process
+that made the fork server (13 MiB at its first config). ``keep_frozen`` freezes each new
+plan share or config on top instead; one dropped at the next reload is freed by reference
+counting, as it holds no reference cycle (tests/test_gcpause.py), while the load's own
+cyclic garbage, never frozen, is collected before the freeze.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class CollectionPause:
     def __init__(self, *, max_pause: float = 5.0, freeze_after_idle: float = 0.5, keep_frozen: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.max_pause = max_pause
-        self.keep_frozen = keep_frozen  # never unfreeze (a forked worker: see the module's docstring)
+        self.keep_frozen = keep_frozen  # never unfreeze (a fork shares the pages: see the module's docstring)
         self.freeze_after_idle = freeze_after_idle  # seconds without a scrape before freezing
         self._freeze_wanted = False  # a new config waits to be collected and frozen
         self._clock = clock

@@ -75,7 +75,9 @@ class ExporterState:
         self._limiter: asyncio.Semaphore | None = None
         self._limit = 0
         self.flights = SingleFlight()  # overlapping scrapes share one probe per target
-        self.gc_pause = CollectionPause()  # also freezes each new config once no scrape runs
+        # also freezes each new config once no scrape runs; on top of what the workers' fork
+        # server froze, never thawing it, when there is one (gcpause)
+        self.gc_pause = CollectionPause(keep_frozen=workers is not None and workers.keeps_frozen)
 
         self.registry = CollectorRegistry(auto_describe=True)
         # the standard three every prometheus_client exporter registers: process_*, python_gc_*, python_info

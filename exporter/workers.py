@@ -598,6 +598,8 @@ class WorkerPool:
         method = start_method()
         self._spawn = multiprocessing.get_context("spawn") if method == "spawn" else None
         self._fork_server = ForkServer(worker_main) if method == "forkserver" else None
+        # the fork server froze what this process holds: it stays frozen (forkserver.py)
+        self.keeps_frozen = self._fork_server is not None
         self._handles: list[_Handle | None] = [None] * count
         self._requests = itertools.count()
         self._generation = 0

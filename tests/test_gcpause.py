@@ -146,3 +146,35 @@ def test_a_plan_share_is_freed_by_reference_counting_alone() -> None:
         assert gc.collect() == 0  # nothing was left for the cycle collector
     finally:
         gc.enable()
+
+
+def test_a_loaded_config_and_its_shares_are_freed_by_reference_counting_alone() -> None:
+    """The serving process with probe workers keeps each config frozen, never thawed (the
+    fork server shares its pages): dropped at a reload, a config, its plan and the workers'
+    shares must hold no reference cycle, or each reload would leave one behind for good."""
+    from illiad_exporter.catalog import Role
+    from illiad_exporter.config import load_config
+    from illiad_exporter.plan import build_plan
+    from illiad_exporter.state import Snapshot
+    from illiad_exporter.workers import Shares, by_site_of, select_targets, share_sites
+
+    from .test_fuzz import EXAMPLE
+
+    gc.collect()
+    gc.disable()
+    try:
+        config = load_config(EXAMPLE)
+        plan = build_plan(config, Role.WEB_SERVER)
+        by_site = plan.by_site
+        mine = [{site: by_site[site] for site in sites} for sites in share_sites(by_site, 2)]
+        shares = Shares(1, {site: i for i, m in enumerate(mine) for site in m},
+                        tuple(tuple(t for ts in m.values() for t in ts) for m in mine), tuple(mine))
+        assert sum(len(shares.select(i, None, None)) for i in range(2)) == len(plan.targets) > 0
+        assert select_targets(by_site_of(plan.targets), plan.targets, None, None) == plan.targets
+        held = Snapshot(config, plan, 0.0, shares=shares)
+        del config, plan, by_site, mine, shares
+        gc.collect()  # what the load made and dropped: the collector runs before the freeze
+        del held
+        assert gc.collect() == 0  # nothing was left for the cycle collector
+    finally:
+        gc.enable()
