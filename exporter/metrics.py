@@ -348,6 +348,14 @@ def forget_path_labels() -> None:
     _path_labels.cache_clear()
 
 
+def keep_path_labels(targets: Iterable[ProbeTarget]) -> None:
+    """Make the label text of ``targets`` now (a probe worker, given a new share): made
+    together, it lies together in memory, rather than scattered among a scrape's
+    short-lived objects, whose pages it would keep from being reused as a whole."""
+    for target in targets:
+        _path_labels(target.labels)
+
+
 def _header(family: Family | PathFamily | Section, openmetrics: bool) -> str:
     doc = family.doc.replace("\\", r"\\").replace("\n", r"\n")
     if openmetrics:

@@ -231,17 +231,17 @@ class ExporterState:
         outcomes = Joined([part.outcomes() for part in parts])
         if not sections:
             return Scrape(outcomes)
-        return Scrape(outcomes, [self._sections(snapshot, part) for part in parts])
+        return Scrape(outcomes, [written for part in parts for written in self._sections(snapshot, part)])
 
     @staticmethod
-    def _sections(snapshot: Snapshot, part: Part) -> Sections:
+    def _sections(snapshot: Snapshot, part: Part) -> tuple[Sections, ...]:
         """The metric lines of ``part``: the worker's, or written here for a worker that
         was lost (its results are all the exporter's failure, whole)."""
         if part.sections is not None:
             return part.sections
         sites = {target.site for target in part.targets}
-        return write_sections(part.outcomes(), required=frozenset(r for r in snapshot.plan.required if r[0] in sites),
-                              failure_reasons=snapshot.config.exporter.failure_reasons)
+        return (write_sections(part.outcomes(), required=frozenset(r for r in snapshot.plan.required if r[0] in sites),
+                               failure_reasons=snapshot.config.exporter.failure_reasons),)
 
     async def probe(self, targets: Sequence[ProbeTarget], budget: float, *, record: bool = True) -> list[Outcome]:
         """Probe ``targets`` in this process; with ``record``, the status page shows the outcomes."""
