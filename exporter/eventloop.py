@@ -25,3 +25,14 @@ def run_on_loop(main: Coroutine[Any, Any, T], event_loop: str = "auto") -> T:
             result: T = uvloop.run(main)
             return result
     return asyncio.run(main)
+
+
+def import_loop(event_loop: str = "auto") -> None:
+    """Import the event loop ``event_loop`` names, if it is installed, without starting it:
+    a process about to fork its probe workers' fork server, whose workers then share the
+    loop's pages instead of each importing it (uvloop: 3-4 MiB a worker, bench/run.py)."""
+    if event_loop != "asyncio":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            pass  # run_on_loop says so, if it was asked for

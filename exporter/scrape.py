@@ -118,6 +118,9 @@ async def run_in_parts(
         return
     if not ends or ends[-1] != len(targets):
         raise ValueError("the parts must end with the last target")
+    if len(ends) == 1:  # a site's /probe: no dispatching task to make and wake
+        consume(await run_all(targets, budget=budget, limiter=limiter, flights=flights))
+        return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
     answers, queued = _answers(targets, deadline, flights, loop)

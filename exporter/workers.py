@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, overload
 
-from .eventloop import run_on_loop
+from .eventloop import import_loop, run_on_loop
 from .forkserver import ForkServer
 from .gcpause import CollectionPause
 from .logs import setup_logging
@@ -630,6 +630,8 @@ class WorkerPool:
         self._options = (log_level, log_format, event_loop)
         method = start_method()
         self._spawn = multiprocessing.get_context("spawn") if method == "spawn" else None
+        if method == "forkserver":
+            import_loop(event_loop)
         self._fork_server = ForkServer(worker_main) if method == "forkserver" else None
         # the fork server froze what this process holds: it stays frozen (forkserver.py)
         self.keeps_frozen = self._fork_server is not None

@@ -274,6 +274,22 @@ def test_workers_are_forked_from_a_copy_of_the_serving_process(tmp_path: Path) -
         assert children == [fork_server]  # and nothing else (multiprocessing's resource tracker)
 
 
+@pytest.mark.process
+def test_the_workers_share_the_event_loop_the_serving_process_imported(tmp_path: Path) -> None:
+    """uvloop is imported before the fork server is made, so the workers share its pages
+    rather than each importing it again (3-4 MiB a worker)."""
+    if importlib.util.find_spec("uvloop") is None:
+        missing("uvloop (the [fast] extra, in the test extra too) is not installed")
+    with _listeners(2) as servers:
+        peer, url = _with_workers(tmp_path, _each_its_site(servers), "--event-loop", "uvloop")
+        with peer:
+            assert fetch(f"{url}/metrics")[0] == 200
+            workers = list(_worker_pids(log_text(peer)).values())
+            (fork_server,) = {int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+                              for pid in workers}
+            assert "uvloop/loop." in Path(f"/proc/{fork_server}/maps").read_text()
+
+
 def _kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         if line.startswith(field + ":"):
