@@ -83,10 +83,11 @@ SMALL_ANSWER = 32 * 1024
 READ_SIZE = 1 << 20
 # A worker writes the metric lines of its share a part of about this many targets at a
 # time, each part as soon as its probes are done, and lets go of the part's results
-# (scrape.run_in_parts). Measured with bench/run.py at 15,000 paths a worker: the
-# results of the whole share at once took 14 MiB more at the peak; parts of 1,000 cost
-# no more CPU and compress 1-2% less well (each part starts its compressors afresh).
-PART_TARGETS = 1000
+# (scrape.run_in_parts). Measured with bench/run.py at 15,000 paths a worker: the results
+# of the whole share at once took 14 MiB more at the peak. Writing a part holds the event
+# loop, and so delays the probes in flight: 500 paths take about 5 ms to write; parts of
+# 1,000 took the same memory and CPU and held the loop twice as long.
+PART_TARGETS = 500
 
 
 # -- the messages ----------------------------------------------------------------------------
