@@ -113,7 +113,7 @@ async def run_in_parts(
     then up to ``ends[1]``, ...), each part once its probes are done, while later parts are
     still probing. The outcomes of a part are let go of once consumed: a probe worker keeps
     each part's results only until it has written their metric lines, not the whole share's
-    at once (bench/run.py: 2 workers at 30,000 paths peaked 28 MiB lower)."""
+    at once (2 workers at 30,000 paths peaked 15 MiB lower, 203 MiB PSS)."""
     if not targets:
         return
     if not ends or ends[-1] != len(targets):
