@@ -111,9 +111,12 @@ async def run_in_parts(
 ) -> None:
     """:func:`run_all`, its outcomes handed to ``consume`` a part at a time (``targets[0:ends[0]]``,
     then up to ``ends[1]``, ...), each part once its probes are done, while later parts are
-    still probing. The outcomes of a part are let go of once consumed: a probe worker keeps
-    each part's results only until it has written their metric lines, not the whole share's
-    at once (2 workers at 30,000 paths peaked 15 MiB lower, 203 MiB PSS)."""
+    still probing. A part's placeholders (and single-flight entries) are made when the
+    dispatching reaches it, and its outcomes are let go of once consumed: a probe worker
+    holds a part or two of its share at a time, not the whole share's answers and results
+    (2 workers at 30,000 paths peaked 15 MiB lower, 203 MiB PSS, for the results alone).
+    Overlapping scrapes still probe a target once: whichever reaches a part first probes
+    it, and the other joins those probes as it reaches the part."""
     if not targets:
         return
     if not ends or ends[-1] != len(targets):
@@ -123,22 +126,44 @@ async def run_in_parts(
         return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
-    answers, queued = _answers(targets, deadline, flights, loop)
-    bounds = list(zip([0, *ends], ends))
-    parts = [answers[start:end] for start, end in bounds]
-    del answers
-    dispatching = loop.create_task(_dispatch(queued, deadline, limiter, loop))
+    parts: Parts = deque((targets[start:end], loop.create_future()) for start, end in zip([0, *ends], ends))
+    dispatching = loop.create_task(_dispatch_parts(deque(parts), deadline, limiter, flights, loop))
     try:
-        for index, (start, end) in enumerate(bounds):
-            part, parts[index] = parts[index], []  # held by this part only, until consumed
-            consume(await _settled(targets[start:end], part, deadline, loop))
-            del part
+        while parts:  # each side lets go of a part when done with it
+            part, made = parts.popleft()
+            consume(await _settled(part, await made, deadline, loop))
+            del part, made
         await dispatching
     finally:  # cancelled: the dispatch's own finally leaves no placeholder for others to wait on
         dispatching.cancel()
 
 
 Answers = list[asyncio.Future[ProbeResult]]
+Parts = deque[tuple[Sequence[ProbeTarget], asyncio.Future[Answers]]]  # each part's targets and answers to come
+
+
+async def _dispatch_parts(parts: Parts, deadline: float, limiter: asyncio.Semaphore | None,
+                          flights: SingleFlight | None, loop: asyncio.AbstractEventLoop) -> None:
+    """Each part's answers made when the dispatching reaches it, then its probes started;
+    the parts the deadline leaves unreached fail for want of a slot, as queued targets do."""
+    try:
+        while parts and loop.time() < deadline:
+            targets, made = parts[0]
+            answers, queued = _answers(targets, deadline, flights, loop)
+            made.set_result(answers)
+            parts.popleft()
+            del made, answers
+            await _dispatch(queued, deadline, limiter, loop)
+    finally:
+        for targets, made in parts:
+            made.set_result([_no_slot(loop) for _ in targets])
+        parts.clear()
+
+
+def _no_slot(loop: asyncio.AbstractEventLoop) -> asyncio.Future[ProbeResult]:
+    answer: asyncio.Future[ProbeResult] = loop.create_future()
+    answer.set_result(_failed(Reason.EXPORTER, NO_SLOT, not_run=NotRun.NO_SLOT))
+    return answer
 
 
 def _answers(targets: Sequence[ProbeTarget], deadline: float, flights: SingleFlight | None,
