@@ -239,6 +239,21 @@ class Probed:
         return (Probed, (self.request, self.results, self.finished_at, self.sections, self.error))
 
 
+@dataclass(frozen=True, slots=True)
+class ProbedPart:
+    """One part of a scrape's answer (worker -> serving process), sent as soon as the part is
+    written, so the worker holds no more than a part of its answer: the results and the
+    lines of a selection of several parts come this way, and the Probed that ends the answer
+    carries none (scrape.run_in_parts, PART_TARGETS)."""
+
+    request: int
+    results: tuple[tuple[Any, ...], ...]
+    sections: Sections | None
+
+    def __reduce__(self) -> tuple[type[ProbedPart], tuple[Any, ...]]:
+        return (ProbedPart, (self.request, self.results, self.sections))
+
+
 STOP = "stop"
 
 
@@ -489,27 +504,31 @@ class _Worker:
                                                                             f"{message.generation}"))
             return
         targets = select_targets(share.by_site, share.targets, message.site, message.path)
-        results: list[tuple[Any, ...]] = []
-        sections: list[Sections] = []
+        ends = part_ends(targets)
+        last: list[ProbedPart] = []  # of a selection of one part: it goes in the Probed
         finished_at = time.time()
 
         def written(outcomes: list[Outcome]) -> None:  # a part's lines and results, then its outcomes go
             nonlocal finished_at
-            if message.sections:
-                sections.append(write_sections(outcomes, required=share.required,
-                                               failure_reasons=share.failure_reasons))
-            results.extend(crossing(outcomes, slim=message.sections))
+            part = ProbedPart(message.request, crossing(outcomes, slim=message.sections),
+                              write_sections(outcomes, required=share.required, failure_reasons=share.failure_reasons)
+                              if message.sections else None)
             finished_at = outcomes[-1].finished_at
+            if len(ends) > 1:
+                self.send(part)
+            else:
+                last.append(part)
 
         try:
             with self.gc_pause:
-                await run_in_parts(targets, part_ends(targets), written, budget=message.budget,
-                                   limiter=self.limiter, flights=self.flights)
+                await run_in_parts(targets, ends, written, budget=message.budget, limiter=self.limiter,
+                                   flights=self.flights)
         except Exception as exc:  # a bug must cost this scrape's share, not leave the serving process waiting
             log.error("probe worker failed a scrape: %r", exc, exc_info=True)
             self.send(Probed(message.request, (), time.time(), None, error=f"{type(exc).__name__} in the worker"))
             return
-        self.send(Probed(message.request, tuple(results), finished_at, tuple(sections) if message.sections else None))
+        self.send(Probed(message.request, last[0].results if last else (), finished_at,
+                         tuple(p.sections for p in last if p.sections is not None) if message.sections else None))
 
 
 async def _work(inbox: Connection, outbox: Connection) -> None:
@@ -548,6 +567,13 @@ def worker_main(inbox: Connection, outbox: Connection, index: int, log_level: st
 # -- the serving process's side ---------------------------------------------------------------
 
 
+def _joined(parts: list[ProbedPart], end: Probed) -> Probed:
+    """The answer of a selection that came in parts, as one."""
+    results = tuple(itertools.chain.from_iterable(part.results for part in parts))
+    sections = None if end.sections is None else tuple(p.sections for p in parts if p.sections is not None)
+    return Probed(end.request, results, end.finished_at, sections, end.error)
+
+
 class WorkerGone(Exception):
     """The worker exited or stopped answering; its targets fail with reason exporter."""
 
@@ -559,6 +585,7 @@ class _Handle:
     inbox: Connection  # what we send on
     listener: _Listener | None = None
     waiting: dict[int, asyncio.Future[Probed]] = field(default_factory=dict)
+    parts: dict[int, list[ProbedPart]] = field(default_factory=dict)  # of the answers still coming
     assigned: asyncio.Future[Assigned] | None = None
     alive: bool = True
     batch: list[bytes] = field(default_factory=list)  # messages of this loop iteration, written together
@@ -714,10 +741,14 @@ class WorkerPool:
         if isinstance(message, Assigned):
             if handle.assigned is not None and not handle.assigned.done():
                 handle.assigned.set_result(message)
+        elif isinstance(message, ProbedPart):
+            if message.request in handle.waiting:
+                handle.parts.setdefault(message.request, []).append(message)
         elif isinstance(message, Probed):
             waiter = handle.waiting.pop(message.request, None)
+            parts = handle.parts.pop(message.request, None)
             if waiter is not None and not waiter.done():
-                waiter.set_result(message)
+                waiter.set_result(message if parts is None else _joined(parts, message))
 
     def _lost(self, handle: _Handle, why: str, *, gone: bool = False) -> None:
         """The worker is gone (``gone``: its pipe says so) or given up on: everyone waiting on
@@ -732,6 +763,7 @@ class WorkerPool:
             if waiter is not None and not waiter.done():
                 waiter.set_exception(error)
         handle.waiting.clear()
+        handle.parts.clear()
         try:
             handle.inbox.close()
         except OSError:

@@ -17,7 +17,7 @@ from illiad_exporter.metrics import join_sections, render_outcomes
 from illiad_exporter.probers import ProbeTarget, Reason
 from illiad_exporter.probers.base import ProberOptions
 from illiad_exporter.scrape import Outcome, run_all, run_in_parts
-from illiad_exporter.workers import Assign, Probe, Probed, part_ends
+from illiad_exporter.workers import Assign, Assigned, Probe, Probed, ProbedPart, part_ends
 
 
 def _target(site: str, path: str, port: int, *, timeout: float = 2.0) -> ProbeTarget:
@@ -88,8 +88,9 @@ def test_ends_that_leave_targets_out_are_refused(silent_port):
 
 
 def test_a_worker_answer_in_parts_joins_to_the_exposition_of_one_process(monkeypatch, silent_port, refusing_port):
-    """A worker's share in parts of 2 targets (whole sites): its answer carries a section of
-    lines per part, and joined they are the series one process writes, each family once."""
+    """A worker's share in parts of 2 targets (whole sites): each part's results and lines are
+    sent as soon as written, then the answer's end; put together, the lines are the series
+    one process writes, each family once."""
     monkeypatch.setattr(workers, "PART_TARGETS", 2)
     targets = tuple(_target(f"lib{s}", f"p{p}", refusing_port if s == 1 and p == 0 else silent_port)
                     for s in range(3) for p in range(2))
@@ -106,9 +107,11 @@ def test_a_worker_answer_in_parts_joins_to_the_exposition_of_one_process(monkeyp
         messages = []
         while reader.poll(2.0):
             messages.append(pickle.loads(reader.recv_bytes()))
-        (answer,) = [m for m in messages if isinstance(m, Probed)]
+        assigned, *parts, end = messages
+        assert [type(m) for m in messages] == [Assigned] + [ProbedPart] * 3 + [Probed]  # each part as written
+        assert [len(p.results) for p in parts] == [2, 2, 2] and end.results == ()
         alone = render_outcomes(await run_all(targets, budget=5.0))
-        return answer, alone
+        return workers._joined(parts, end), alone  # as the serving process puts them together
 
     answer, alone = asyncio.run(scenario())
     assert answer.request == 7 and not answer.error and len(answer.results) == len(targets)

@@ -141,6 +141,41 @@ def test_every_path_is_probed_once_and_the_answer_is_one_exposition(tmp_path: Pa
 
 
 @pytest.mark.process
+def test_a_share_of_several_parts_answers_as_one_process_does(tmp_path: Path) -> None:
+    """1,200 paths over 2 workers: 600 each, so each writes and sends its answer in parts
+    (workers.PART_TARGETS, 500), which the serving process puts together: every path once,
+    the same series as one process, each family once."""
+    with _listeners(12) as servers:
+        lines = ["defaults: {timeout: 3s, system_resolver: false}", "sites:"]
+        off = ", ".join(f"{path_id}: {{enabled: false}}" for path_id in PUBLIC_PATHS)
+        for i in range(120):
+            customs = ", ".join(f"{{name: p{p}, from: [external], host: 127.0.0.1, port: {servers[i % 12].port}}}"
+                                for p in range(10))
+            lines.append(f"  - {{name: lib{i:03d}, paths: {{{off}}}, custom: [{customs}]}}")
+        config = tmp_path / "illiad.yml"
+        config.write_text("\n".join(lines) + "\n")
+        single, url1 = exporter(config, tmp_path, vantage="external")
+        with single:
+            status, alone = fetch(f"{url1}/metrics")
+        assert status == 200
+        peer, url = exporter(config, tmp_path, "--probe-workers", "2", vantage="external")
+        with peer:
+            status, text = fetch(f"{url}/metrics")
+            assert status == 200
+            assert _accepted(servers, [200] * 12) == [200] * 12  # 100 each a scrape: one probe per path
+            assert "probe worker lost" not in log_text(peer)
+
+    def series(exposition: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+        return {(s.name, tuple(sorted(s.labels.items()))) for f in text_string_to_metric_families(exposition)
+                for s in f.samples if s.name.startswith("illiad_") and "site" in s.labels}
+
+    ups = [s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == "illiad_port_up"]
+    assert len(ups) == 1200 and set(ups) == {1.0}
+    assert series(text) == series(alone)
+    assert text.count("# TYPE illiad_port_up gauge\n") == 1
+
+
+@pytest.mark.process
 def test_overlapping_scrapes_share_one_probe_in_the_worker_that_owns_the_path(tmp_path: Path) -> None:
     with _listeners(1, slow_http_ok(1.0)) as (slow,), _listeners(3) as others:
         sites = {"slow": ("http", slow.port), **{f"lib{i}": ("tcp", s.port) for i, s in enumerate(others)}}
