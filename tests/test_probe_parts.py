@@ -4,6 +4,7 @@ probes are done, and lets go of a part's results once it has written their lines
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import multiprocessing
 import pickle
 
@@ -128,3 +129,32 @@ def test_a_worker_answer_in_parts_joins_to_the_exposition_of_one_process(monkeyp
     ups = {s.labels["site"] + "/" + s.labels["path"]: s.value for f in text_string_to_metric_families(text)
            for s in f.samples if s.name == "illiad_port_up"}
     assert ups == {"lib0/p0": 1.0, "lib0/p1": 1.0, "lib1/p0": 0.0, "lib1/p1": 1.0, "lib2/p0": 1.0, "lib2/p1": 1.0}
+
+
+def test_overlapping_scrapes_in_parts_probe_each_target_once(silent_port):
+    """Two scrapes of the same 12 targets in parts of 4, with 4 probe slots, the second
+    starting while the first's probes wait: each target is probed once, whichever scrape
+    reached its part first probing it and the other joining. (The targets are RDP servers
+    that accept and never answer: a finished probe is not kept for a later scrape, so the
+    probes must still be in flight.)"""
+    from illiad_exporter.probers.rdp import RdpOptions
+    from illiad_exporter.singleflight import SingleFlight
+
+    targets = [dataclasses.replace(_target(f"lib{s}", f"p{p}", silent_port, timeout=0.3), prober="rdp",
+                                   options=RdpOptions()) for s in range(6) for p in range(2)]
+    flights = SingleFlight()
+    got: list[list[Outcome]] = [[], []]
+
+    async def scenario() -> None:
+        limiter = asyncio.Semaphore(4)
+        ends = part_ends(targets, 4)
+        first = asyncio.create_task(run_in_parts(targets, ends, got[0].extend, budget=5.0, limiter=limiter,
+                                                 flights=flights))
+        await asyncio.sleep(0.05)  # the first has its first part's probes hanging
+        await run_in_parts(targets, ends, got[1].extend, budget=5.0, limiter=limiter, flights=flights)
+        await first
+
+    asyncio.run(scenario())
+    assert flights.started == len(targets) and flights.joined == len(targets)
+    assert [_seen(outcomes) for outcomes in got] == [[(t.site, t.path, False, Reason.TIMEOUT) for t in targets]] * 2
+    assert len(flights) == 0  # finished flights are forgotten
