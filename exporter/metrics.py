@@ -349,9 +349,8 @@ def forget_path_labels() -> None:
 
 
 def keep_path_labels(targets: Iterable[ProbeTarget]) -> None:
-    """Make the label text of ``targets`` now (a probe worker, given a new share): made
-    together, it lies together in memory, rather than scattered among a scrape's
-    short-lived objects, whose pages it would keep from being reused as a whole."""
+    """Make the label text of ``targets`` now (a probe worker, given a new share), before
+    any scrape, instead of in the first one: it is kept from scrape to scrape either way."""
     for target in targets:
         _path_labels(target.labels)
 

@@ -114,7 +114,8 @@ async def run_in_parts(
     still probing. A part's placeholders (and single-flight entries) are made when the
     dispatching reaches it, and its outcomes are let go of once consumed: a probe worker
     holds a part or two of its share at a time, not the whole share's answers and results
-    (2 workers at 30,000 paths peaked 15 MiB lower, 203 MiB PSS, for the results alone).
+    (with its answer sent a part at a time too, workers.ProbedPart, 2 workers at 30,000
+    paths peaked at 168 MiB PSS instead of 218: bench/RESULTS.txt).
     Overlapping scrapes still probe a target once: whichever reaches a part first probes
     it, and the other joins those probes as it reaches the part."""
     if not targets:

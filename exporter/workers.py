@@ -1,13 +1,15 @@
 """Probe worker processes: every core for a consortium's scrape, behind the one endpoint.
 
-One Python process probes on one core (bench/RESULTS.txt: a 10,000-path scrape is about
-1.2 s of CPU, in the kernel's connects, the event loop's callbacks and the writing of the
-metrics).
+One Python process probes on one core (bench/RESULTS.txt: a 10,000-path scrape is 0.7 s of
+CPU on the benchmark machine, in the kernel's connects, the event loop's callbacks and the
+writing of the metrics).
 With ``--probe-workers N`` the serving process keeps HTTP, the config, reloads, the status
 page and the explanations, and N worker processes probe: each owns a share of the sites
 (paths are never split, so a worker can judge a path's verdict) and writes the metric lines
 of its share (:func:`metrics.write_sections`); the serving process joins the parts under
-one header per family and sends them as one answer.
+one header per family and sends them as one answer. A worker writes and sends a big share's
+lines a part of whole sites at a time, as each part's probes finish (PART_TARGETS,
+:class:`ProbedPart`), so it never holds the whole share's results or answer at once.
 
 The guarantees of a single process hold across them:
 
