@@ -217,10 +217,20 @@ def test_on_uvloop_clients_waiting_for_a_descriptor_are_closed_not_left_hanging(
                 conn.settimeout(3.0)
                 assert conn.recv(16) == b""
             subprocess.run([prlimit, f"--pid={peer.pid}", "--nofile=1024:"], check=True)
-            assert fetch(url + "/-/healthy", timeout=5)[0] == 200
+            # served again within moments: under the whole suite's load the first connection
+            # after the limit was raised has been seen reset once (libuv may still be
+            # closing what waited in the backlog), so it is asked again, for 5 s at most
+            assert wait_until(lambda: _healthy(url), timeout=5, what="/-/healthy answering") == 200
         finally:
             for conn in waiting:
                 conn.close()
+
+
+def _healthy(url: str) -> int | None:
+    try:
+        return fetch(url + "/-/healthy", timeout=2)[0]
+    except ConnectionError:
+        return None
 
 
 @pytest.mark.peer("prlimit")
