@@ -15,7 +15,7 @@ Families are built fresh on each scrape, so a path removed by a reload leaves no
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
@@ -46,7 +46,7 @@ Sample = tuple[tuple[str, ...], float]  # the family's extra label values, the v
 class Rendering:
     """What the scrape asks of the rules beyond the outcomes themselves."""
 
-    required: frozenset[tuple[str, str]] = frozenset()  # (site, path) the ILLiad checklist requires
+    required: Container[tuple[str, str]] = frozenset()  # (site, path) the ILLiad checklist requires
     failure_reasons: FailureReasons = "active"
 
 
@@ -154,7 +154,7 @@ PATH_VERDICT = PathFamily(
 PATH_VERDICT_LABELS = ("site", "vantage", "path", "required")
 
 
-def path_verdict_samples(outcomes: Sequence[Outcome], required: frozenset[tuple[str, str]]) -> list[Sample]:
+def path_verdict_samples(outcomes: Sequence[Outcome], required: Container[tuple[str, str]]) -> list[Sample]:
     """(site, vantage, path, required) and 1 or 0 for each path whose verdict is known."""
     return [
         ((v.site, v.vantage, v.path, "true" if v.required else "false"), 1.0 if v.met else 0.0)
@@ -205,7 +205,7 @@ def label_values(outcome: Outcome) -> tuple[str, ...]:
 class ProbeCollector(Collector):
     """The path metrics of one scrape's outcomes, for prometheus_client (any format)."""
 
-    def __init__(self, outcomes: Sequence[Outcome], *, required: frozenset[tuple[str, str]] = frozenset(),
+    def __init__(self, outcomes: Sequence[Outcome], *, required: Container[tuple[str, str]] = frozenset(),
                  failure_reasons: FailureReasons = "active") -> None:
         self.outcomes = outcomes
         self.rendering = Rendering(required, failure_reasons)
@@ -385,7 +385,7 @@ def _write_rows(layout: _Layout, rows: Sequence[tuple[_PathLabels, ProbeTarget, 
                 append(layout.generic_line(labels, extra, value))
 
 
-def _verdict_lines(outcomes: Sequence[Outcome], required: frozenset[tuple[str, str]]) -> list[str]:
+def _verdict_lines(outcomes: Sequence[Outcome], required: Container[tuple[str, str]]) -> list[str]:
     name = PATH_VERDICT.name
     return [  # labels sorted by name
         f'{name}{{path="{_escape_value(path)}",required="{needed}",site="{_escape_value(site)}",'
@@ -399,7 +399,7 @@ def _rows(outcomes: Sequence[Outcome]) -> list[tuple[_PathLabels, ProbeTarget, P
 
 
 def write_exposition(
-    outcomes: Sequence[Outcome], *, required: frozenset[tuple[str, str]] = frozenset(),
+    outcomes: Sequence[Outcome], *, required: Container[tuple[str, str]] = frozenset(),
     failure_reasons: FailureReasons = "active", openmetrics: bool = False, chunk_lines: int = CHUNK_LINES,
 ) -> Iterator[str]:
     """The path metrics of ``outcomes`` in the text format (or OpenMetrics, without its
@@ -451,7 +451,7 @@ class Sections:
         return (Sections, (self.families, self.verdicts))
 
 
-def write_sections(outcomes: Sequence[Outcome], *, required: frozenset[tuple[str, str]] = frozenset(),
+def write_sections(outcomes: Sequence[Outcome], *, required: Container[tuple[str, str]] = frozenset(),
                    failure_reasons: FailureReasons = "active", chunk_lines: int = CHUNK_LINES) -> Sections:
     """The path metrics of ``outcomes`` as sections, for :func:`join_sections` to merge with
     other parts' (paths are never split across parts: a path verdict needs all its targets).
@@ -492,7 +492,7 @@ def join_sections(parts: Sequence[Sections], *, openmetrics: bool = False) -> It
 
 
 def render_outcomes(
-    outcomes: Sequence[Outcome], *, required: frozenset[tuple[str, str]] = frozenset(),
+    outcomes: Sequence[Outcome], *, required: Container[tuple[str, str]] = frozenset(),
     failure_reasons: FailureReasons = "active", openmetrics: bool = False, chunk_lines: int = CHUNK_LINES,
 ) -> str:
     """:func:`write_exposition` as one string (tests and small answers)."""

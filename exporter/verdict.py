@@ -24,7 +24,7 @@ exporter), and ``check`` prints it as "unknown (exporter: ...)" and counts it as
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import NamedTuple
 
 from .catalog import Expect, Require
@@ -125,7 +125,7 @@ class PathVerdict(NamedTuple):  # a tuple, like TargetCheck: thousands per scrap
 
 
 def path_verdicts(
-    checked: Iterable[tuple[ProbeTarget, ProbeResult | None]], required: frozenset[tuple[str, str]] = frozenset(),
+    checked: Iterable[tuple[ProbeTarget, ProbeResult | None]], required: Container[tuple[str, str]] = frozenset(),
 ) -> list[PathVerdict]:
     """One verdict per (site, vantage, path), in the order the paths first appear."""
     groups: dict[tuple[str, str, str], list[TargetCheck]] = {}
@@ -147,7 +147,7 @@ def path_verdicts(
     return verdicts
 
 
-def verdicts_of(outcomes: Sequence[Outcome], required: frozenset[tuple[str, str]] = frozenset()) -> list[PathVerdict]:
+def verdicts_of(outcomes: Sequence[Outcome], required: Container[tuple[str, str]] = frozenset()) -> list[PathVerdict]:
     """The verdicts of one scrape's outcomes."""
     return path_verdicts(((o.target, o.result) for o in outcomes), required)
 

@@ -130,13 +130,14 @@ def test_a_plan_share_is_freed_by_reference_counting_alone() -> None:
     from illiad_exporter.catalog import Role
     from illiad_exporter.config import load_config
     from illiad_exporter.plan import build_plan
-    from illiad_exporter.workers import Assign
+    from illiad_exporter.workers import Assign, RequiredPaths
 
     from .test_fuzz import EXAMPLE  # most probers and their options
 
     targets = tuple(t for role in Role for t in build_plan(load_config(EXAMPLE), role).targets)
     assert {t.prober for t in targets} >= {"tcp", "tls", "illiad_web", "tds", "ldap", "z3950", "rdp"}
-    data = pickle.dumps(Assign(1, targets, frozenset(), "active", 8), protocol=pickle.HIGHEST_PROTOCOL)
+    data = pickle.dumps(Assign(1, targets, RequiredPaths.of(targets, frozenset()), "active", 8),
+                        protocol=pickle.HIGHEST_PROTOCOL)
     gc.collect()
     gc.disable()
     try:

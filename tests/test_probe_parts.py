@@ -18,7 +18,7 @@ from illiad_exporter.metrics import join_sections, render_outcomes
 from illiad_exporter.probers import ProbeTarget, Reason
 from illiad_exporter.probers.base import ProberOptions
 from illiad_exporter.scrape import Outcome, run_all, run_in_parts
-from illiad_exporter.workers import Assign, Assigned, Probe, Probed, ProbedPart, part_ends
+from illiad_exporter.workers import Assign, Assigned, Probe, Probed, ProbedPart, RequiredPaths, part_ends
 
 
 def _target(site: str, path: str, port: int, *, timeout: float = 2.0) -> ProbeTarget:
@@ -100,7 +100,7 @@ def test_a_worker_answer_in_parts_joins_to_the_exposition_of_one_process(monkeyp
     async def scenario() -> tuple[Probed, str]:
         worker = workers._Worker(writer)
         try:
-            worker.assign(Assign(1, targets, frozenset(), "active", 8))
+            worker.assign(Assign(1, targets, RequiredPaths.of(targets, frozenset()), "active", 8))
             await worker.probe(Probe(7, 1, None, None, 5.0, True))
             await asyncio.sleep(0)  # the loop turn's answers are written at its end
         finally:
@@ -158,3 +158,16 @@ def test_overlapping_scrapes_in_parts_probe_each_target_once(silent_port):
     assert flights.started == len(targets) and flights.joined == len(targets)
     assert [_seen(outcomes) for outcomes in got] == [[(t.site, t.path, False, Reason.TIMEOUT) for t in targets]] * 2
     assert len(flights) == 0  # finished flights are forgotten
+
+
+@pytest.mark.parametrize("required_share", [0.0, 0.3, 0.7, 1.0])
+def test_a_share_keeps_the_fewer_of_its_required_and_other_paths_and_answers_for_each(required_share: float):
+    """RequiredPaths holds the required pairs or the others, whichever are fewer, and says
+    of every path of the share what the plan's set says."""
+    targets = [_target(f"lib{s}", f"p{p}", 1) for s in range(10) for p in range(10)]
+    required = frozenset((t.site, t.path) for i, t in enumerate(targets) if i < required_share * len(targets))
+    kept = RequiredPaths.of(targets, required)
+    assert len(kept.pairs) == min(len(required), len(targets) - len(required))
+    assert kept.listed == (len(required) <= len(targets) - len(required))
+    assert [(t.site, t.path) in kept for t in targets] == [(t.site, t.path) in required for t in targets]
+    assert pickle.loads(pickle.dumps(kept)) == kept
