@@ -461,9 +461,10 @@ def throughput(work: Path, args: argparse.Namespace, binary: str | None) -> tupl
     with Farm(open=open_, refused=refused, silent=silent) as farm:
         for n in sizes:
             specs = path_specs(farm, n, args.mixed, args.silent_share)
-            # CPU is read in clock ticks (10 ms): at least 10,000 probes a case, so 1,000 paths
-            # are not measured over 0.2 s (two runs read 0.100 and 0.125 ms a probe)
-            rounds = args.rounds or (2 if args.quick else max(2, min(10, math.ceil(10_000 / n))))
+            # CPU is read in clock ticks (10 ms): at least 30,000 probes a case, so 1,000 paths
+            # are not measured over well under a second (with 10 rounds, 0.065-0.074 ms a probe
+            # over four quiet runs, which made the ratios to 30,000 paths flap around 1.15x)
+            rounds = args.rounds or (2 if args.quick else max(2, min(30, math.ceil(30_000 / n))))
             # written once per size: 100,000 paths take a while to write and check
             config = illiad_config(work / f"illiad-{n}.yml", chunk(specs, PATHS_PER_SITE), timeout=args.timeout,
                                    concurrency=args.parallel)
