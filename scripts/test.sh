@@ -25,6 +25,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
+  # The container tests' base image (a stand-in for the public python image), as a root file
+  # system made here from the Debian mirror once, so the tests themselves fetch nothing.
+  if [ ! -f .cache/base-bookworm.tar ]; then
+    echo "making the container tests' base image (debootstrap bookworm)"
+    scripts/base-image.sh .cache/base-bookworm.tar
+  fi
 else
   echo "not root or no apt-get: Debian peers are not installed; tests that need them will skip" >&2
 fi

@@ -5,7 +5,9 @@ here: an engine that already answers (``$DOCKER_HOST`` or the default socket) is
 is; otherwise, as root, Debian's ``dockerd`` is started with the vfs driver on a socket and
 data-root of its own, and stopped by its pid when the session ends. Its data-root persists,
 so the locally made base image (debootstrap's Debian with python3, the stand-in for the
-public ``python`` image) and the build cache survive from one run to the next. A lock file
+public ``python`` image, made by scripts/test.sh before the tests) and the build cache
+survive from one run to the next. The image build takes its wheels from the ones
+scripts/setup.sh downloaded: nothing is fetched while the tests run. A lock file
 lets only one test session at a time use the engine this module starts.
 """
 
@@ -17,15 +19,16 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
-import tempfile
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .peers import missing
+from .peers import free_port, missing, offline_pip
 
 REPO = Path(__file__).resolve().parent.parent
 # The stand-in base: Debian bookworm's python3 (3.11), as the public default's Debian flavour.
@@ -191,44 +194,52 @@ def _remove_leftovers(engine: Engine) -> None:
 
 
 def ensure_base_image(engine: Engine, name: str = BASE_IMAGE) -> str:
-    """The stand-in for the public python image, made with debootstrap once and kept by name."""
+    """The stand-in for the public python image, imported once (and kept by name) from the
+    root file system scripts/test.sh made with debootstrap (scripts/base-image.sh)."""
     if engine.has_image(name):
         return name
-    debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
-    if not Path(debootstrap).exists():
-        raise EngineUnavailable("no debootstrap (Debian package debootstrap) to make the base image")
-    if os.geteuid() != 0:
-        raise EngineUnavailable("debootstrap needs root to make the base image")
-    with tempfile.TemporaryDirectory(prefix="illiad-base-") as tmp:
-        root = Path(tmp) / "rootfs"
-        proc = subprocess.run(
-            [debootstrap, "--variant=minbase", "--include=python3,python3-venv,ca-certificates", "bookworm",
-             str(root)], capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            raise EngineUnavailable(f"debootstrap failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-        # The build reaches PyPI through this machine's trust store (it may hold a local CA).
-        bundle = Path("/etc/ssl/certs/ca-certificates.crt")
-        if bundle.exists():
-            shutil.copyfile(bundle, root / "etc/ssl/certs/ca-certificates.crt")
-        for cache in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man"):
-            shutil.rmtree(root / cache, ignore_errors=True)
-        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        imported = subprocess.run(
-            [docker_cli(), "import", "--change", "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
-             "--change", 'CMD ["python3"]', "-", name],
-            stdin=tar.stdout, env={**os.environ, "DOCKER_HOST": engine.docker_host},
-            capture_output=True, text=True, timeout=600)
-        tar.wait(60)
-        if imported.returncode != 0:
-            raise EngineUnavailable(f"docker import failed: {imported.stderr[-2000:]}")
+    rootfs = REPO / ".cache" / "base-bookworm.tar"
+    if not rootfs.exists():
+        raise EngineUnavailable(f"no {rootfs} to make the base image of (scripts/test.sh makes it, as root)")
+    with rootfs.open("rb") as tar:
+        imported = subprocess.run([docker_cli(), "import", "--change", 'CMD ["python3"]', "-", name], stdin=tar,
+                                  env={**os.environ, "DOCKER_HOST": engine.docker_host}, capture_output=True,
+                                  text=True, timeout=600)
+    if imported.returncode != 0:
+        raise EngineUnavailable(f"docker import failed: {imported.stderr[-2000:]}")
     return name
 
 
 def build_project_image(engine: Engine, base: str, tag: str = PROJECT_IMAGE) -> str:
-    """Build the repository's Dockerfile on the given base (host network: PyPI for the wheels)."""
-    engine.cli("build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "--tag", tag, str(REPO),
-               timeout=900)
+    """Build the repository's Dockerfile on the given base, its wheels from the ones
+    scripts/setup.sh downloaded, served on loopback (host network), with no package index."""
+    wheelhouse = offline_pip()["PIP_FIND_LINKS"]
+    with _served(wheelhouse) as url:
+        engine.cli("build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "--build-arg", "PIP_NO_INDEX=1",
+                   "--build-arg", f"PIP_FIND_LINKS={url}", "--tag", tag, str(REPO), timeout=900)
     return tag
+
+
+@contextmanager
+def _served(directory: str) -> Iterator[str]:
+    """``directory`` over HTTP on a loopback port, for as long as the block runs."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", directory,
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise EngineUnavailable("the wheel server did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def free_test_subnet(taken: Sequence[str] = ()) -> ipaddress.IPv4Network:

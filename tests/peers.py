@@ -33,6 +33,16 @@ def missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+def offline_pip() -> dict[str, str]:
+    """Environment for a pip run inside a test: no package index, only the wheels
+    scripts/setup.sh downloaded (the exporter's dependencies and its build backend), so
+    installing the exporter as the README says sends nothing off this machine."""
+    wheelhouse = Path(__file__).resolve().parent.parent / ".venv" / "wheelhouse"
+    if not any(wheelhouse.glob("setuptools-*.whl")):
+        missing(f"no wheels in {wheelhouse} (scripts/setup.sh test downloads them)")
+    return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)}
+
+
 def need_binary(name: str, package: str) -> str:
     path = shutil.which(name) or next(
         (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None

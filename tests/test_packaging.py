@@ -5,6 +5,7 @@ the wheel itself."""
 from __future__ import annotations
 
 import email
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from illiad_exporter import __version__
+
+from .peers import offline_pip
 
 pytestmark = pytest.mark.process  # pip builds the wheel and installs it, as processes of its own
 
@@ -36,7 +39,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     for name in ("exporter", "alerts", "grafana", "examples"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(out), str(source)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **offline_pip()})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (built,) = out.glob("*.whl")
     return built, proc.stdout + proc.stderr

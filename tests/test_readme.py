@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from .exporter_process import exporter
-from .peers import need_binary, prometheus_peer, prometheus_query
+from .peers import need_binary, offline_pip, prometheus_peer, prometheus_query
 from .readme_blocks import README, REPO, lab_blocks, output_blocks, outputs_now
 
 TEXT = README.read_text()
@@ -73,10 +73,8 @@ def test_install_block_installs_a_working_exporter_on_a_fresh_venv(tmp_path: Pat
     home = tmp_path / "home"
     home.mkdir()
     python_dir = str(Path(sys.executable).resolve().parent)  # a python3 of 3.11+ first on PATH
-    env = {"HOME": str(home), "PATH": f"{python_dir}:/usr/bin:/bin", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    if "PIP_INDEX_URL" in os.environ:
-        env["PIP_INDEX_URL"] = os.environ["PIP_INDEX_URL"]
-    env["PIP_CACHE_DIR"] = os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
+    env = {"HOME": str(home), "PATH": f"{python_dir}:/usr/bin:/bin", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+           **offline_pip()}
     outputs = []
     for command in commands:
         proc = subprocess.run(["bash", "-c", command], cwd=checkout, env=env, capture_output=True, text=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .exporter_process import exporter, fetch
+from .exporter_process import PUBLIC_PATHS, exporter, fetch
 
 SCRAPE_TIMEOUT = 4.0  # Prometheus' scrape_timeout: the answer must come before it
 
@@ -30,14 +30,16 @@ def tree_rss_mib(pid: int) -> float:
 
 def thousand_paths(path: Path, generation: int, silent_port: int, refusing_port: int, *, sites: int = 100) -> Path:
     """1,000 paths in 100 sites (by default); each generation names them differently (a new plan, new
-    targets, new single-flight keys), a tenth to a silent port that holds to the deadline."""
+    targets, new single-flight keys), a tenth to a silent port that holds to the deadline. The
+    catalog's paths to public hosts are switched off: only loopback is probed."""
     # the offset leaves Prometheus' timeout room for writing 1,000 paths' answer on a loaded machine
     lines = ["defaults: {system_resolver: false, timeout: 5s}", "exporter: {scrape_timeout_offset: 1s}", "sites:"]
+    off = ", ".join(f"{path_id}: {{enabled: false}}" for path_id in PUBLIC_PATHS)
     for s in range(sites):
         customs = ", ".join(
             f"{{name: g{generation}p{p}, from: [web_server], host: 127.0.0.1, "
             f"port: {silent_port if p == 0 else refusing_port}}}" for p in range(10))
-        lines.append(f"  - {{name: g{generation}site{s:03d}, custom: [{customs}]}}")
+        lines.append(f"  - {{name: g{generation}site{s:03d}, paths: {{{off}}}, custom: [{customs}]}}")
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -84,7 +84,7 @@ def test_dead_names_are_dns_and_starve_neither_local_names_nor_logins(tmp_path, 
     web_yml.write_text(f"basic_auth_users: {{prometheus: '{bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()}'}}\n")
     auth = {"Authorization": "Basic " + base64.b64encode(f"prometheus:{password}".encode()).decode()}
     peer, url = exporter(config, tmp_path, "--web.config.file", str(web_yml),
-                         prefix=in_namespace_with_resolver(tmp_path, dropping_resolver))
+                         prefix=in_namespace_with_resolver(tmp_path, dropping_resolver), resolver_on_loopback=True)
     with peer:
         scrape: dict[str, object] = {}
 
