@@ -163,7 +163,7 @@ async def _dispatch_parts(parts: Parts, deadline: float, limiter: asyncio.Semaph
 
 def _no_slot(loop: asyncio.AbstractEventLoop) -> asyncio.Future[ProbeResult]:
     answer: asyncio.Future[ProbeResult] = loop.create_future()
-    answer.set_result(_failed(Reason.EXPORTER, NO_SLOT, not_run=NotRun.NO_SLOT))
+    answer.set_result(_no_slot_result())
     return answer
 
 
@@ -205,7 +205,7 @@ async def _dispatch(queued: deque[tuple[ProbeTarget, asyncio.Future[ProbeResult]
         pass  # no slot came free for the targets left before the deadline
     finally:  # also when the scrape is cancelled: never leave a placeholder for others to wait on
         for _, placeholder in queued:
-            placeholder.set_result(_failed(Reason.EXPORTER, NO_SLOT, not_run=NotRun.NO_SLOT))
+            placeholder.set_result(_no_slot_result())
         queued.clear()
 
 
@@ -227,6 +227,11 @@ async def _settled(targets: Sequence[ProbeTarget], answers: Answers, deadline: f
 SETTLE_GRACE = 0.05
 # The exporter's own limit, not the path's: reason exporter (see Reason.EXPORTER).
 NO_SLOT = "no free probe slot before the scrape deadline (exporter.max_concurrency)"
+
+
+def _no_slot_result() -> ProbeResult:
+    """A target the scrape's deadline left without a probe slot: the exporter's limit."""
+    return _failed(Reason.EXPORTER, NO_SLOT, not_run=NotRun.NO_SLOT)
 
 
 def _failed(reason: Reason, detail: str, *, not_run: NotRun | None = None) -> ProbeResult:
