@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 extra=${1:-}
 stamp=.venv/installed
-want="${extra:-plain} $(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="${extra:-plain} $(cat pyproject.toml "$0" | sha256sum | cut -d' ' -f1)"  # this script's steps too
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
