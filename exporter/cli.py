@@ -20,6 +20,7 @@ from .eventloop import EVENT_LOOPS, run_on_loop
 from .explain import Explanation, explain_verdicts
 from .explain import as_markdown as explain_markdown
 from .explain import as_text as explain_text
+from .headroom import SERVING_CPU_LIMIT
 from .listen import ListenAddress, parse_listen_address
 from .logs import setup_logging
 from .plan import Skipped, build_plan
@@ -106,6 +107,16 @@ def _workers_arg(value: str | int) -> int:
     return count
 
 
+def _cpu_share_arg(value: str | float) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share of one core such as 0.75, got {value!r}") from None
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"a share of one core is between 0 and 1, got {value}")
+    return share
+
+
 def _shard_arg(value: str) -> Shard:
     try:
         return parse_shard(value)
@@ -151,6 +162,13 @@ def _serve_arguments(serve: argparse.ArgumentParser) -> None:
                             "1: this process alone, the default; 'auto': one per CPU. More than one pays from "
                             "a few thousand paths (see Performance in the README) "
                             "(default: $ILLIAD_EXPORTER_PROBE_WORKERS or 1)")
+    serve.add_argument("--probe-workers.serving-cpu-limit", dest="serving_cpu_limit", type=_cpu_share_arg,
+                       default=os.environ.get("ILLIAD_EXPORTER_SERVING_CPU_LIMIT", str(SERVING_CPU_LIMIT)),
+                       metavar="SHARE",
+                       help="with probe workers, a site's /probe is probed by the serving process itself while "
+                            "it used less than this share of one core over the last half second (no pipe to "
+                            "cross: one process's cost), by the site's worker otherwise; 0: always the worker "
+                            f"(default: $ILLIAD_EXPORTER_SERVING_CPU_LIMIT or {SERVING_CPU_LIMIT})")
     serve.add_argument("--web.listen-address", dest="listen_addresses", action="append", type=_listen_arg,
                        metavar="ADDRESS",
                        help=f"address to listen on, HOST:PORT or :PORT; repeat it to serve on several "
@@ -251,7 +269,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         state = ExporterState(args.config_file, Role(args.vantage), shard=args.shard, workers=workers,
-                              bounds=load_bounds(args))
+                              bounds=load_bounds(args), serving_cpu_limit=args.serving_cpu_limit)
         try:
             state.load()
         except ConfigError as error:

@@ -558,3 +558,10 @@ class SelfMetrics:
             "Targets the loaded config gives this exporter to probe (its vantage and shard).",
             registry=registry,
         )
+        site_probes = Counter(
+            "illiad_exporter_site_probes_total",
+            "With probe workers: sites' /probe requests, by where they were probed: serving_process "
+            "(it had CPU to spare: no pipe crossed) or worker.",
+            ["probed_in"], registry=registry,
+        )
+        self.site_probes = {True: site_probes.labels("serving_process"), False: site_probes.labels("worker")}

@@ -25,6 +25,7 @@ from .config import Config, ConfigError, LoadInterrupted, load_config
 from .configfile import RELOAD_TIMEOUT, LoadBounds
 from .explain import Explanation, explain_outcomes
 from .gcpause import CollectionPause
+from .headroom import SERVING_CPU_LIMIT, CpuHeadroom
 from .metrics import ExplanationCollector, Sections, SelfMetrics, forget_path_labels, write_sections
 from .plan import Plan, build_plan
 from .probers import ProbeTarget, release_frames
@@ -60,12 +61,15 @@ _RELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="illiad-reload"
 
 class ExporterState:
     def __init__(self, config_file: str | Path, vantage: Role, *, shard: Shard | None = None,
-                 workers: WorkerPool | None = None, bounds: LoadBounds | None = None) -> None:
+                 workers: WorkerPool | None = None, bounds: LoadBounds | None = None,
+                 serving_cpu_limit: float = SERVING_CPU_LIMIT) -> None:
         self.config_file = str(config_file)
         self.bounds = bounds or LoadBounds()  # what a load may cost (the --config.* flags)
         self.vantage = vantage
         self.shard = shard  # from --shard; None: the config's exporter.shard, if any
         self.workers = workers  # None: probes run in this process (--probe-workers 1)
+        # with workers: a site's /probe is probed here while this process has CPU to spare
+        self.headroom = CpuHeadroom(serving_cpu_limit)
         self.snapshot: Snapshot | None = None
         # site -> latest outcomes; with probe workers, made as they are read (workers.Outcomes)
         self.last_outcomes: dict[str, Sequence[Outcome]] = {}
@@ -141,11 +145,11 @@ class ExporterState:
 
     def _read(self, bounds: LoadBounds, *, pause: bool = False) -> Snapshot:
         """Load within ``bounds`` and plan (a reload: in the reload thread, pausing for the
-        loop); the flight keys of the new plan are made here too (by the workers instead,
-        when they probe)."""
+        loop); the flight keys of the new plan are made here too (with workers as well: a
+        site's /probe may be probed here)."""
         config = load_config(self.config_file, bounds=bounds, pause=pause)
         plan = build_plan(config, self.vantage, shard=self.shard)
-        return Snapshot(config, plan, time.time(), flight_keys(plan.targets) if self.workers is None else {})
+        return Snapshot(config, plan, time.time(), flight_keys(plan.targets))
 
     def _install(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
@@ -214,8 +218,9 @@ class ExporterState:
         in the probe workers when there are some, else in this process. With workers and
         ``sections`` (the answer is in a format they write), the results of the sites that
         met every expectation come slim (see workers.crossing): enough for the status page,
-        not for writing the answer."""
-        if snapshot.shares is None or self.workers is None:
+        not for writing the answer. A site's selection is probed here, with workers too,
+        while this process has CPU to spare (see headroom)."""
+        if snapshot.shares is None or self.workers is None or site is not None and self._site_here():
             targets = select_targets(snapshot.plan.by_site, snapshot.plan.targets if site is None else (), site, path)
             return Scrape(await self.probe(targets, budget, record=record))
         parts = await self.workers.probe(snapshot.shares, budget, site=site, path=path, sections=sections)
@@ -232,6 +237,12 @@ class ExporterState:
         if not sections:
             return Scrape(outcomes)
         return Scrape(outcomes, [written for part in parts for written in self._sections(snapshot, part)])
+
+    def _site_here(self) -> bool:
+        """Whether a site's /probe runs in this process (counted either way)."""
+        here = self.headroom.spare()
+        self.metrics.site_probes[here].inc()
+        return here
 
     @staticmethod
     def _sections(snapshot: Snapshot, part: Part) -> tuple[Sections, ...]:

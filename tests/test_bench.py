@@ -25,15 +25,15 @@ def _run(*args: str) -> str:
 @pytest.mark.slow
 def test_quick_bench_prints_figures_for_both_exporters() -> None:
     """--quick --mixed: 20 paths (14 open, 5 refused, 1 silent) through /metrics, /probe?site=
-    (in one process and with 2 probe workers) and the blackbox exporter; every row has a wall
-    time, CPU per 1,000 probes, cores, peak RSS and PSS, and both exporters found the same 14
-    paths up; the compression part and the goals table follow."""
+    (as fast as it goes and paced, in one process and with 2 probe workers) and the blackbox
+    exporter; every row has a wall time, CPU per 1,000 probes, cores, peak RSS and PSS, and both
+    exporters found the same 14 paths up; the compression part and the goals table follow."""
     need_binary("prometheus-blackbox-exporter", "prometheus-blackbox-exporter")
     out = _run("--quick", "--mixed")
     rows = {
         (m.group("exporter"), m.group("endpoint")): m
         for m in re.finditer(
-            rf"^\s+20\s+(?P<exporter>illiad \([\w, ]+\)|blackbox)\s+(?P<endpoint>\S+)\s+\d+\s+(?P<wall>{NUMBER})\s+"
+            rf"^\s+20\s+(?P<exporter>illiad \([\w, ]+\)|blackbox)\s+(?P<endpoint>\S+(?: paced)?)\s+\d+\s+(?P<wall>{NUMBER})\s+"
             rf"(?P<cpu>{NUMBER})\s+(?P<cores>{NUMBER})\s+(?P<idle>{NUMBER})\s+(?P<peak>{NUMBER})\s+"
             rf"(?P<pss_idle>{NUMBER})\s+(?P<pss_peak>{NUMBER})\s+(?P<up>\d+)/20$",
             out, re.M,
@@ -43,6 +43,8 @@ def test_quick_bench_prints_figures_for_both_exporters() -> None:
     assert ("illiad (asyncio)", "/probe?site=") in rows, out
     assert ("illiad (asyncio, 2 workers)", "/metrics") in rows, out
     assert ("illiad (asyncio, 2 workers)", "/probe?site=") in rows, out
+    assert ("illiad (asyncio)", "/probe?site= paced") in rows, out
+    assert ("illiad (asyncio, 2 workers)", "/probe?site= paced") in rows, out
     assert ("blackbox", "/probe?target=") in rows, out
     for row in rows.values():
         assert row.group("up") == "14", out

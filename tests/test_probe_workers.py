@@ -195,6 +195,32 @@ def test_overlapping_scrapes_share_one_probe_in_the_worker_that_owns_the_path(tm
 
 
 @pytest.mark.process
+@pytest.mark.parametrize("limit, probed_in", [
+    ("0.75", "serving_process"),  # the default: an idle serving process probes the site itself
+    ("0.000001", "worker"),  # busier than that since it started (loading its config): the worker
+    ("0", "worker"),  # never in the serving process
+])
+def test_a_sites_probe_runs_in_the_serving_process_while_it_has_cpu_to_spare(tmp_path: Path, limit: str,
+                                                                            probed_in: str) -> None:
+    """Crossing a pipe to a worker and back costs a site's ten-odd probes 6-11% more CPU (40%
+    at Prometheus' pace, bench/run.py): the serving process probes the site itself while it
+    has CPU to spare. Either way: one probe, the same answer, counted by where it ran."""
+    with _listeners(2) as servers:
+        peer, url = _with_workers(tmp_path, _each_its_site(servers), f"--probe-workers.serving-cpu-limit={limit}")
+        with peer:
+            time.sleep(0.6)  # more than a window (headroom.WINDOW): a reading, not the first instant
+            status, text = fetch(f"{url}/probe?site=lib1")
+            assert _accepted(servers, [0, 1]) == [0, 1]
+            _, own = fetch(f"{url}/metrics")
+    assert status == 200
+    assert _series(text, "illiad_port_up") == {"lib1": 1.0}
+    assert _series(text, "illiad_path_expectation_met") == {"lib1": 1.0}
+    counted = {s.labels["probed_in"]: s.value for f in text_string_to_metric_families(own) for s in f.samples
+               if s.name == "illiad_exporter_site_probes_total"}
+    assert counted == {"serving_process": 0.0, "worker": 0.0, probed_in: 1.0}
+
+
+@pytest.mark.process
 def test_a_reload_reaches_the_workers_and_a_failed_one_keeps_their_plan(tmp_path: Path) -> None:
     with _listeners(4) as servers:
         peer, url = _with_workers(tmp_path, _each_its_site(servers[:3]))
