@@ -62,6 +62,7 @@ PACED = "/probe?site= paced"  # one request per site at a steady rate, as Promet
 # paced rows of one process against themselves moved this much from run to run (1-7%, measured
 # on the 2-CPU machine: waking an idle process costs what it costs)
 PACED_NOISE = 0.05
+SETTLE = 1.0  # seconds idle after a warm-up: longer than the serving process's CPU window (headroom.WINDOW)
 # The vantage of the benchmark configs: no built-in path starts at sql_server, so the
 # exporter probes exactly the custom loopback paths the config lists.
 VANTAGE = "sql_server"
@@ -370,17 +371,26 @@ def path_specs(farm: Farm, n: int, mixed: bool, silent_share: float) -> list[dic
     return [{"host": host, "port": port} for host, port in hosts]
 
 
-def measure_rounds(pid: int, one_round, rounds: int, warm_up=None) -> tuple[float, float, int]:
-    """Warm up once (with ``one_round`` unless given another way), then run ``rounds``
-    rounds: (median wall, CPU seconds, ups of the last)."""
+def measure_rounds(pid: int, one_round, rounds: int, warm_up=None) -> tuple[float, float, int, float]:
+    """Warm up once (with ``one_round`` unless given another way), run ``rounds`` rounds, then
+    one more for the peak PSS: (median wall, CPU seconds, ups of the last, peak PSS MiB).
+    Sampling smaps_rollup every 20 ms costs the machine CPU, the more the more processes it
+    reads, so it never runs beside the rounds whose CPU is counted (beside them it made two
+    workers' CPU per probe read 4-10% dearer than one process's, on the same code). Between
+    the warm-up and the rounds the exporter idles SETTLE seconds: a warm-up as fast as it goes
+    would otherwise send the first half second of paced requests to the workers."""
     (warm_up or one_round)()
+    time.sleep(SETTLE)
     walls = []
     cpu_before = cpu_seconds(pid)
     up = 0
     for _ in range(rounds):
         wall, up = one_round()
         walls.append(wall)
-    return statistics.median(walls), cpu_seconds(pid) - cpu_before, up
+    cpu = cpu_seconds(pid) - cpu_before
+    with PeakPss(pid) as pss:
+        one_round()
+    return statistics.median(walls), cpu, up, pss.peak
 
 
 def illiad_name(event_loop: str, workers: int) -> str:
@@ -408,11 +418,10 @@ def bench_illiad(work: Path, config: Path, n: int, *, mode: str, event_loop: str
             wall, bodies = timed_fetch(urls, requests_in_flight, rate=rate)
             return wall, count_up(bodies, "illiad")
 
-        with PeakPss(proc.pid) as pss:
-            wall, cpu, up = measure_rounds(proc.pid, one_round, rounds, warm_up=lambda: one_round(None))
+        wall, cpu, up, pss_peak = measure_rounds(proc.pid, one_round, rounds, warm_up=lambda: one_round(None))
         _, hwm = memory_mb(proc.pid)
     return Row(n, illiad_name(event_loop, workers), mode, wall, cpu / (n * rounds) * 1000, rss_idle, hwm, up, rounds,
-               pss_idle, pss.peak)
+               pss_idle, pss_peak)
 
 
 def wait_for_workers(pid: int, workers: int, timeout: float = 60.0) -> None:
@@ -437,11 +446,10 @@ def bench_blackbox(work: Path, binary: str, specs: list[dict], *, parallel: int,
             return wall, count_up(bodies, "blackbox")
 
         pss_idle = pss_mb(proc.pid)
-        with PeakPss(proc.pid) as pss:
-            wall, cpu, up = measure_rounds(proc.pid, one_round, rounds)
+        wall, cpu, up, pss_peak = measure_rounds(proc.pid, one_round, rounds)
         _, hwm = memory_mb(proc.pid)
     return Row(n, "blackbox", "/probe?target=", wall, cpu / (n * rounds) * 1000, rss_idle, hwm, up, rounds,
-               pss_idle, pss.peak)
+               pss_idle, pss_peak)
 
 
 def uvloop_available() -> bool:

@@ -26,7 +26,8 @@ from .configfile import RELOAD_TIMEOUT, LoadBounds
 from .explain import Explanation, explain_outcomes
 from .gcpause import CollectionPause
 from .headroom import SERVING_CPU_LIMIT, CpuHeadroom
-from .metrics import ExplanationCollector, Sections, SelfMetrics, forget_path_labels, write_sections
+from .metrics import (ExplanationCollector, Sections, SelfMetrics, forget_path_labels, keep_label_text,
+                      write_sections)
 from .plan import Plan, build_plan
 from .probers import ProbeTarget, release_frames
 from .scrape import Outcome, run_all
@@ -68,8 +69,10 @@ class ExporterState:
         self.vantage = vantage
         self.shard = shard  # from --shard; None: the config's exporter.shard, if any
         self.workers = workers  # None: probes run in this process (--probe-workers 1)
-        # with workers: a site's /probe is probed here while this process has CPU to spare
+        # with workers: a site's /probe is probed here while this process has CPU to spare,
+        # its label text made as it is written (the workers keep theirs)
         self.headroom = CpuHeadroom(serving_cpu_limit)
+        keep_label_text(workers is None)
         self.snapshot: Snapshot | None = None
         # site -> latest outcomes; with probe workers, made as they are read (workers.Outcomes)
         self.last_outcomes: dict[str, Sequence[Outcome]] = {}

@@ -8,7 +8,8 @@ from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from illiad_exporter.catalog import Expect, Require
-from illiad_exporter.metrics import FailureReasons, ProbeCollector, fast_format, render_outcomes, write_exposition
+from illiad_exporter.metrics import (FailureReasons, ProbeCollector, _path_labels, fast_format, forget_path_labels,
+                                    keep_label_text, render_outcomes, write_exposition)
 from illiad_exporter.probers.base import ALL_REASONS, ProbeResult, Reason, TlsFacts
 from illiad_exporter.scrape import Outcome
 
@@ -104,3 +105,22 @@ def test_with_all_failure_reasons_every_reason_is_a_series_and_exactly_one_is_se
 def test_the_fast_path_is_taken_only_for_formats_it_writes_exactly(accept: str, kind: str | None) -> None:
     _, content_type = choose_encoder(accept)
     assert fast_format(content_type) == kind
+
+
+def test_label_text_made_each_time_is_the_kept_text_and_keeps_nothing() -> None:
+    """A serving process with probe workers writes its own sites' lines without keeping each
+    path's label text (the workers keep theirs): the same bytes, and the cache stays empty."""
+    outcomes = _outcomes()
+    forget_path_labels()
+    kept = "".join(write_exposition(outcomes))
+    assert _path_labels.cache_info().currsize == len(outcomes)
+    forget_path_labels()
+    keep_label_text(False)
+    try:
+        made = "".join(write_exposition(outcomes))
+        assert _path_labels.cache_info().currsize == 0
+    finally:
+        keep_label_text(True)
+    assert made == kept
+    "".join(write_exposition(outcomes))
+    assert _path_labels.cache_info().currsize == len(outcomes)  # kept again once switched back
