@@ -510,6 +510,8 @@ def test_shares_are_whole_sites_balanced_by_probe_count() -> None:
     (["--probe-workers", "many"], {}, "expected a number of processes or auto, got 'many'"),
     (["--probe-workers", "2"], {"ILLIAD_EXPORTER_PROBE_WORKER_START": "fork"},
      "probe workers cannot start with 'fork' here (forkserver on Linux, or spawn)"),
+    (["--probe-workers.serving-cpu-limit", "2"], {}, "a share of one core is between 0 and 1, got 2"),
+    ([], {"ILLIAD_EXPORTER_SERVING_CPU_LIMIT": "most"}, "expected a share of one core such as 0.75, got 'most'"),
 ])
 def test_a_bad_worker_setting_is_refused_with_a_clear_error(tmp_path: Path, argv: list[str], env: dict[str, str],
                                                             message: str) -> None:
