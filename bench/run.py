@@ -59,8 +59,8 @@ SCRAPE_TIMEOUT = 30.0  # what Prometheus would send in X-Prometheus-Scrape-Timeo
 PATHS_PER_SITE = 10
 SITES = "/probe?site="  # one request per site, as fast as the requests in flight allow
 PACED = "/probe?site= paced"  # one request per site at a steady rate, as Prometheus scrapes them
-# paced rows of one process against themselves moved this much from run to run (1-7%, measured
-# on the 2-CPU machine: waking an idle process costs what it costs)
+# two processes of the same code differ by up to this much in CPU per probe at this pace
+# (measured on the 2-CPU machine with rounds alternating between instances side by side)
 PACED_NOISE = 0.05
 SETTLE = 1.0  # seconds idle after a warm-up: longer than the serving process's CPU window (headroom.WINDOW)
 # The vantage of the benchmark configs: no built-in path starts at sql_server, so the
@@ -766,7 +766,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "(default 32)")
     parser.add_argument("--site-rate", type=float, default=400.0,
                         help="requests a second of the paced /probe?site= rows (default 400: 4,000 probes a "
-                             "second, 40%% of one core for one process; 10,000 sites scraped every 25 s)")
+                             "second, about half of one core for one process; 10,000 sites scraped every 25 s)")
     parser.add_argument("--rounds", type=int, default=0, help="measured rounds per case (default: by N)")
     parser.add_argument("--blackbox-max", type=int, default=30_000,
                         help="the largest N the blackbox exporter is driven at in (a) (one request per path: "

@@ -202,9 +202,9 @@ def test_overlapping_scrapes_share_one_probe_in_the_worker_that_owns_the_path(tm
 ])
 def test_a_sites_probe_runs_in_the_serving_process_while_it_has_cpu_to_spare(tmp_path: Path, limit: str,
                                                                             probed_in: str) -> None:
-    """Crossing a pipe to a worker and back costs a site's ten-odd probes 6-11% more CPU (40%
-    at Prometheus' pace, bench/run.py): the serving process probes the site itself while it
-    has CPU to spare. Either way: one probe, the same answer, counted by where it ran."""
+    """Crossing a pipe to a worker and back costs a site's ten-odd probes 1.4x the CPU at
+    Prometheus' pace (bench/run.py): the serving process probes the site itself while it has
+    CPU to spare. Either way: one probe, the same answer, counted by where it ran."""
     with _listeners(2) as servers:
         peer, url = _with_workers(tmp_path, _each_its_site(servers), f"--probe-workers.serving-cpu-limit={limit}")
         with peer:
