@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .exporter_process import PUBLIC_PATHS, loopback_site_config
+from .exporter_process import PUBLIC_PATHS, loopback_site_config, only_test_hosts
 
 CLI = [sys.executable, "-m", "illiad_exporter"]
 
@@ -26,6 +26,7 @@ def write_config(path: Path, *, sql_port: int, z3950_port: int, rdp_port: int) -
 
 
 def check(config: Path, vantage: str) -> tuple[int, dict]:
+    only_test_hosts(config, vantage)
     done = subprocess.run([*CLI, "check", "--config.file", str(config), "--vantage", vantage, "--output", "json"],
                           capture_output=True, text=True, timeout=30)
     return done.returncode, json.loads(done.stdout)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .exporter_process import loopback_site_config
+from .exporter_process import loopback_site_config, only_test_hosts
 from .peers import free_port, wait_for_port
 from .test_server import write_config
 
@@ -22,6 +22,9 @@ CONFIGS = Path(__file__).parent / "configs"
 
 
 def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    if args[0] in ("check", "serve") and "--config.file" in args:  # what it may probe: only test hosts
+        config = Path(args[args.index("--config.file") + 1])
+        only_test_hosts(config, args[args.index("--vantage") + 1] if "--vantage" in args else "web_server")
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
 
 
@@ -122,6 +125,7 @@ def test_catalog_formats():
 
 def test_serve_answers_scrapes_and_exits_0_on_sigterm(tmp_path, silent_port, refusing_port):
     config = write_config(tmp_path / "c.yml", sql_port=silent_port, web_port=refusing_port)
+    only_test_hosts(config, "web_server")
     port = free_port()
     process = subprocess.Popen(
         [*CLI, "serve", "--config.file", str(config), "--vantage", "web_server",
@@ -147,8 +151,8 @@ def test_serve_refuses_to_start_on_a_bad_config():
     assert "invalid-yaml.yml:4:1: invalid YAML" in result.stderr
 
 
-def test_vantage_is_required():
-    result = run("check", "--config.file", str(CONFIGS / "valid-minimal.yml"))
+def test_vantage_is_required(tmp_path):
+    result = run("check", "--config.file", str(loopback_site_config(tmp_path / "c.yml")))
     assert result.returncode == 2 and "--vantage is required" in result.stderr
 
 
@@ -164,6 +168,7 @@ def test_version_answers_before_or_after_the_subcommand():
 def test_a_repeated_listen_address_serves_on_each(tmp_path, silent_port, refusing_port):
     """As exporter-toolkit's repeatable flag: every --web.listen-address is served, each logged."""
     config = write_config(tmp_path / "c.yml", sql_port=silent_port, web_port=refusing_port)
+    only_test_hosts(config, "web_server")
     ports = [free_port(), free_port()]
     process = subprocess.Popen(
         [*CLI, "serve", "--config.file", str(config), "--vantage", "web_server", "--log.format", "json",
@@ -184,11 +189,10 @@ def test_a_repeated_listen_address_serves_on_each(tmp_path, silent_port, refusin
 
 
 def test_listen_address_is_checked_before_start_and_a_taken_one_is_named(tmp_path, silent_port, refusing_port):
-    bad = run("serve", "--config.file", str(CONFIGS / "valid-minimal.yml"), "--vantage", "web_server",
-              "--web.listen-address", "127.0.0.1")
+    config = write_config(tmp_path / "c.yml", sql_port=silent_port, web_port=refusing_port)
+    bad = run("serve", "--config.file", str(config), "--vantage", "web_server", "--web.listen-address", "127.0.0.1")
     assert bad.returncode == 2
     assert "argument --web.listen-address: not HOST:PORT, [IPv6]:PORT or :PORT: '127.0.0.1'" in bad.stderr
-    config = write_config(tmp_path / "c.yml", sql_port=silent_port, web_port=refusing_port)
     free = free_port()
     # the second address is taken (the silent peer holds it): nothing is left serving on the first
     taken = run("serve", "--config.file", str(config), "--vantage", "web_server",

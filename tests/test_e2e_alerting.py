@@ -24,6 +24,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from .exporter_process import only_test_hosts
 from .peers import Peer, free_port, need_binary, nginx_peer, prometheus_peer, tdspool_peer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -334,6 +335,8 @@ def test_closed_sql_odyssey_and_oclc_page_within_for_plus_two_evaluations_with_t
                                         hosted=f"127.0.0.1:{hosted_port}", alertmanager_port=am_port)
         prom = prometheus_peer(prometheus, prom_config, "--rules.alert.resend-delay=1s")
         prom_port = prom.port
+        for config in configs.values():
+            only_test_hosts(config, "web_server")
         exporters = [Peer([sys.executable, "-m", "illiad_exporter", "serve", f"--config.file={configs[site]}",
                            "--vantage", "web_server", f"--web.listen-address=127.0.0.1:{port}"],
                           port=port, log=tmp_path / f"exporter-{site}.log")

@@ -25,7 +25,7 @@ from illiad_exporter.config import Config, ConfigError, parse_config
 from illiad_exporter.server import build_app
 from illiad_exporter.state import ExporterState
 
-from .exporter_process import PUBLIC_PATHS, loopback_site_config
+from .exporter_process import PUBLIC_PATHS, loopback_site_config, only_test_hosts
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "illiad.yml"
 VALID = yaml.safe_load(EXAMPLE.read_text())
@@ -136,6 +136,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     holder: dict[str, Any] = {}
+
+    only_test_hosts(config, Role.WEB_SERVER.value)
 
     async def start() -> None:
         state = ExporterState(config, Role.WEB_SERVER)

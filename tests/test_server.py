@@ -17,7 +17,7 @@ from illiad_exporter.probers import Reason
 from illiad_exporter.server import build_app
 from illiad_exporter.state import ExporterState
 
-from .exporter_process import PUBLIC_PATHS, loopback_site, loopback_site_config
+from .exporter_process import PUBLIC_PATHS, loopback_site, loopback_site_config, only_test_hosts
 
 
 def write_config(path: Path, *, sql_port: int, web_port: int, extra_sites: str = "", timeout: str = "2s") -> Path:
@@ -31,6 +31,7 @@ def write_config(path: Path, *, sql_port: int, web_port: int, extra_sites: str =
 
 @asynccontextmanager
 async def running(config: Path, vantage: Role = Role.WEB_SERVER) -> AsyncIterator[tuple[str, ExporterState]]:
+    only_test_hosts(config, vantage.value)
     state = ExporterState(config, vantage)
     state.load()
     runner = web.AppRunner(build_app(state))

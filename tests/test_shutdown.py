@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .exporter_process import exporter, fetch, log_text, loopback_site_config, wait_until
+from .exporter_process import exporter, fetch, log_text, loopback_site_config, only_test_hosts, wait_until
 from .peers import Peer, free_port
 from .test_server import value
 from .test_webconfig import SALT_AND_DIGEST, basic
@@ -81,8 +81,10 @@ def test_sigterm_during_a_password_check_answers_the_login_and_ends_the_process(
     launcher = ("import sys; from illiad_exporter import webconfig; webconfig.BCRYPT_MAX_COST = 20; "
                 "from illiad_exporter.cli import main; sys.exit(main())")
     port = free_port()
+    config = slow_config(tmp_path / "c.yml", silent_port)
+    only_test_hosts(config, "web_server")
     peer = Peer([sys.executable, "-c", launcher, "serve", "--config.file",
-                 str(slow_config(tmp_path / "c.yml", silent_port)), "--vantage", "web_server",
+                 str(config), "--vantage", "web_server",
                  "--web.listen-address", f"127.0.0.1:{port}", "--web.config.file", str(web_yml)],
                 port=port, log=tmp_path / "exporter.log")
     answer: list[tuple[int, str] | Exception] = []

@@ -25,7 +25,7 @@ from illiad_exporter.webaccess import BasicAuth
 from illiad_exporter.webconfig import load_web_config
 
 from .certs import CertFiles, write_cert
-from .exporter_process import exporter, log_text
+from .exporter_process import exporter, log_text, only_test_hosts
 from .peers import need_binary
 from .test_reload import site_config
 
@@ -162,6 +162,8 @@ def test_successful_checks_are_cached_and_bcrypt_never_blocks_the_loop(tmp_path,
     web_config = load_web_config(web_yml)
     config = site_config(tmp_path / "c.yml", "alpha", {"a_sql": silent_port})
 
+    only_test_hosts(config, Role.WEB_SERVER.value)
+
     async def scenario() -> None:
         from aiohttp import web
 
@@ -272,6 +274,7 @@ def test_serve_refuses_to_start_with_a_bad_web_config(tmp_path, silent_port, use
     web_yml = tmp_path / "web.yml"
     web_yml.write_text(f"basic_auth_users: {users}\n")
     config = site_config(tmp_path / "c.yml", "alpha", {"a_sql": silent_port})
+    only_test_hosts(config, "web_server")
     result = subprocess.run(
         [sys.executable, "-m", "illiad_exporter", "serve", "--config.file", str(config), "--vantage", "web_server",
          "--web.config.file", str(web_yml), "--web.listen-address", "127.0.0.1:0"],
@@ -295,6 +298,7 @@ def test_relative_paths_are_relative_to_the_web_config_file(tmp_path, pki):
 async def serve_in_process(config: Path, web_config) -> tuple[object, str]:  # type: ignore[no-untyped-def]
     from aiohttp import web
 
+    only_test_hosts(config, Role.WEB_SERVER.value)
     state = ExporterState(config, Role.WEB_SERVER)
     state.load()
     runner = web.AppRunner(build_app(state, web_config=web_config))
